@@ -1,0 +1,84 @@
+"""The Python API: `analyze` mirrors ``xpusim analyze`` and `sweep` mirrors ``--sweep``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from xpusim.workload.capture import capture
+from xpusim.workload.model import Workload
+from xpusim.workload.zoo import ModelSpecError, build
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64,
+    "float8_e4m3fn": torch.float8_e4m3fn, "fp8": torch.float8_e4m3fn, "fp8-e4m3": torch.float8_e4m3fn,
+    "float8_e5m2": torch.float8_e5m2, "fp8-e5m2": torch.float8_e5m2,
+}
+SWEEP_PARAMS = ("batch", "seq-len", "image-size")
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"dtype={name!r} is not one of {', '.join(DTYPES)}") from None
+
+
+def analyze(
+    model: str | torch.nn.Module,
+    example_inputs: Any = None,
+    *,
+    example_kwargs: Mapping[str, Any] | None = None,
+    batch: int = 1,
+    input_shape: Sequence[int] | None = None,
+    image_size: int | None = None,
+    seq_len: int | None = None,
+    mode: str = "inference",
+    device: str = "meta",
+    dtype: str | torch.dtype | None = None,
+    name: str | None = None,
+) -> Workload:
+    """Per-op MACs, FLOPs, params and bytes of one run of ``model``.
+
+    ``model`` is a zoo name (``resnet50``, ``llama2-7b``), ``path/to/file.py:factory``, or any `nn.Module`.
+    For a module give ``example_inputs`` (a tensor or tuple; real or meta) or ``input_shape``.
+    By default everything runs on the meta device (no memory, no arithmetic, the module is not modified);
+    ``device="eager"`` runs the tensors as given so PyTorch picks the kernels a real run would.
+
+    >>> import xpusim
+    >>> wl = xpusim.analyze("resnet50")
+    >>> wl.totals().macs
+    4089184256
+    """
+    torch_dtype = parse_dtype(dtype)
+    shape = tuple(input_shape) if input_shape is not None else None
+    if shape is not None and (not shape or any(int(d) < 1 for d in shape)):
+        raise ValueError(f"input_shape={shape} must be a non-empty list of positive sizes")
+    if isinstance(model, str):
+        built = build(model, batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len)
+        return capture(built.module, built.args, built.kwargs, mode=mode, device="meta", dtype=torch_dtype,
+                       name=name or built.name)
+    if not isinstance(model, torch.nn.Module):
+        raise ModelSpecError(f"model must be a name, file.py:factory or torch.nn.Module, not {type(model).__name__}")
+    if example_inputs is None:
+        if shape is None:
+            raise ValueError("give example_inputs or input_shape for a module")
+        example_inputs = torch.empty(shape, device="meta")
+    return capture(model, example_inputs, example_kwargs, mode=mode, device=device, dtype=torch_dtype, name=name)
+
+
+def sweep(model: str, param: str, values: Sequence[int], **kwargs: Any) -> list[tuple[int, Workload]]:
+    """Analyze ``model`` once per value of ``param`` (``batch``, ``seq-len`` or ``image-size``)."""
+    if param not in SWEEP_PARAMS:
+        raise ValueError(f"sweep parameter {param!r} is not one of {', '.join(SWEEP_PARAMS)}")
+    if not values:
+        raise ValueError("sweep needs at least one value")
+    key = param.replace("-", "_")
+    return [(v, analyze(model, **{**kwargs, key: v})) for v in values]

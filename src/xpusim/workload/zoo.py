@@ -1,0 +1,180 @@
+"""Models by name: every torchvision classifier, transformer LLMs from shipped configs, user files.
+
+Everything is built on the meta device: no weights are downloaded or allocated, so a 70B model costs no RAM.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_MAX_SEQ_LEN = 2048
+
+
+class ModelSpecError(ValueError):
+    """A model name, file or factory the user gave cannot be resolved; the message says what would work."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltModel:
+    """A model ready to capture, with inputs built for the requested batch and sizes."""
+
+    name: str
+    module: torch.nn.Module
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    family: str = "vision"
+    """``vision``, ``causal-lm``, ``encoder`` or ``user``."""
+
+
+@functools.cache
+def torchvision_names() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+@functools.cache
+def llm_configs() -> dict[str, dict[str, Any]]:
+    """Shipped LLM configs by name (each JSON holds a ``source``, a ``task`` and the HF-style ``config``)."""
+    root = resources.files("xpusim.workload") / "configs"
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".json"):
+            out[entry.name.removesuffix(".json")] = json.loads(entry.read_text())
+    return dict(sorted(out.items()))
+
+
+def model_names() -> list[str]:
+    """Every name `build` accepts (besides ``file.py:factory``)."""
+    return list(llm_configs()) + list(torchvision_names())
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), model_names(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return f"unknown model {name!r}.{hint} Run 'xpusim models' for the list, or give file.py:factory."
+
+
+def build(
+    spec: str,
+    *,
+    batch: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+    image_size: int | None = None,
+    seq_len: int | None = None,
+) -> BuiltModel:
+    """Build ``spec`` (zoo name or ``path/to/file.py:factory``) on the meta device with example inputs."""
+    if batch < 1:
+        raise ModelSpecError(f"batch={batch} must be >= 1")
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        return _build_user(spec, batch=batch, input_shape=input_shape)
+    if spec in llm_configs():
+        return _build_llm(spec, batch=batch, seq_len=seq_len)
+    if spec in torchvision_names():
+        return _build_torchvision(spec, batch=batch, input_shape=input_shape, image_size=image_size)
+    raise ModelSpecError(_suggest(spec))
+
+
+def _build_torchvision(
+    name: str, *, batch: int, input_shape: tuple[int, ...] | None, image_size: int | None
+) -> BuiltModel:
+    import torchvision
+
+    with torch.device("meta"):
+        module = torchvision.models.get_model(name)
+    if input_shape is None:
+        size = image_size or DEFAULT_IMAGE_SIZE
+        input_shape = (batch, 3, size, size)
+    return BuiltModel(name=name, module=module, args=(torch.empty(input_shape, device="meta"),))
+
+
+def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
+    entry = llm_configs()[name]
+    cfg = dict(entry["config"])
+    model_type = cfg.pop("model_type")
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    config = AutoConfig.for_model(model_type, **cfg)
+    max_len = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0))
+    if seq_len is None:
+        seq_len = min(DEFAULT_MAX_SEQ_LEN, max_len) if max_len else DEFAULT_MAX_SEQ_LEN
+    if seq_len < 1 or (max_len and seq_len > max_len):
+        raise ModelSpecError(f"seq_len={seq_len} is outside 1..{max_len} (the max_position_embeddings of {name})")
+    task = entry.get("task", "causal-lm")
+    with torch.device("meta"):
+        if task == "causal-lm":
+            module = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+        else:
+            module = AutoModel.from_config(config, attn_implementation="sdpa", add_pooling_layer=False)
+    ids = torch.empty((batch, seq_len), dtype=torch.long, device="meta")
+    # transformers 5.x: a causal LM's forward on meta with use_cache=False calls .item() while looking for packed
+    # sequences; with the cache on it runs and the FLOPs are the same (no past tokens).
+    kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": True} if task == "causal-lm" else {"input_ids": ids}
+    return BuiltModel(name=name, module=module, args=(), kwargs=kwargs, family=task)
+
+
+def _build_user(spec: str, *, batch: int, input_shape: tuple[int, ...] | None) -> BuiltModel:
+    """``file.py:factory``: import the file the user named and call ``factory()``.
+
+    The factory returns a module, or a ``(module, example_inputs)`` pair. Without example inputs the user
+    must give ``input_shape``.
+    """
+    path_s, factory_name = spec.rsplit(":", 1)
+    path = Path(path_s)
+    if not path.is_file():
+        raise ModelSpecError(f"model file {path_s!r} does not exist")
+    if not factory_name.isidentifier():
+        raise ModelSpecError(f"factory {factory_name!r} in {spec!r} is not a Python name")
+    mod_name = f"xpusim_user_{abs(hash(path.resolve()))}"
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ModelSpecError(f"cannot import {path_s!r} as a Python file")
+    user_mod = importlib.util.module_from_spec(loader_spec)
+    sys.modules[mod_name] = user_mod
+    try:
+        loader_spec.loader.exec_module(user_mod)
+    except Exception as exc:
+        raise ModelSpecError(f"importing {path_s} failed: {type(exc).__name__}: {exc}") from exc
+    factory: Callable[[], Any] | None = getattr(user_mod, factory_name, None)
+    if not callable(factory):
+        names = [n for n, v in vars(user_mod).items() if callable(v) and not n.startswith("_")]
+        raise ModelSpecError(
+            f"{path_s} has no callable {factory_name!r}; callables there: {', '.join(sorted(names)) or 'none'}"
+        )
+    try:
+        made = factory()
+    except Exception as exc:
+        raise ModelSpecError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+    example: Any = None
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        made, example = made
+    if not isinstance(made, torch.nn.Module):
+        raise ModelSpecError(f"{spec}() returned {type(made).__name__}, expected a torch.nn.Module")
+    if input_shape is not None:
+        example = torch.empty(input_shape, device="meta")
+    if example is None:
+        raise ModelSpecError(f"{spec}: give --input-shape (e.g. 1,3,224,224) or return (model, example_inputs)")
+    args = example if isinstance(example, tuple) else (example,)
+    if input_shape is None and batch != 1:
+        args = tuple(_rebatch(a, batch) for a in args)
+    return BuiltModel(name=spec, module=made, args=args, family="user")
+
+
+def _rebatch(t: Any, batch: int) -> Any:
+    if isinstance(t, torch.Tensor) and t.dim() >= 1:
+        return torch.empty((batch, *t.shape[1:]), dtype=t.dtype, device="meta")
+    return t
