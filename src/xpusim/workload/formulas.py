@@ -565,7 +565,8 @@ FREE_OPS = frozenset(
         "resolve_neg _nested_tensor_size _nested_tensor_strides _nested_tensor_storage_offsets "
         "_nested_get_values _nested_view_from_buffer _to_dense _nested_tensor_from_mask_left_aligned "
         "_is_all_true _assert_async _assert_tensor_metadata _functional_assert_async record_stream "
-        "_debug_has_internal_overlap _make_dep_token prim::device item equal"
+        "_debug_has_internal_overlap _make_dep_token prim::device item equal t_ transpose_ squeeze_ unsqueeze_ "
+        "as_strided_ detach_ swapdims_ swapaxes_"
     ).split()
 )
 """Views, allocation and metadata ops: no arithmetic and no data movement of their own."""

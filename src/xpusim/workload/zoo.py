@@ -5,12 +5,13 @@ Everything is built on the meta device: no weights are downloaded or allocated, 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -92,12 +93,43 @@ def _build_torchvision(
 ) -> BuiltModel:
     import torchvision
 
-    with torch.device("meta"):
-        module = torchvision.models.get_model(name)
+    try:
+        with torch.device("meta"):
+            module = torchvision.models.get_model(name)
+    except NotImplementedError:  # builders that compute widths with tensors (RegNet) cannot run under meta
+        with _params_to_meta():
+            module = torchvision.models.get_model(name)
     if input_shape is None:
         size = image_size or DEFAULT_IMAGE_SIZE
         input_shape = (batch, 3, size, size)
     return BuiltModel(name=name, module=module, args=(torch.empty(input_shape, device="meta"),))
+
+
+@contextlib.contextmanager
+def _params_to_meta() -> Iterator[None]:
+    """Build on the CPU but turn every parameter and buffer into meta the moment it is registered.
+
+    Only one layer's weights ever exist in memory, and weight initialisation runs on meta (free).
+    """
+    orig_param, orig_buffer = torch.nn.Module.register_parameter, torch.nn.Module.register_buffer
+
+    def register_parameter(self: torch.nn.Module, name: str, param: Any) -> None:
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        orig_param(self, name, param)
+
+    def register_buffer(self: torch.nn.Module, name: str, tensor: Any, persistent: bool = True) -> None:
+        if tensor is not None and tensor.device.type != "meta":
+            tensor = tensor.to("meta")
+        orig_buffer(self, name, tensor, persistent)
+
+    torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+    torch.nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = orig_param  # type: ignore[method-assign]
+        torch.nn.Module.register_buffer = orig_buffer  # type: ignore[method-assign]
 
 
 def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
