@@ -38,7 +38,7 @@ def test_json_contract() -> None:
 
 
 def test_depth_grouping_keeps_totals() -> None:
-    code, out, _ = run("analyze", "resnet18", "--format", "json", "--depth", "1")
+    _, out, _ = run("analyze", "resnet18", "--format", "json", "--depth", "1")
     d = json.loads(out)
     names = [layer["name"] for layer in d["layers"]]
     assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
@@ -59,7 +59,7 @@ def test_table_lists_totals_and_uncounted() -> None:
 
 
 def test_sweep_batch_scales_linearly() -> None:
-    code, out, _ = run("analyze", "resnet18", "--sweep", "batch=1,4", "--format", "json")
+    _, out, _ = run("analyze", "resnet18", "--sweep", "batch=1,4", "--format", "json")
     d = json.loads(out)
     m1, m4 = (r["totals"]["macs"] for r in d["results"])
     assert m4 == 4 * m1

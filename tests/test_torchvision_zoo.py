@@ -3,7 +3,6 @@ to PyTorch's own FlopCounterMode (an independent implementation) on the same mod
 
 import pytest
 import torch
-import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import xpusim

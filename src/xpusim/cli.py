@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -34,13 +34,13 @@ def out_console() -> Console:
 DEFAULT_MODEL = "resnet50"
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     inference = "inference"
     training = "training"
 

@@ -223,7 +223,7 @@ class _Recorder(TorchDispatchMode):
             node = torch._C._current_autograd_node()
             if node is not None:
                 phase = "backward"
-                module = node.metadata.get(_MODULE_KEY, "")
+                module = _node_metadata(node).get(_MODULE_KEY, "")
         self.records.append((module, phase, hit[0]))
         return out
 
@@ -352,17 +352,19 @@ def _swapped_state(
         if id(mod) in seen:
             continue
         seen.add(id(mod))
-        for store, tag in ((mod._parameters, PARAM), (mod._buffers, BUFFER)):
+        stores: tuple[tuple[dict[str, Any], int], ...] = ((mod._parameters, PARAM), (mod._buffers, BUFFER))
+        for store, tag in stores:
             for key, t in store.items():
                 if t is None:
                     continue
                 new = t
                 if to_meta and not (t.device.type == "meta" and dtype in (None, t.dtype)):
-                    new = stand_ins.get(id(t))  # type: ignore[assignment]
-                    if new is None:
-                        new = _to_meta(t.detach(), dtype if t.is_floating_point() else None)
-                        new.requires_grad_(tag == PARAM and t.requires_grad and training)
-                        stand_ins[id(t)] = new
+                    cached = stand_ins.get(id(t))
+                    if cached is None:
+                        cached = _to_meta(t.detach(), dtype if t.is_floating_point() else None)
+                        cached.requires_grad_(tag == PARAM and t.requires_grad and training)
+                        stand_ins[id(t)] = cached
+                    new = cached
                     saved.append((store, key, t))
                     store[key] = new
                 if id(new) not in tags:
@@ -374,6 +376,12 @@ def _swapped_state(
             store[key] = t
 
 
+def _node_metadata(node: Any) -> dict[str, Any]:
+    """The per-node scratch dict autograd keeps for users (a property at run time, typed as a method)."""
+    md: dict[str, Any] = node.metadata
+    return md
+
+
 def _tag_autograd_nodes(out: Any, name: str) -> None:
     """Label the autograd nodes a module created with its path, so backward ops can be attributed to it.
 
@@ -382,7 +390,7 @@ def _tag_autograd_nodes(out: Any, name: str) -> None:
     todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, Tensor) and t.grad_fn is not None]
     while todo:
         node = todo.pop()
-        md = node.metadata
+        md = _node_metadata(node)
         if _MODULE_KEY in md:
             continue
         md[_MODULE_KEY] = name
@@ -432,7 +440,7 @@ def capture(
         example_inputs = (example_inputs,)
     kwargs = dict(example_kwargs or {})
     is_module = isinstance(model, torch.nn.Module)
-    label = name or (type(model).__name__ if is_module else getattr(model, "__name__", "model"))
+    label: str = name or (type(model).__name__ if is_module else str(getattr(model, "__name__", "model")))
     training = mode == "training"
 
     tags: dict[int, tuple[int, Tensor]] = {}

@@ -333,7 +333,7 @@ def cudnn_rnn_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> C
 def _per_element(kind: str, flops_per_element: float, which: str = "out") -> Formula:
     def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
         n = args[0].numel() if which == "in" else out_numel(out)
-        return Cost(kind, 0, int(round(n * flops_per_element)))
+        return Cost(kind, 0, round(n * flops_per_element))
 
     formula.__doc__ = f"{flops_per_element} FLOPs per {'input' if which == 'in' else 'output'} element ({kind})."
     return formula

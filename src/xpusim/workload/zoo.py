@@ -141,7 +141,7 @@ def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
 
     hf_logging.set_verbosity_error()
     config = AutoConfig.for_model(model_type, **cfg)
-    max_len = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 0))
+    max_len = int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 0)
     if seq_len is None:
         seq_len = min(DEFAULT_MAX_SEQ_LEN, max_len) if max_len else DEFAULT_MAX_SEQ_LEN
     if seq_len < 1 or (max_len and seq_len > max_len):
