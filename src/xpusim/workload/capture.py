@@ -84,11 +84,31 @@ def _batch_norm_meta(args: Sequence[Any]) -> tuple[Tensor, Tensor, Tensor]:
             torch.empty((c,), dtype=stats_dtype, device="meta"))
 
 
+def _conv_meta(args: Sequence[Any]) -> Tensor:
+    """aten.convolution's output for contiguous input and weight (PyTorch's size rule, contiguous result)."""
+    x, w, _, stride, padding, dilation, transposed, output_padding, groups = args[:9]
+    n_sp = x.dim() - 2
+    if not (x.is_contiguous() and w.is_contiguous()):  # other layouts: PyTorch's meta kernel picks the format
+        return torch.ops.aten.convolution.default(*args)
+    stride, padding, dilation = (list(v) * n_sp if len(v) == 1 else list(v) for v in (stride, padding, dilation))
+    if transposed:
+        output_padding = list(output_padding) * n_sp if len(output_padding) == 1 else list(output_padding)
+        c_out = w.shape[1] * groups
+        spatial = [(x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w.shape[2 + i] - 1)
+                   + output_padding[i] + 1 for i in range(n_sp)]
+    else:
+        c_out = w.shape[0]
+        spatial = [(x.shape[2 + i] + 2 * padding[i] - dilation[i] * (w.shape[2 + i] - 1) - 1) // stride[i] + 1
+                   for i in range(n_sp)]
+    return torch.empty((x.shape[0], c_out, *spatial), dtype=x.dtype, device="meta")
+
+
 def _unary_meta(args: Sequence[Any]) -> Tensor:
     return torch.empty_like(args[0])
 
 
 FAST_META: dict[str, Callable[[Sequence[Any]], Any]] = {
+    "convolution": _conv_meta,
     **dict.fromkeys(("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training"),
                     _batch_norm_meta),
     **dict.fromkeys("relu relu6 gelu silu sigmoid tanh hardswish hardsigmoid hardtanh elu leaky_relu mish".split(),
@@ -135,16 +155,24 @@ def _phys_bytes(t: Tensor) -> int:
     return n * t.element_size()
 
 
-def _describe(x: Any, tags: Mapping[int, tuple[int, Tensor]]) -> Any:
-    """Hashable signature of an argument: tensors by shape, stride, dtype and weight tag; lists as tuples."""
-    if isinstance(x, Tensor):
-        if x.is_nested:
-            return ("nested", id(x))
-        tag = tags.get(id(x))
-        return (tuple(x.shape), x.stride(), x.dtype, tag[0] if tag else 0)
-    if isinstance(x, (list, tuple)):
-        return tuple(_describe(v, tags) for v in x)
-    return x
+def _describe(args: Sequence[Any], tags: Mapping[int, tuple[int, Tensor]]) -> tuple[Any, ...]:
+    """Hashable signature of an argument list: tensors by shape, stride, dtype and weight tag; lists as tuples.
+
+    Hot path (once per op): flat loop, no recursion for the common cases (tensors, int lists, scalars).
+    """
+    out: list[Any] = []
+    for x in args:
+        if isinstance(x, Tensor):
+            if x.is_nested:
+                out.append(("nested", id(x)))
+                continue
+            tag = tags.get(id(x))
+            out.append((x.shape, x.stride(), x.dtype, tag[0] if tag else 0))
+        elif isinstance(x, (list, tuple)):
+            out.append(_describe(x, tags) if any(isinstance(v, (Tensor, list, tuple)) for v in x) else tuple(x))
+        else:
+            out.append(x)
+    return tuple(out)
 
 
 def _tensors(args: Sequence[Any]) -> list[Tensor]:
@@ -200,10 +228,10 @@ class _Recorder(TorchDispatchMode):
         if info.formula is None:
             self.uncounted[str(func)] += 1
             return func(*args, **kwargs)
-        key = (func, _describe(args, self.tags), _describe(tuple(kwargs.items()), self.tags) if kwargs else ())
+        key = (func, _describe(args, self.tags), _describe(list(kwargs.items()), self.tags) if kwargs else ())
         hit = self.costs.get(key)
         if hit is None:
-            if info.fast_meta is not None and args[0].device.type == "meta":
+            if info.fast_meta is not None and args[0].device.type == "meta" and args[0].dim() >= 2:
                 out = info.fast_meta(args)
             else:
                 out = func(*args, **kwargs)
@@ -361,8 +389,11 @@ def _swapped_state(
                 if to_meta and not (t.device.type == "meta" and dtype in (None, t.dtype)):
                     cached = stand_ins.get(id(t))
                     if cached is None:
-                        cached = _to_meta(t.detach(), dtype if t.is_floating_point() else None)
-                        cached.requires_grad_(tag == PARAM and t.requires_grad and training)
+                        floating = t.is_floating_point()
+                        cached = torch.empty_strided(t.shape, t.stride(), device="meta",
+                                                     dtype=dtype if dtype is not None and floating else t.dtype)
+                        if training and tag == PARAM and t.requires_grad:
+                            cached.requires_grad_(True)
                         stand_ins[id(t)] = cached
                     new = cached
                     saved.append((store, key, t))
