@@ -69,3 +69,28 @@ def test_llama2_7b_closed_form() -> None:
     assert wl.uncounted == {}
     # Parameters: embeddings + lm_head + per layer (attention, MLP, 2 RMSNorm) + final norm.
     assert wl.params == 2 * vocab * d + layers * (4 * d * d + 3 * d * ff + 2 * d) + d == 6_738_415_616
+
+
+def test_llama3_8b_grouped_query_attention_closed_form() -> None:
+    """GQA: K and V projections are d x (kv_heads · head_dim) = 4096 x 1024; the vocabulary is 128,256."""
+    wl = xpusim.analyze("llama3-8b", seq_len=256)
+    d, kv, ff, layers, vocab, s = 4096, 8 * 128, 14336, 32, 128_256, 256
+    dense = (layers * (2 * d * d + 2 * d * kv + 3 * d * ff) + d * vocab) * s
+    assert wl.totals().macs == dense + layers * 2 * s * s * d
+    assert wl.params == 8_030_261_248  # Meta's published parameter count of Llama-3-8B
+
+
+def test_bert_base_closed_form() -> None:
+    """12 layers of 4h² + 2·h·ff per token plus 2·s²·h attention; 109,482,240 parameters without the pooler."""
+    wl = xpusim.analyze("bert-base", seq_len=128)
+    h, ff, layers, s = 768, 3072, 12, 128
+    assert wl.totals().macs == layers * (s * (4 * h * h + 2 * h * ff) + 2 * s * s * h)
+    assert wl.params == 109_482_240 - (h * h + h)  # the published total includes the pooler (h² + h)
+    assert wl.uncounted == {}
+
+
+def test_compiled_module_is_costed_like_the_original() -> None:
+    model = torchvision.models.resnet18()
+    compiled = torch.compile(model)
+    x = torch.randn(1, 3, 64, 64)
+    assert xpusim.analyze(compiled, x).totals().macs == xpusim.analyze(model, x).totals().macs

@@ -469,6 +469,8 @@ def capture(
         raise ValueError("dtype= casts only on device='meta'; cast the model yourself for device='eager'")
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
+    # torch.compile'd modules: cost the original module (the ops are the same; the wrapper would try to compile).
+    model = getattr(model, "_orig_mod", model) if type(model).__name__ == "OptimizedModule" else model
     kwargs = dict(example_kwargs or {})
     is_module = isinstance(model, torch.nn.Module)
     label: str = name or (type(model).__name__ if is_module else str(getattr(model, "__name__", "model")))
