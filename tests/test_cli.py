@@ -171,3 +171,15 @@ def test_console_script_exit_code_and_no_traceback() -> None:
 def test_models_lists_zoo() -> None:
     code, out, _ = run("models")
     assert code == 0 and "llama2-70b" in out and "gpt-175b" in out and "resnet50" in out
+
+
+def test_plots_written_and_bad_suffix_rejected(tmp_path: Path) -> None:
+    png = tmp_path / "layers.png"
+    code, _, _ = run("analyze", "resnet18", "--depth", "2", "--format", "json", "--plot", str(png))
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "sweep.svg"
+    code, _, _ = run("analyze", "resnet18", "--sweep", "batch=1,2,4", "--format", "json", "--plot", str(svg))
+    assert code == 0 and "<svg" in svg.read_text()
+    code, _, err = run("analyze", "resnet18", "--format", "json", "--plot", str(tmp_path / "x.gif"))
+    assert code == 2 and "suffix must be one of .png, .svg, .pdf" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.png", "sweep.svg"]

@@ -106,6 +106,7 @@ def analyze_cmd(
     top: int | None = typer.Option(None, "--top", help="Table only: show the N rows with the most FLOPs.", min=1),
     sweep_spec: str | None = typer.Option(None, "--sweep", help="PARAM=V1,V2,...: batch, seq-len or image-size."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write JSON/CSV here instead of stdout."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also save a figure (.png, .svg or .pdf)."),
 ) -> None:
     """Per-layer MACs, FLOPs, params, bytes read/written and arithmetic intensity of a model."""
     try:
@@ -121,6 +122,11 @@ def analyze_cmd(
             if shape is not None:
                 raise UserError("--sweep and --input-shape do not combine: the sweep sets the shape")
             results = sweep(model, param, values, **{k: v for k, v in common.items() if k != param.replace("-", "_")})
+            if plot is not None:
+                from xpusim.report.plots import save_atomic, sweep_figure
+
+                save_atomic(sweep_figure(model, param, results), plot)
+                err.print(f"wrote {plot}")
             if fmt is Format.table:
                 print_sweep(console, model, param, results)
             elif fmt is Format.json:
@@ -135,6 +141,11 @@ def analyze_cmd(
             return
         with err.status(f"capturing {model} ...") if fmt is Format.table else _null():
             wl = analyze(model, **common)  # type: ignore[arg-type]
+        if plot is not None:
+            from xpusim.report.plots import layers_figure, save_atomic
+
+            save_atomic(layers_figure(wl, depth), plot)
+            err.print(f"wrote {plot}")
         if fmt is Format.table:
             from xpusim.report.tables import print_workload
 

@@ -1,0 +1,92 @@
+"""Figures: where the FLOPs and the bytes of a model go, and how totals grow in a sweep."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from xpusim.workload.model import KINDS, OpCost, Workload  # noqa: E402
+
+KIND_COLORS = dict(zip(KINDS, plt.get_cmap("tab20").colors, strict=False))
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def save_atomic(fig: Figure, path: Path) -> None:
+    """Write to a temporary file in the target directory, then rename: never a half-written figure."""
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"plot file {str(path)!r}: the suffix must be one of {', '.join(PLOT_SUFFIXES)}")
+    if not path.parent.exists():
+        raise ValueError(f"plot file {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(fig)
+
+
+def layers_figure(wl: Workload, depth: int | None = None, max_rows: int = 60) -> Figure:
+    """Per-layer FLOPs (bars coloured by op kind) over per-layer arithmetic intensity (FLOPs per byte)."""
+    rows: Sequence[OpCost] = wl.ops if depth is None else wl.grouped(depth)
+    rows = [o for o in rows if o.flops or o.bytes_total]
+    n_rows = len(rows)
+    if len(rows) > max_rows:  # keep the heaviest, in model order
+        keep = {id(o) for o in sorted(rows, key=lambda o: -o.flops)[:max_rows]}
+        rows = [o for o in rows if id(o) in keep]
+    x = range(len(rows))
+    colors = [KIND_COLORS.get(o.kind, "grey") for o in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 0.22 * len(rows) + 3), 7.5), sharex=True)
+    ax1.bar(x, [o.flops / 1e9 for o in rows], color=colors)
+    ax1.set_ylabel("GFLOPs")
+    title = f"{wl.model} · {wl.mode} · {wl.dtype} · {wl.totals().flops / 1e9:.3f} GFLOPs in {len(wl.ops)} ops"
+    ax1.set_title(title + ("" if len(rows) == n_rows else f" (the {len(rows)} of {n_rows} rows with most FLOPs)"))
+    ax2.bar(x, [o.intensity for o in rows], color=colors)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("FLOPs per byte")
+    ax2.set_xticks(list(x))
+    ax2.set_xticklabels([o.name for o in rows], rotation=90, fontsize=6)
+    present = [k for k in KINDS if any(o.kind == k for o in rows)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[k]) for k in present]
+    ax1.legend(handles, present, fontsize=7, ncol=min(len(present), 6), loc="upper right")
+    for ax in (ax1, ax2):
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(model: str, param: str, results: Sequence[tuple[int, Workload]]) -> Figure:
+    """Totals against the swept value, log-log, each normalised to its value at the first point."""
+    values = [v for v, _ in results]
+    series = {
+        "MACs": [wl.totals().macs for _, wl in results],
+        "weight bytes": [wl.totals().weight_bytes for _, wl in results],
+        "activation bytes": [wl.totals().activation_bytes for _, wl in results],
+    }
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, ys in series.items():
+        base = ys[0] or 1
+        ax1.plot(values, [y / base for y in ys], marker="o", label=label)
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel(param)
+    ax1.set_ylabel(f"× value at {param}={values[0]}")
+    ax1.legend()
+    ax1.grid(alpha=0.3, which="both")
+    ax2.plot(values, [wl.totals().intensity for _, wl in results], marker="o", color="black")
+    ax2.set_xscale("log")
+    ax2.set_xlabel(param)
+    ax2.set_ylabel("FLOPs per byte (whole model)")
+    ax2.grid(alpha=0.3, which="both")
+    fig.suptitle(f"{model}: cost vs {param}")
+    fig.tight_layout()
+    return fig
