@@ -10,10 +10,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from xpusim.workload.model import KINDS, OpCost, Workload  # noqa: E402
+from xpusim.workload.model import KINDS, OpCost, Workload
 
 KIND_COLORS = dict(zip(KINDS, plt.get_cmap("tab20").colors, strict=False))
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
