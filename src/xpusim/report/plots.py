@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from xpusim.workload.model import KINDS, OpCost, Workload
 
-KIND_COLORS = dict(zip(KINDS, plt.get_cmap("tab20").colors, strict=False))
+KIND_COLORS = {kind: plt.get_cmap("tab20")(i / 20) for i, kind in enumerate(KINDS)}
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
