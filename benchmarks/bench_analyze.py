@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -98,16 +99,25 @@ TOOLS: dict[str, Callable[[torch.nn.Module, torch.Tensor], int]] = {
 }
 
 
-def time_tool(fn: Callable[[torch.nn.Module, torch.Tensor], int], model: torch.nn.Module, x: torch.Tensor,
-              repeat: int) -> tuple[int, float]:
+def time_tools(tools: dict[str, Callable[[torch.nn.Module, torch.Tensor], int]], model: torch.nn.Module,
+               x: torch.Tensor, repeat: int) -> dict[str, tuple[int, float]]:
+    """Warm each tool up once, then time them round-robin so that machine noise hits every tool alike."""
+    macs: dict[str, int] = {}
+    times: dict[str, list[float]] = {}
     with quiet():
-        macs = fn(model, x)  # warm-up
-        times = []
+        for tool, fn in tools.items():
+            try:
+                macs[tool] = fn(model, x)
+                times[tool] = []
+            except Exception as exc:  # a peer failing is a result too
+                macs[tool] = -1
+                print(f"{tool} failed: {type(exc).__name__}: {exc}", file=sys.__stdout__)
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn(model, x)
-            times.append(time.perf_counter() - t0)
-    return macs, statistics.median(times)
+            for tool in times:
+                t0 = time.perf_counter()
+                tools[tool](model, x)
+                times[tool].append(time.perf_counter() - t0)
+    return {tool: (macs[tool], statistics.median(ts)) for tool, ts in times.items()}
 
 
 def main() -> None:
@@ -118,18 +128,11 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     print(f"# {time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · {os.cpu_count()} cores · "
-          f"torch {torch.__version__} · 1 thread · median of {args.repeat} after 1 warm-up")
+          f"torch {torch.__version__} · 1 thread · median of {args.repeat} round-robin runs after 1 warm-up")
     for name in args.models.split(","):
         model = torchvision.models.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
-        rows = []
-        for tool, fn in TOOLS.items():
-            try:
-                macs, sec = time_tool(fn, model, x, args.repeat)
-            except Exception as exc:  # a peer failing is a result too
-                print(f"{name}: {tool} failed: {type(exc).__name__}: {exc}")
-                continue
-            rows.append((tool, macs, sec))
+        rows = [(tool, macs, sec) for tool, (macs, sec) in time_tools(TOOLS, model, x, args.repeat).items()]
         ours = next(sec for tool, _, sec in rows if tool == "xpusim")
         hand = HAND_MACS.get(name)
         print(f"\n## {name} (hand count {hand / 1e9:.3f} GMACs)" if hand else f"\n## {name}")

@@ -199,3 +199,10 @@ def test_model_not_modified_by_meta_capture() -> None:
     assert all(v.device.type == "cpu" for v in model.state_dict().values())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_broadcast_parameter_counts_its_own_elements() -> None:
+    """ViT's class token (1, 1, 768) is expanded over the batch before the cat: 768 parameters, not 8·768."""
+    wl = xpusim.analyze("vit_b_16", batch=8)
+    cat = next(o for o in wl.ops if o.op == "aten.cat.default")
+    assert cat.params == 768 and cat.weight_bytes == 768 * 4

@@ -280,16 +280,15 @@ class _Recorder(TorchDispatchMode):
             if id(t) in seen:
                 continue
             seen.add(id(t))
-            nbytes = override.get(id(t))
-            if nbytes is None:
-                nbytes = _phys_bytes(t)
+            phys = _phys_bytes(t)
+            nbytes = override.get(id(t), phys)
             tag = self.tags.get(id(t))
             if tag is None:
                 act_bytes += nbytes
             else:
                 weight_bytes += nbytes
-                if tag[0] == PARAM:
-                    params += t.numel()
+                if tag[0] == PARAM:  # an expanded (broadcast) parameter still holds its own elements only
+                    params += phys // max(t.element_size(), 1)
         written = 0
         seen.clear()
         outs = [o for o in tree_leaves(out) if isinstance(o, Tensor)]
