@@ -1,11 +1,15 @@
 """Batch-1 MACs against hand counts (DESIGN.md's validation set), with PyTorch's fast paths on and off."""
 
+import json
+
 import pytest
 import torch
 import torchvision
 from torch import nn
+from typer.testing import CliRunner
 
 import xpusim
+from xpusim.cli import app
 
 
 def test_resnet50_exact_hand_count() -> None:
@@ -94,3 +98,13 @@ def test_compiled_module_is_costed_like_the_original() -> None:
     compiled = torch.compile(model)
     x = torch.randn(1, 3, 64, 64)
     assert xpusim.analyze(compiled, x).totals().macs == xpusim.analyze(model, x).totals().macs
+
+
+@pytest.mark.slow
+def test_zoo_model_eager_takes_fast_path() -> None:
+    """--device eager gives a zoo model real weights: ViT then runs PyTorch's fused MHA, with the same MACs."""
+    r = CliRunner().invoke(app, ["analyze", "vit_b_16", "--device", "eager", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["totals"]["macs"] == 17_563_828_224
+    assert any(layer["op"] == "aten._native_multi_head_attention.default" for layer in d["layers"])

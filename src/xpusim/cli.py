@@ -45,6 +45,11 @@ class Mode(StrEnum):
     training = "training"
 
 
+class Device(StrEnum):
+    meta = "meta"
+    eager = "eager"
+
+
 class UserError(Exception):
     """A mistake in what the user typed; reported as one line, exit code 2."""
 
@@ -101,6 +106,11 @@ def analyze_cmd(
     seq_len: int | None = typer.Option(None, "--seq-len", help="Sequence length for language models.", min=1),
     dtype: str | None = typer.Option(None, "--dtype", help="Cast parameters and inputs: float32, bfloat16, ..."),
     mode: Mode = typer.Option(Mode.inference, "--mode", help="inference (forward) or training (forward+backward)."),
+    device: Device = typer.Option(
+        Device.meta, "--device",
+        help="meta: no memory, no arithmetic. eager: real random weights and inputs on the CPU, so PyTorch takes "
+             "the kernels a real run would (fused attention fast paths).",
+    ),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, json or csv."),
     depth: int | None = typer.Option(None, "--depth", help="Group rows by module path up to this depth.", min=0),
     top: int | None = typer.Option(None, "--top", help="Table only: show the N rows with the most FLOPs.", min=1),
@@ -113,7 +123,7 @@ def analyze_cmd(
         shape = parse_shape(input_shape) if input_shape else None
         parse_dtype(dtype)
         common = dict(batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len, dtype=dtype,
-                      mode=mode.value)
+                      mode=mode.value, device=device.value)
         console = out_console()
         if sweep_spec:
             from xpusim.report.tables import dumps, print_sweep, sweep_dict

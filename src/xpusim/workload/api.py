@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,15 +64,54 @@ def analyze(
         raise ValueError(f"input_shape={shape} must be a non-empty list of positive sizes")
     if isinstance(model, str):
         built = build(model, batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len)
-        return capture(built.module, built.args, built.kwargs, mode=mode, device="meta", dtype=torch_dtype,
-                       name=name or built.name)
+        module, args, kwargs = built.module, built.args, dict(built.kwargs)
+        if device == "eager":  # give the meta-built model real (random) weights and inputs
+            module, args, kwargs = materialize(module, args, kwargs, torch_dtype)
+            torch_dtype = None
+        return capture(module, args, kwargs, mode=mode, device=device, dtype=torch_dtype, name=name or built.name)
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"model must be a name, file.py:factory or torch.nn.Module, not {type(model).__name__}")
     if example_inputs is None:
         if shape is None:
             raise ValueError("give example_inputs or input_shape for a module")
-        example_inputs = torch.empty(shape, device="meta")
+        example_inputs = torch.empty(shape, device="meta" if device == "meta" else "cpu")
     return capture(model, example_inputs, example_kwargs, mode=mode, device=device, dtype=torch_dtype, name=name)
+
+
+EAGER_MEMORY_FRACTION = 0.5
+"""``device="eager"`` on a zoo model allocates its weights: refuse when they would take more than this share of RAM."""
+
+
+def _available_memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 2**63
+
+
+def materialize(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dtype: torch.dtype | None
+) -> tuple[torch.nn.Module, tuple[Any, ...], dict[str, Any]]:
+    """Real CPU tensors for a meta-built model: random weights (values do not change costs), zero token ids."""
+    need = sum(t.numel() * (dtype.itemsize if dtype and t.is_floating_point() else t.element_size())
+               for t in list(module.parameters()) + list(module.buffers()))
+    if need > EAGER_MEMORY_FRACTION * _available_memory_bytes():
+        raise ValueError(f"device='eager' needs {need / 2**30:.1f} GiB for the weights, more than half of the "
+                         "available memory; use device='meta' (the default), which needs none")
+    module = module.to_empty(device="cpu")
+    if dtype is not None:
+        module = module.to(dtype)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.02)
+
+    def real(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            dt = dtype if dtype is not None and x.is_floating_point() else x.dtype
+            return torch.zeros(x.shape, dtype=dt) if not dt.is_floating_point else torch.randn(x.shape, dtype=dt)
+        return x
+
+    return module.eval(), tuple(real(a) for a in args), {k: real(v) for k, v in kwargs.items()}
 
 
 def sweep(model: str, param: str, values: Sequence[int], **kwargs: Any) -> list[tuple[int, Workload]]:

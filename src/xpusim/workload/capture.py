@@ -33,6 +33,7 @@ from xpusim.workload.model import OpCost, Shape, Workload
 Tensor = torch.Tensor
 PARAM, BUFFER = 1, 2
 _INPLACE = ("inplace",)
+_ALLOCATIONS = frozenset(("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"))
 _MODULE_KEY = "xpusim_module"
 MODES = ("inference", "training")
 DEVICES = ("meta", "eager")
@@ -223,7 +224,8 @@ class _Recorder(TorchDispatchMode):
         if info.free:
             out = func(*args, **kwargs)
             self.free[info.short] += 1
-            self._propagate_tags(args, out)
+            if info.short not in _ALLOCATIONS:  # a view of a weight is a weight; a new buffer shaped like one is not
+                self._propagate_tags(args, out)
             return out
         if info.formula is None:
             self.uncounted[str(func)] += 1
