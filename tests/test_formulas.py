@@ -206,3 +206,44 @@ def test_broadcast_parameter_counts_its_own_elements() -> None:
     wl = xpusim.analyze("vit_b_16", batch=8)
     cat = next(o for o in wl.ops if o.op == "aten.cat.default")
     assert cat.params == 768 and cat.weight_bytes == 768 * 4
+
+
+ATEN = torch.ops.aten
+GPU_ATTENTION_KERNELS = {
+    # (B, H, L, E) layout
+    "flash": lambda q, k, v: ATEN._scaled_dot_product_flash_attention(q, k, v)[0],
+    "efficient": lambda q, k, v: ATEN._scaled_dot_product_efficient_attention(q, k, v, None, True)[0],
+    "cudnn": lambda q, k, v: ATEN._scaled_dot_product_cudnn_attention(q, k, v, None, True)[0],
+    # (B, L, H, E) layout of the low-level kernels
+    "flash_forward": lambda q, k, v: ATEN._flash_attention_forward(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, None, 64, 48, 0.0, False, False)[0],
+    "efficient_forward": lambda q, k, v: ATEN._efficient_attention_forward(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), None, None, None, None, None, 0.0, 0)[0],
+}
+
+
+class Kernel(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return GPU_ATTENTION_KERNELS[self.name](q, k, v)
+
+
+@pytest.mark.parametrize("name", sorted(GPU_ATTENTION_KERNELS))
+def test_gpu_attention_kernels_on_meta(name: str) -> None:
+    """The CUDA kernels PyTorch dispatches to on GPUs, called on meta tensors (no GPU here): same hand count."""
+    q, k, v = (torch.empty(2, 4, n, 32, device="meta") for n in (64, 48, 48))
+    wl = xpusim.analyze(Kernel(name), (q, k, v))
+    assert wl.uncounted == {}
+    assert [o.kind for o in wl.ops if o.macs] == ["attention"]
+    assert wl.totals().macs == 2 * 4 * 64 * 48 * (32 + 32)
+
+
+@pytest.mark.parametrize("name", ["flash", "efficient", "cudnn"])
+def test_gpu_attention_backward_on_meta(name: str) -> None:
+    q, k, v = (torch.empty(2, 4, 64, 32, device="meta", requires_grad=True) for _ in range(3))
+    wl = xpusim.analyze(Kernel(name), (q, k, v), mode="training")
+    assert wl.uncounted == {}
+    assert wl.totals("backward").macs == 5 * 2 * 4 * 64 * 64 * 32  # recompute Q·Kᵀ + 4 gradient matmuls
