@@ -247,3 +247,16 @@ def test_gpu_attention_backward_on_meta(name: str) -> None:
     wl = xpusim.analyze(Kernel(name), (q, k, v), mode="training")
     assert wl.uncounted == {}
     assert wl.totals("backward").macs == 5 * 2 * 4 * 64 * 64 * 32  # recompute Q·Kᵀ + 4 gradient matmuls
+
+
+def test_cudnn_rnn_on_meta() -> None:
+    """cuDNN's all-layers LSTM kernel (GPU only), called on meta: T·B·4H·(I + H)."""
+    w = [torch.empty(4 * 32, 16, device="meta"), torch.empty(4 * 32, 32, device="meta")]
+    h0 = torch.empty(1, 3, 32, device="meta")
+
+    class CudnnLSTM(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return ATEN._cudnn_rnn(x, w, 2, None, h0, h0, 2, 32, 0, 1, False, 0.0, False, False, [], None)[0]
+
+    wl = xpusim.analyze(CudnnLSTM(), torch.empty(5, 3, 16, device="meta"))
+    assert wl.totals().macs == 5 * 3 * 4 * 32 * (16 + 32)

@@ -108,3 +108,14 @@ def test_zoo_model_eager_takes_fast_path() -> None:
     d = json.loads(r.stdout)
     assert d["totals"]["macs"] == 17_563_828_224
     assert any(layer["op"] == "aten._native_multi_head_attention.default" for layer in d["layers"])
+
+
+def test_encoder_fast_path_with_padding_counts_real_tokens() -> None:
+    """With a padding mask PyTorch packs the batch into a nested tensor: only the 10 + 6 real tokens are costed."""
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(64, 4, 128, batch_first=True), 2).eval()
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[1, 6:] = True
+    wl = xpusim.analyze(enc, torch.randn(2, 10, 64), example_kwargs={"src_key_padding_mask": mask}, device="eager")
+    assert wl.uncounted == {}
+    d, ff, tokens = 64, 128, 10 + 6
+    assert wl.totals().macs == 2 * (tokens * (4 * d * d + 2 * d * ff) + 2 * (10 * 10 + 6 * 6) * d)

@@ -537,7 +537,8 @@ for _name in (
     "repeat roll flip upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact2d "
     "pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle im2col col2im slice_scatter "
     "select_scatter diagonal_scatter as_strided_scatter _unsafe_view_copy lift_fresh_copy nonzero "
-    "_pdist_forward grid_sampler_2d embedding_renorm one_hot _copy_from _copy_from_and_resize"
+    "_pdist_forward grid_sampler_2d embedding_renorm one_hot _copy_from _copy_from_and_resize "
+    "_nested_tensor_from_mask to_padded_tensor _nested_from_padded"
 ).split():
     register(_name)(_memory)
 
