@@ -192,46 +192,36 @@ def _attn_bwd_cost(b: int, h: int, lq: int, lk: int, e: int, ev: int) -> Cost:
     return Cost("attention", macs, 2 * macs + scores * ATTN_BWD_FLOPS_PER_SCORE)
 
 
-@register(
+def _attention_formula(q_index: int, layout: str, backward: bool) -> Formula:
+    """One formula per (argument position of q, tensor layout, direction) instead of four near-copies.
+
+    ``layout`` is ``BHLE`` for the ``_scaled_dot_product_*`` ops (batch dims may be several or none) and ``BLHE``
+    for the low-level ``_flash_attention_*`` / ``_efficient_attention_*`` kernels. Backward ops take grad_out first.
+    """
+    cost = _attn_bwd_cost if backward else _attn_cost
+
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        q, k, v = args[q_index], args[q_index + 1], args[q_index + 2]
+        if layout == "BLHE":
+            return cost(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], v.shape[3])
+        b = numel(q.shape[:-3]) if q.dim() > 3 else 1
+        return cost(b, q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1])
+
+    formula.__doc__ = f"Fused attention {'backward' if backward else 'forward'}, {layout} layout."
+    return formula
+
+
+_SDPA_KERNELS = (
     "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_fused_attention_overrideable",
-    "scaled_dot_product_attention",
 )
-def sdpa_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    """Fused SDPA kernels, (B, H, L, E) layout."""
-    q, k, v = args[0], args[1], args[2]
-    b = numel(q.shape[:-3]) if q.dim() > 3 else 1
-    return _attn_cost(b, q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1])
-
-
-@register(
-    "_scaled_dot_product_flash_attention_backward",
-    "_scaled_dot_product_flash_attention_for_cpu_backward",
-    "_scaled_dot_product_efficient_attention_backward",
-    "_scaled_dot_product_cudnn_attention_backward",
-    "_scaled_dot_product_fused_attention_overrideable_backward",
-)
-def sdpa_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    """Fused SDPA backward, (B, H, L, E) layout: args are (grad_out, q, k, v, ...)."""
-    q, k, v = args[1], args[2], args[3]
-    b = numel(q.shape[:-3]) if q.dim() > 3 else 1
-    return _attn_bwd_cost(b, q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1])
-
-
-@register("_flash_attention_forward", "_efficient_attention_forward")
-def flash_fwd_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    """Low-level flash/mem-efficient kernels, (B, L, H, E) layout."""
-    q, k, v = args[0], args[1], args[2]
-    return _attn_cost(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], v.shape[3])
-
-
-@register("_flash_attention_backward", "_efficient_attention_backward")
-def flash_bwd_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    q, k, v = args[1], args[2], args[3]
-    return _attn_bwd_cost(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], v.shape[3])
+register(*_SDPA_KERNELS, "scaled_dot_product_attention")(_attention_formula(0, "BHLE", backward=False))
+register(*(f"{n}_backward" for n in _SDPA_KERNELS))(_attention_formula(1, "BHLE", backward=True))
+register("_flash_attention_forward", "_efficient_attention_forward")(_attention_formula(0, "BLHE", backward=False))
+register("_flash_attention_backward", "_efficient_attention_backward")(_attention_formula(1, "BLHE", backward=True))
 
 
 @register("_native_multi_head_attention")
