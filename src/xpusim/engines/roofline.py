@@ -1,0 +1,224 @@
+"""The roofline engine: pure functions from (workload, chip, options) to per-op and whole-model estimates.
+
+Per op: compute time = FLOPs / (peak of the unit that runs it, for its dtype × efficiency); memory time =
+bytes moved / (bandwidth of the memory level its data lives in × efficiency); time = the larger of the two
+(compute and data movement of one op overlap perfectly); the op is *compute-bound* when compute time is the
+larger. Whole model: the sum over ops (ops run one after another), with the two bounding cases stated:
+no overlap at all (compute + memory per op) and perfect overlap across the whole model (max of the two sums).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from xpusim.hardware.chip import DTYPES, TORCH_TO_CHIP_DTYPE, Chip, ChipError
+from xpusim.workload.model import OpCost, Workload
+
+TENSOR_KINDS = frozenset(("matmul", "conv", "attention", "rnn", "fused"))
+"""Op kinds that run on the matrix (tensor) unit; everything else runs on the vector unit."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OpEstimate:
+    name: str
+    kind: str
+    unit: str
+    """``tensor`` or ``vector``: which peak bounded the compute."""
+    dtype: str
+    flops: int
+    bytes: int
+    compute_s: float
+    memory_s: float
+    energy_j: float
+
+    @property
+    def time_s(self) -> float:
+        return max(self.compute_s, self.memory_s)
+
+    @property
+    def bound(self) -> str:
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    @property
+    def attainable_flops_per_s(self) -> float:
+        return self.flops / self.time_s if self.time_s else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "unit": self.unit, "dtype": self.dtype, "flops": self.flops,
+            "bytes": self.bytes, "intensity": self.intensity, "compute_s": self.compute_s, "memory_s": self.memory_s,
+            "time_s": self.time_s, "bound": self.bound, "attainable_flops_per_s": self.attainable_flops_per_s,
+            "energy_j": self.energy_j,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Estimate:
+    """A workload on a chip: per-op estimates plus whole-model metrics."""
+
+    model: str
+    chip: Chip
+    dtype: str
+    batch: int
+    ops: tuple[OpEstimate, ...]
+    assumptions: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def latency_s(self) -> float:
+        """Ops one after another; within an op compute and memory overlap."""
+        return sum(o.time_s for o in self.ops)
+
+    @property
+    def latency_no_overlap_s(self) -> float:
+        return sum(o.compute_s + o.memory_s for o in self.ops)
+
+    @property
+    def latency_perfect_overlap_s(self) -> float:
+        return max(sum(o.compute_s for o in self.ops), sum(o.memory_s for o in self.ops))
+
+    @property
+    def flops(self) -> int:
+        return sum(o.flops for o in self.ops)
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.ops)
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.batch / self.latency_s if self.latency_s else 0.0
+
+    @property
+    def energy_j(self) -> float:
+        """Sum of per-op energies from the per-access table (see `energy_table`)."""
+        return sum(o.energy_j for o in self.ops)
+
+    @property
+    def energy_tdp_j(self) -> float | None:
+        """Upper bound: the chip at its TDP for the whole latency."""
+        return self.chip.tdp_w * self.latency_s if self.chip.tdp_w else None
+
+    @property
+    def utilization(self) -> float:
+        """Achieved FLOP/s over the peak of the model's dtype (best unit)."""
+        peak = self.chip.best_peak_flops_per_s(self.dtype) or 0.0
+        return self.flops / (self.latency_s * peak) if self.latency_s and peak else 0.0
+
+    def bound_share(self) -> dict[str, float]:
+        """Fraction of the latency spent in compute-bound and in memory-bound ops."""
+        total = self.latency_s or 1.0
+        share = {"compute": 0.0, "memory": 0.0}
+        for o in self.ops:
+            share[o.bound] += o.time_s / total
+        return share
+
+    def cost_usd_per_million(self, price_per_hour_usd: float) -> float:
+        """Cost of a million inferences (or of a million of whatever ``batch`` counts) at an hourly price."""
+        return price_per_hour_usd / 3600 * self.latency_s / self.batch * 1e6
+
+    def to_dict(self, price_per_hour_usd: float | None = None) -> dict[str, Any]:
+        totals: dict[str, Any] = {
+            "latency_s": self.latency_s,
+            "latency_no_overlap_s": self.latency_no_overlap_s,
+            "latency_perfect_overlap_s": self.latency_perfect_overlap_s,
+            "throughput_per_s": self.throughput_per_s,
+            "flops": self.flops,
+            "bytes": self.bytes,
+            "achieved_flops_per_s": self.flops / self.latency_s if self.latency_s else 0.0,
+            "utilization": self.utilization,
+            "energy_j": self.energy_j,
+            "energy_tdp_upper_bound_j": self.energy_tdp_j,
+            "time_share_by_bound": self.bound_share(),
+        }
+        if price_per_hour_usd is not None:
+            totals["cost_usd_per_million"] = self.cost_usd_per_million(price_per_hour_usd)
+        return {
+            "model": self.model,
+            "chip": self.chip.name,
+            "dtype": self.dtype,
+            "batch": self.batch,
+            "totals": totals,
+            "assumptions": list(self.assumptions),
+            "layers": [o.to_dict() for o in self.ops],
+        }
+
+
+@functools.cache
+def energy_table() -> dict[str, Any]:
+    """Horowitz ISSCC 2014 (45 nm) per-operation energies, from ``hardware/energy/horowitz-45nm.yaml``."""
+    text = (resources.files("xpusim.hardware") / "energy" / "horowitz-45nm.yaml").read_text()
+    return dict(yaml.safe_load(text))
+
+
+def chip_dtype(torch_dtype: str, *, tf32: bool = False) -> str:
+    """The chip dtype an op of this torch dtype computes in (fp32 matmuls in TF32 only when asked)."""
+    d = TORCH_TO_CHIP_DTYPE.get(torch_dtype, torch_dtype)
+    return "tf32" if d == "fp32" and tf32 else d
+
+
+def _unit_peak(chip: Chip, kind: str, dtype: str) -> tuple[str, float | None]:
+    """The unit an op of ``kind`` runs on and its peak; a missing peak falls back to the other unit."""
+    first, second = ("tensor", "vector") if kind in TENSOR_KINDS else ("vector", "tensor")
+    for unit in (first, second):
+        if (peak := chip.peak_flops_per_s(dtype, unit)) is not None:
+            return unit, peak
+    if dtype == "tf32":  # a chip without TF32 runs fp32
+        return _unit_peak(chip, kind, "fp32")
+    if kind not in TENSOR_KINDS and (peak := chip.peak_flops_per_s("fp32", "vector")) is not None:
+        return "vector", peak  # elementwise work in a narrow dtype on a chip that only lists fp32 vector rates
+    return first, None
+
+
+def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0) -> OpEstimate:
+    dtype = chip_dtype(op.dtype, tf32=tf32 and op.kind in TENSOR_KINDS)
+    unit, peak = _unit_peak(chip, op.kind, dtype)
+    if op.flops and peak is None:
+        raise ChipError(f"chip {chip.name} has no peak for {dtype} ({op.name}); it supports {', '.join(chip.dtypes())}")
+    eff = chip.efficiency
+    compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops) if unit == "tensor" else eff.vector)
+    mem_eff = 1.0 if eff is None else eff.memory
+    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
+    nbytes = op.bytes_total
+    compute_s = op.flops / (peak * compute_eff) if op.flops and peak else 0.0
+    memory_s = nbytes / (bw * mem_eff) if nbytes else 0.0
+    table = energy_table()
+    mac_pj = table["mac_pj"].get(dtype, table["mac_pj"]["fp32"])
+    flop_pj = table["flop_pj"].get(dtype, table["flop_pj"]["fp32"])
+    compute_pj = (op.macs * mac_pj + max(op.flops - 2 * op.macs, 0) * flop_pj) * node_scale
+    energy_j = (compute_pj + nbytes * table["dram_pj_per_byte"]) * 1e-12
+    return OpEstimate(name=op.name, kind=op.kind, unit=unit, dtype=dtype, flops=op.flops, bytes=nbytes,
+                      compute_s=compute_s, memory_s=memory_s, energy_j=energy_j)
+
+
+def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None = None) -> Estimate:
+    """Estimate every op of ``wl`` on ``chip`` with the roofline model."""
+    dtype = chip_dtype(wl.dtype, tf32=tf32)
+    if dtype in DTYPES:
+        chip.require_dtype("fp32" if dtype == "tf32" and chip.best_peak_flops_per_s("tf32") is None else dtype)
+    table = energy_table()
+    node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0
+    ops = tuple(estimate_op(op, chip, tf32=tf32, node_scale=node_scale) for op in wl.ops)
+    bw = chip.main_memory
+    assumptions = [
+        f"peaks: dense {dtype} from the chip file ({chip.compute_source})",
+        f"memory: every byte from {bw.name} at {bw.bandwidth_gb_per_s:g} GB/s ({bw.source})",
+        "efficiency: " + ("ideal roofline (1.0 of peak and bandwidth)" if chip.efficiency is None
+                          else f"from the chip file ({chip.efficiency.source or 'no source given'})"),
+        f"energy: Horowitz ISSCC 2014 45 nm per-op table, compute scaled by node "
+        f"{chip.node_nm or table['node_nm']:g}/45 nm, DRAM {table['dram_pj_per_byte']} pJ/B unscaled",
+        "latency: ops run one after another; within an op compute and memory overlap",
+    ]
+    if wl.uncounted:
+        assumptions.append(f"ops without a cost formula are not timed: {dict(wl.uncounted)}")
+    if batch is None:
+        batch = wl.input_shapes[0][0] if wl.input_shapes and wl.input_shapes[0] else 1
+    return Estimate(model=wl.model, chip=chip, dtype=dtype, batch=batch, ops=ops, assumptions=tuple(assumptions))

@@ -1,0 +1,238 @@
+"""Chips as data: one YAML file per chip, validated with pydantic; every number carries its source.
+
+File units are the ones datasheets print, named in the keys (``dense_tflops``, ``bandwidth_gb_per_s``,
+``capacity_gib``); the model converts them to SI (``peak_flops_per_s``, ``bandwidth_bytes_per_s``, bytes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+
+from xpusim.units import GIB, MIB, GIGA, TERA
+
+Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
+DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
+Unit = Literal["tensor", "vector"]
+UNITS: tuple[str, ...] = ("tensor", "vector")
+DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
+
+TORCH_TO_CHIP_DTYPE = {
+    "float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
+    "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "int8": "int8", "uint8": "int8",
+}
+
+
+class ChipError(ValueError):
+    """A chip name or file that cannot be used; the message names the field, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemoryLevel(_Strict):
+    """One level of the memory hierarchy (main memory first, then caches/SRAM)."""
+
+    name: str
+    capacity_gib: PositiveFloat | None = Field(None, description="Capacity in GiB (main memory).")
+    capacity_mib: PositiveFloat | None = Field(None, description="Capacity in MiB (caches, SRAM).")
+    bandwidth_gb_per_s: PositiveFloat | None = Field(None, description="Bandwidth in 10^9 B/s; unknown if absent.")
+    source: str
+
+    @model_validator(mode="after")
+    def _one_capacity(self) -> MemoryLevel:
+        if (self.capacity_gib is None) == (self.capacity_mib is None):
+            raise ValueError("give exactly one of capacity_gib or capacity_mib")
+        return self
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.capacity_gib * GIB if self.capacity_gib is not None else (self.capacity_mib or 0) * MIB
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None:
+        return self.bandwidth_gb_per_s * GIGA if self.bandwidth_gb_per_s is not None else None
+
+
+class Link(_Strict):
+    """A chip's link to its peers or host; the bandwidth is both directions added, as datasheets quote it."""
+
+    name: str
+    kind: Literal["scale-up", "scale-out", "host"]
+    bandwidth_gb_per_s_bidirectional: PositiveFloat
+    source: str
+
+    @property
+    def bandwidth_bytes_per_s_per_direction(self) -> float:
+        return self.bandwidth_gb_per_s_bidirectional * GIGA / 2
+
+
+class Efficiency(_Strict):
+    """Achievable fraction of peak, measured or published; absent means the ideal roofline (1.0)."""
+
+    tensor: list[tuple[PositiveFloat, float]] | float = Field(
+        1.0, description="Matrix-unit efficiency: a constant, or [[flops, efficiency], ...] points (log-interpolated)."
+    )
+    vector: float = 1.0
+    memory: float = 1.0
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _fractions(self) -> Efficiency:
+        values = [e for _, e in self.tensor] if isinstance(self.tensor, list) else [self.tensor]
+        for v in [*values, self.vector, self.memory]:
+            if not 0 < v <= 1:
+                raise ValueError(f"efficiency {v} must be in (0, 1]")
+        if isinstance(self.tensor, list) and not self.tensor:
+            raise ValueError("efficiency.tensor points must not be empty")
+        return self
+
+    def tensor_at(self, flops: float) -> float:
+        if not isinstance(self.tensor, list):
+            return self.tensor
+        pts = sorted(self.tensor)
+        if flops <= pts[0][0]:
+            return pts[0][1]
+        for (f0, e0), (f1, e1) in zip(pts, pts[1:], strict=False):
+            if flops <= f1:
+                t = (math.log(flops) - math.log(f0)) / (math.log(f1) - math.log(f0))
+                return e0 + t * (e1 - e0)
+        return pts[-1][1]
+
+
+class Chip(_Strict):
+    """One accelerator (or a CPU/host), as in its datasheet."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    title: str
+    vendor: str
+    kind: Literal["gpu", "tpu", "npu", "cpu", "host"]
+    year: int | None = None
+    process: str | None = None
+    node_nm: PositiveFloat | None = Field(None, description="Nominal feature size, for energy scaling.")
+    tdp_w: PositiveFloat | None = None
+    tdp_source: str | None = None
+    price_usd: PositiveFloat | None = None
+    dense_tflops: dict[Unit, dict[Dtype, PositiveFloat]] = Field(
+        description="Dense peak in TFLOP/s (TOP/s for integers) per unit and dtype; no 2:4-sparsity figures."
+    )
+    compute_source: str
+    memory: list[MemoryLevel] = Field(min_length=1)
+    links: list[Link] = []
+    efficiency: Efficiency | None = None
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Chip:
+        if not any(self.dense_tflops.get(u) for u in UNITS):
+            raise ValueError("dense_tflops needs at least one peak under tensor or vector")
+        if self.memory[0].bandwidth_gb_per_s is None:
+            raise ValueError("memory[0] (main memory) needs bandwidth_gb_per_s")
+        return self
+
+    @property
+    def main_memory(self) -> MemoryLevel:
+        return self.memory[0]
+
+    def dtypes(self) -> list[str]:
+        return [d for d in DTYPES if any(d in self.dense_tflops.get(u, {}) for u in UNITS)]
+
+    def peak_flops_per_s(self, dtype: str, unit: str = "tensor") -> float | None:
+        """Dense peak of ``unit`` for ``dtype`` (None if the datasheet gives none)."""
+        tflops = self.dense_tflops.get(unit, {}).get(dtype)  # type: ignore[call-overload]
+        return tflops * TERA if tflops is not None else None
+
+    def best_peak_flops_per_s(self, dtype: str) -> float | None:
+        peaks = [p for u in UNITS if (p := self.peak_flops_per_s(dtype, u)) is not None]
+        return max(peaks) if peaks else None
+
+    def require_dtype(self, dtype: str) -> None:
+        if dtype not in DTYPES:
+            raise ChipError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.best_peak_flops_per_s(dtype) is None:
+            raise ChipError(f"chip {self.name} has no {dtype} peak; it supports {', '.join(self.dtypes())}")
+
+    def ridge_point(self, dtype: str, level: int = 0) -> float | None:
+        """FLOPs per byte where compute time equals memory time (best unit's peak / level bandwidth)."""
+        peak, bw = self.best_peak_flops_per_s(dtype), self.memory[level].bandwidth_bytes_per_s
+        return peak / bw if peak and bw else None
+
+    def flops_per_watt(self, dtype: str) -> float | None:
+        peak = self.best_peak_flops_per_s(dtype)
+        return peak / self.tdp_w if peak and self.tdp_w else None
+
+    def scale_up_link(self) -> Link | None:
+        return next((link for link in self.links if link.kind == "scale-up"), None)
+
+
+def _chip_dir() -> Any:
+    return resources.files("xpusim.hardware") / "chips"
+
+
+@functools.cache
+def catalog_names() -> tuple[str, ...]:
+    return tuple(sorted(e.name.removesuffix(".yaml") for e in _chip_dir().iterdir() if e.name.endswith(".yaml")))
+
+
+@functools.cache
+def sources() -> dict[str, str]:
+    """Source tag -> where the number comes from (``hardware/sources.yaml``)."""
+    data = yaml.safe_load((resources.files("xpusim.hardware") / "sources.yaml").read_text())
+    return dict(data)
+
+
+def _format_validation(origin: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        parts.append(f"{loc}{shown}: {err['msg']}")
+    more = f" (and {len(exc.errors()) - 5} more)" if len(exc.errors()) > 5 else ""
+    return f"chip file {origin}: " + "; ".join(parts) + more
+
+
+def parse_chip(data: Any, origin: str) -> Chip:
+    if not isinstance(data, dict):
+        raise ChipError(f"chip file {origin}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return Chip.model_validate(data)
+    except ValidationError as exc:
+        raise ChipError(_format_validation(origin, exc)) from None
+
+
+@functools.cache
+def _load_builtin(name: str) -> Chip:
+    text = (_chip_dir() / f"{name}.yaml").read_text()
+    return parse_chip(yaml.safe_load(text), f"{name}.yaml")
+
+
+def load_chip(spec: str | Path) -> Chip:
+    """A catalog name (``a100-sxm-80gb``) or the path of a chip file (``.yaml``/``.yml``/``.json``)."""
+    text = str(spec)
+    if text in catalog_names():
+        return _load_builtin(text)
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ChipError(f"chip file {text!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())  # JSON is YAML too; safe_load: data, never code
+        except yaml.YAMLError as exc:
+            raise ChipError(f"chip file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return parse_chip(data, text)
+    close = difflib.get_close_matches(text.lower(), catalog_names(), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ChipError(f"unknown chip {text!r}.{hint} Run 'xpusim chips' for the catalog, or give a chip .yaml file.")
+
+
+def all_chips() -> list[Chip]:
+    return [_load_builtin(n) for n in catalog_names()]
