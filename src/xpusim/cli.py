@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from xpusim.hardware.chip import DTYPES, ChipError
 from xpusim.workload.api import SWEEP_PARAMS, analyze, parse_dtype, sweep
 from xpusim.workload.capture import CaptureError
 from xpusim.workload.zoo import ModelSpecError, llm_configs, torchvision_names
@@ -165,6 +166,212 @@ def analyze_cmd(
         else:
             write_output(wl.to_csv(depth), output)
     except (UserError, ModelSpecError, CaptureError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+chips_app = typer.Typer(help="The chip catalog: peaks per dtype, memory, ridge points, efficiency per watt.")
+app.add_typer(chips_app, name="chips")
+
+CHIP_TO_TORCH = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp8": "float8_e4m3fn",
+                 "fp64": "float64"}
+"""Capture dtype for a chip dtype; int8/int4 are captured in float16 and retyped (bytes scaled)."""
+
+
+@chips_app.callback(invoke_without_command=True)
+def chips_cmd(
+    ctx: typer.Context,
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json (csv: not available)."),
+) -> None:
+    """List every chip of the catalog (run 'xpusim chips compare A B ...' to put some side by side)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from xpusim.hardware.chip import all_chips
+    from xpusim.report.hardware import catalog_table, chip_dict
+    from xpusim.report.tables import dumps
+
+    chips = all_chips()
+    if fmt is Format.json:
+        write_output(dumps([chip_dict(c) for c in chips]), None)
+    else:
+        out_console().print(catalog_table(chips))
+
+
+@chips_app.command("compare")
+def chips_compare_cmd(
+    names: list[str] = typer.Argument(..., help="Catalog names or chip .yaml files."),
+    dtype: str = typer.Option("bf16", "--dtype", help=f"One of {', '.join(DTYPES)}."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f"),
+) -> None:
+    """Two or more chips side by side at one dtype."""
+    from xpusim.hardware.chip import load_chip
+    from xpusim.report.hardware import chip_dict, compare_table
+    from xpusim.report.tables import dumps
+
+    try:
+        if dtype not in DTYPES:
+            raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        chips = [load_chip(n) for n in names]
+        if fmt is Format.json:
+            write_output(dumps([chip_dict(c) for c in chips]), None)
+        else:
+            out_console().print(compare_table(chips, dtype))
+    except (UserError, ChipError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command("roofline")
+def roofline_cmd(
+    models: list[str] = typer.Argument(..., help="One or more zoo names or file.py:factory (compared on one chip)."),
+    chip: str = typer.Option(..., "--chip", "-c", help="Catalog name (see 'xpusim chips') or a chip .yaml file."),
+    dtype: str = typer.Option("fp16", "--dtype", help="Chip dtype to run in: fp32, tf32, bf16, fp16, fp8, int8."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    input_shape: str | None = typer.Option(None, "--input-shape", help="Full input shape, e.g. 1,3,64,64."),
+    seq_len: int | None = typer.Option(None, "--seq-len", min=1),
+    mode: Mode = typer.Option(Mode.inference, "--mode"),
+    price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0),
+    top: int | None = typer.Option(None, "--top", help="Table: the N slowest ops only.", min=1),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    plot: Path | None = typer.Option(None, "--plot", help="Roofline and per-layer time figure (.png/.svg/.pdf)."),
+    measure: bool = typer.Option(False, "--measure", help="Also run the model for real on this CPU, layer by layer."),
+    threads: int = typer.Option(1, "--threads", min=1, help="With --measure: CPU threads (as probed)."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """Time every layer of a model on a chip with the roofline model: compute- or memory-bound, and why."""
+    from xpusim.engines.roofline import roofline
+    from xpusim.hardware.chip import load_chip
+    from xpusim.report.hardware import print_roofline
+    from xpusim.report.tables import dumps
+
+    try:
+        the_chip = load_chip(chip)
+        if dtype not in DTYPES:
+            raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        the_chip.require_dtype(dtype)
+        shape = parse_shape(input_shape) if input_shape else None
+        estimates = []
+        for model in models:
+            capture_dtype = CHIP_TO_TORCH.get(dtype, "float16")
+            with err.status(f"capturing {model} ...") if fmt is Format.table else _null():
+                wl = analyze(model, batch=batch, input_shape=shape, seq_len=seq_len, dtype=capture_dtype,
+                             mode=mode.value)
+            if dtype in ("int8", "int4"):
+                wl = wl.retyped(dtype, 8 if dtype == "int8" else 4)
+            estimates.append(roofline(wl, the_chip, tf32=dtype == "tf32"))
+        if plot is not None:
+            from xpusim.report.plots import roofline_figure, save_atomic
+
+            save_atomic(roofline_figure(estimates), plot)
+            err.print(f"wrote {plot}")
+        measured = None
+        if measure:
+            import torch
+
+            from xpusim.engines.measure import compare_measured
+
+            torch.set_num_threads(threads)
+            measured = [compare_measured(m, est, batch=batch, input_shape=shape, seq_len=seq_len)
+                        for m, est in zip(models, estimates, strict=True)]
+        if fmt is Format.json:
+            docs = [e.to_dict(price_per_hour) for e in estimates]
+            if measured:
+                for d, m in zip(docs, measured, strict=True):
+                    d["measured"] = m.to_dict()
+            write_output(dumps(docs[0] if len(docs) == 1 else docs), output)
+        else:
+            console = out_console()
+            for i, est in enumerate(estimates):
+                print_roofline(console, est, top, price_per_hour)
+                if measured:
+                    from xpusim.report.measure import print_measured
+
+                    print_measured(console, measured[i])
+    except (UserError, ModelSpecError, CaptureError, ChipError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command("llm")
+def llm_cmd(
+    model: str = typer.Argument(..., help="A zoo LLM (llama2-7b, gpt-175b, ...) or an HF-style config.json file."),
+    chip: str = typer.Option(..., "--chip", "-c", help="Catalog name or chip .yaml file."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
+    gen_len: int = typer.Option(256, "--gen-len", min=0),
+    w_bits: int = typer.Option(16, "--w-bits", help="Weight bits: 16, 8, 4, ..."),
+    a_bits: int = typer.Option(16, "--a-bits", help="Activation (compute) bits: 32, 16 or 8."),
+    kv_bits: int = typer.Option(16, "--kv-bits", help="KV-cache bits."),
+    float16: str = typer.Option("bf16", "--float16", help="The 16-bit float of 16-bit activations: bf16 or fp16."),
+    flash: bool = typer.Option(True, "--flash/--no-flash", help="FlashAttention: scores stay on chip."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """LLM inference on a chip: time to first token, time per output token, tokens/s, memory, largest batch."""
+    import json
+
+    from xpusim.engines.llm import Precision, TransformerConfig, estimate_llm
+    from xpusim.hardware.chip import load_chip
+    from xpusim.report.hardware import print_llm
+    from xpusim.report.tables import dumps
+    from xpusim.workload.zoo import llm_configs
+
+    try:
+        if model in llm_configs():
+            cfg_dict = llm_configs()[model]["config"]
+        elif model.endswith(".json") and Path(model).is_file():
+            try:
+                cfg_dict = json.loads(Path(model).read_text())
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{model}: not valid JSON ({exc})") from None
+            if not isinstance(cfg_dict, dict):
+                raise UserError(f"{model}: expected a JSON object with the model's config")
+            cfg_dict = cfg_dict.get("config", cfg_dict)
+        else:
+            names = [n for n, e in llm_configs().items() if e.get("task") == "causal-lm"]
+            raise UserError(f"unknown LLM {model!r}; known: {', '.join(names)}, or an HF config.json file")
+        if float16 not in ("bf16", "fp16"):
+            raise UserError(f"--float16 {float16!r} is not bf16 or fp16")
+        try:
+            cfg = TransformerConfig.from_hf(Path(model).stem if model.endswith(".json") else model, cfg_dict)
+        except KeyError as exc:
+            raise UserError(f"{model}: config lacks the field {exc}") from None
+        precision = Precision(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits,
+                              float16="bfloat16" if float16 == "bf16" else "float16")
+        est = estimate_llm(cfg, load_chip(chip), batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+                           precision=precision, flash=flash)
+        if fmt is Format.json:
+            write_output(dumps(est.to_dict()), output)
+        else:
+            print_llm(out_console(), est)
+    except (UserError, ChipError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command("probe")
+def probe_cmd(
+    out: Path = typer.Option(Path("host.yaml"), "--out", "-o", help="Chip file to write."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads to measure with (use the same for --measure)."),
+) -> None:
+    """Measure this machine's roofline (matmul FLOP/s per dtype, bandwidth per memory level) into a chip file."""
+    import yaml
+
+    from xpusim.hardware.chip import parse_chip
+    from xpusim.hardware.probe import probe
+
+    try:
+        with err.status("probing ...") as status:
+            data = probe(threads=threads, progress=lambda s: status.update(f"probing: {s}"))
+        parse_chip(data, str(out))  # what we write must load back
+        header = "# Written by 'xpusim probe': this machine's measured roofline. Use with --chip " + out.name + "\n"
+        write_output(header + yaml.safe_dump(data, sort_keys=False), out)
+        chip_tf = data["dense_tflops"]["tensor"]
+        err.print(f"fp32 matmul {chip_tf['fp32'] * 1e3:.1f} GFLOP/s"
+                  + (f", bf16 {chip_tf['bf16'] * 1e3:.1f} GFLOP/s" if "bf16" in chip_tf else "")
+                  + ", bandwidth "
+                  + ", ".join(f"{m['name']} {m['bandwidth_gb_per_s']:.1f} GB/s" for m in data["memory"]))
+    except UserError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
 

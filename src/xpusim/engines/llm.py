@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from xpusim.engines.roofline import OpEstimate, estimate_op, energy_table
+from xpusim.engines.roofline import OpEstimate, energy_table, estimate_op
 from xpusim.hardware.chip import Chip
 from xpusim.workload.formulas import (
     LAYER_NORM_FLOPS_PER_ELEMENT,
@@ -192,7 +192,8 @@ def head_ops(cfg: TransformerConfig, batch: int, new: int, logits_tokens: int, p
     h, t = cfg.hidden, batch * new
     norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
     embed = OpCost(name="embed/embedding", module="embed", op="analytic.embedding", kind="embedding",
-                   dtype=p.compute_dtype, params=cfg.vocab * h, weight_bytes=math.ceil(min(t, cfg.vocab) * h * p.w_bits / 8),
+                   dtype=p.compute_dtype, params=cfg.vocab * h,
+                   weight_bytes=math.ceil(min(t, cfg.vocab) * h * p.w_bits / 8),
                    activation_bytes_read=8 * t, bytes_written=math.ceil(t * h * p.a_bits / 8), output_shape=(t, h))
     tl = batch * logits_tokens
     return [
@@ -304,9 +305,9 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
                  precision: Precision | None = None, flash: bool = True) -> LLMEstimate:
     """Prefill the prompt, then decode ``gen_len`` tokens one at a time, on one chip."""
     p = precision or Precision()
-    for f, v in (("batch", batch), ("prompt_len", prompt_len)):
+    for field_name, v in (("batch", batch), ("prompt_len", prompt_len)):
         if v < 1:
-            raise ValueError(f"{f}={v} must be >= 1")
+            raise ValueError(f"{field_name}={v} must be >= 1")
     if gen_len < 0:
         raise ValueError(f"gen_len={gen_len} must be >= 0")
     if prompt_len + gen_len > cfg.max_positions:
@@ -320,18 +321,28 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     # Prefill: the whole prompt at once; only the last position's logits are needed to start generating.
     pre = _estimate_phase(chip, layer_ops(cfg, batch, prompt_len, prompt_len, p, flash=flash),
                           head_ops(cfg, batch, prompt_len, 1, p), cfg.layers, node_scale)
-    # Decode: per step one token per sequence against a growing cache. Only attention and the KV cache depend on
-    # the step, so the rest is estimated once and the attention part step by step (exact, no averaging).
+    # Decode: per step one token per sequence against a growing cache. Only the attention op depends on the
+    # context, so everything else is estimated once and attention step by step (exact, no averaging).
     dec_time = dec_energy = dec_compute = 0.0
     dec_flops = dec_bytes = 0
     last: tuple[OpEstimate, ...] = ()
-    for step in range(gen_len):
-        ctx = prompt_len + step + 1
-        t, f, b, e, c, ests = _estimate_phase(chip, layer_ops(cfg, batch, 1, ctx, p, flash=flash),
-                                              head_ops(cfg, batch, 1, 1, p), cfg.layers, node_scale)
-        dec_time, dec_flops, dec_bytes, dec_energy, dec_compute = (dec_time + t, dec_flops + f, dec_bytes + b,
-                                                                   dec_energy + e, dec_compute + c)
-        last = ests
+    if gen_len:
+        step_layer = layer_ops(cfg, batch, 1, prompt_len + 1, p, flash=flash)
+        static = [o for o in step_layer if o.kind != "attention"]
+        st = _estimate_phase(chip, static, head_ops(cfg, batch, 1, 1, p), cfg.layers, node_scale)
+        dec_time, dec_flops, dec_bytes, dec_energy, dec_compute = (gen_len * st[0], gen_len * st[1],
+                                                                   gen_len * st[2], gen_len * st[3], gen_len * st[4])
+        for step in range(gen_len):
+            attn = [o for o in layer_ops(cfg, batch, 1, prompt_len + step + 1, p, flash=flash)
+                    if o.kind == "attention"]
+            at = _estimate_phase(chip, attn, [], cfg.layers, node_scale)
+            dec_time += at[0]
+            dec_flops += at[1]
+            dec_bytes += at[2]
+            dec_energy += at[3]
+            dec_compute += at[4]
+            if step == gen_len - 1:
+                last = at[5] + st[5]
     prefill = PhaseEstimate(time_s=pre[0], flops=pre[1], bytes=pre[2], energy_j=pre[3],
                             compute_bound_share=pre[4] / pre[0] if pre[0] else 0.0, ops=pre[5])
     decode = PhaseEstimate(time_s=dec_time, flops=dec_flops, bytes=dec_bytes, energy_j=dec_energy,

@@ -10,6 +10,7 @@ no overlap at all (compute + memory per op) and perfect overlap across the whole
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -26,6 +27,7 @@ TENSOR_KINDS = frozenset(("matmul", "conv", "attention", "rnn", "fused"))
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OpEstimate:
     name: str
+    module: str
     kind: str
     unit: str
     """``tensor`` or ``vector``: which peak bounded the compute."""
@@ -35,10 +37,13 @@ class OpEstimate:
     compute_s: float
     memory_s: float
     energy_j: float
+    overhead_s: float = 0.0
+    """Fixed per-op cost from the chip file (dispatch/launch), added to the roofline time."""
+    memory_level: str = ""
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_s, self.memory_s)
+        return max(self.compute_s, self.memory_s) + self.overhead_s
 
     @property
     def bound(self) -> str:
@@ -56,7 +61,8 @@ class OpEstimate:
         return {
             "name": self.name, "kind": self.kind, "unit": self.unit, "dtype": self.dtype, "flops": self.flops,
             "bytes": self.bytes, "intensity": self.intensity, "compute_s": self.compute_s, "memory_s": self.memory_s,
-            "time_s": self.time_s, "bound": self.bound, "attainable_flops_per_s": self.attainable_flops_per_s,
+            "time_s": self.time_s, "overhead_s": self.overhead_s, "memory_level": self.memory_level,
+            "bound": self.bound, "attainable_flops_per_s": self.attainable_flops_per_s,
             "energy_j": self.energy_j,
         }
 
@@ -79,11 +85,12 @@ class Estimate:
 
     @property
     def latency_no_overlap_s(self) -> float:
-        return sum(o.compute_s + o.memory_s for o in self.ops)
+        return sum(o.compute_s + o.memory_s + o.overhead_s for o in self.ops)
 
     @property
     def latency_perfect_overlap_s(self) -> float:
-        return max(sum(o.compute_s for o in self.ops), sum(o.memory_s for o in self.ops))
+        overhead = sum(o.overhead_s for o in self.ops)
+        return max(sum(o.compute_s for o in self.ops), sum(o.memory_s for o in self.ops)) + overhead
 
     @property
     def flops(self) -> int:
@@ -178,25 +185,55 @@ def _unit_peak(chip: Chip, kind: str, dtype: str) -> tuple[str, float | None]:
     return first, None
 
 
-def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0) -> OpEstimate:
+def gemm_dims(op: OpCost) -> tuple[int, int, int] | None:
+    """(M, N, K) of the GEMM a matmul or convolution amounts to (conv lowered by im2col, per group), else None."""
+    shapes = op.input_shapes
+    if op.kind == "conv" and op.op.startswith("aten.convolution") and len(shapes) >= 2 and op.output_shape:
+        x, w, out = shapes[0], shapes[1], op.output_shape
+        if len(x) < 3 or len(w) < 3 or not w[1]:
+            return None
+        groups = max(x[1] // w[1], 1)
+        spatial = math.prod(out[2:])
+        return out[0] * spatial, w[0] // groups, w[1] * math.prod(w[2:])
+    if op.kind == "matmul":
+        mats = [s for s in shapes if len(s) >= 2]
+        if len(mats) >= 2:
+            a, b = mats[-2], mats[-1]
+            return math.prod(a[:-1]), b[-1], a[-1]
+    return None
+
+
+def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0,
+                model_weight_bytes: float = 0.0) -> OpEstimate:
+    """One op on one chip. On a probed host, activations move at the bandwidth of the level the op's working set
+    fits in, weights at the level the whole model's weights fit in (they were last read one forward ago)."""
     dtype = chip_dtype(op.dtype, tf32=tf32 and op.kind in TENSOR_KINDS)
     unit, peak = _unit_peak(chip, op.kind, dtype)
     if op.flops and peak is None:
         raise ChipError(f"chip {chip.name} has no peak for {dtype} ({op.name}); it supports {', '.join(chip.dtypes())}")
     eff = chip.efficiency
-    compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops) if unit == "tensor" else eff.vector)
+    compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops, gemm_dims(op)) if unit == "tensor"
+                                           else eff.vector)
+    if eff is not None and (rate := eff.kind_tflops.get(op.kind)) is not None and peak:
+        compute_eff = min(compute_eff, rate * 1e12 / peak)  # calibrated rate of this kind of op
     mem_eff = 1.0 if eff is None else eff.memory
-    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
     nbytes = op.bytes_total
+    level = chip.memory_for(nbytes)
+    bw = level.bandwidth_bytes_per_s or 0.0
+    weight_level = chip.memory_for(model_weight_bytes) if chip.kind == "host" else level
+    weight_bw = weight_level.bandwidth_bytes_per_s or bw
     compute_s = op.flops / (peak * compute_eff) if op.flops and peak else 0.0
-    memory_s = nbytes / (bw * mem_eff) if nbytes else 0.0
+    act_bytes = nbytes - op.weight_bytes
+    memory_s = (act_bytes / bw + op.weight_bytes / weight_bw) / mem_eff if nbytes else 0.0
     table = energy_table()
     mac_pj = table["mac_pj"].get(dtype, table["mac_pj"]["fp32"])
     flop_pj = table["flop_pj"].get(dtype, table["flop_pj"]["fp32"])
     compute_pj = (op.macs * mac_pj + max(op.flops - 2 * op.macs, 0) * flop_pj) * node_scale
     energy_j = (compute_pj + nbytes * table["dram_pj_per_byte"]) * 1e-12
-    return OpEstimate(name=op.name, kind=op.kind, unit=unit, dtype=dtype, flops=op.flops, bytes=nbytes,
-                      compute_s=compute_s, memory_s=memory_s, energy_j=energy_j)
+    return OpEstimate(name=op.name, module=op.module, kind=op.kind, unit=unit, dtype=dtype, flops=op.flops,
+                      bytes=nbytes,
+                      compute_s=compute_s, memory_s=memory_s, energy_j=energy_j,
+                      overhead_s=eff.op_overhead_us * 1e-6 if eff is not None else 0.0, memory_level=level.name)
 
 
 def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None = None) -> Estimate:
@@ -206,11 +243,15 @@ def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None 
         chip.require_dtype("fp32" if dtype == "tf32" and chip.best_peak_flops_per_s("tf32") is None else dtype)
     table = energy_table()
     node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0
-    ops = tuple(estimate_op(op, chip, tf32=tf32, node_scale=node_scale) for op in wl.ops)
+    model_weights = sum(o.weight_bytes for o in wl.ops)
+    ops = tuple(estimate_op(op, chip, tf32=tf32, node_scale=node_scale, model_weight_bytes=model_weights)
+                for op in wl.ops)
     bw = chip.main_memory
     assumptions = [
         f"peaks: dense {dtype} from the chip file ({chip.compute_source})",
-        f"memory: every byte from {bw.name} at {bw.bandwidth_gb_per_s:g} GB/s ({bw.source})",
+        (f"memory: every byte from {bw.name} at {bw.bandwidth_gb_per_s:g} GB/s ({bw.source})" if chip.kind != "host"
+         else "memory: activations at the bandwidth of the smallest probed level the op's working set fits, "
+              "weights at the level the whole model's weights fit"),
         "efficiency: " + ("ideal roofline (1.0 of peak and bandwidth)" if chip.efficiency is None
                           else f"from the chip file ({chip.efficiency.source or 'no source given'})"),
         f"energy: Horowitz ISSCC 2014 45 nm per-op table, compute scaled by node "

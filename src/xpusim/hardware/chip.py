@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import math
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
-from xpusim.units import GIB, MIB, GIGA, TERA
+from xpusim.units import GIB, GIGA, MIB, TERA
 
 Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
@@ -83,11 +84,21 @@ class Efficiency(_Strict):
     )
     vector: float = 1.0
     memory: float = 1.0
+    op_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op (dispatch, kernel launch), microseconds.")
+    gemm: dict[Literal["m", "n", "k"], list[tuple[PositiveFloat, float]]] | None = Field(
+        None, description="Matrix-unit efficiency against each GEMM dimension (the other two large): "
+                          "{m: [[size, efficiency], ...], n: ..., k: ...}; an op gets the lowest of the three."
+    )
+    kind_tflops: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Calibrated compute rate (TFLOP/s by xpusim's FLOP counts) per op kind, e.g. pool, norm.",
+    )
     source: str = ""
 
     @model_validator(mode="after")
     def _fractions(self) -> Efficiency:
         values = [e for _, e in self.tensor] if isinstance(self.tensor, list) else [self.tensor]
+        values += [e for pts in (self.gemm or {}).values() for _, e in pts]
         for v in [*values, self.vector, self.memory]:
             if not 0 < v <= 1:
                 raise ValueError(f"efficiency {v} must be in (0, 1]")
@@ -95,17 +106,29 @@ class Efficiency(_Strict):
             raise ValueError("efficiency.tensor points must not be empty")
         return self
 
-    def tensor_at(self, flops: float) -> float:
+    def tensor_at(self, flops: float, gemm_mnk: tuple[int, int, int] | None = None) -> float:
+        """Matrix-unit efficiency: from the GEMM-dimension curves when the op's (M, N, K) is known, else from
+        the FLOPs curve."""
+        if gemm_mnk is not None and self.gemm:
+            effs = [_log_interp(self.gemm[axis], dim) for axis, dim in zip("mnk", gemm_mnk, strict=True)
+                    if axis in self.gemm]
+            if effs:
+                return min(effs)
         if not isinstance(self.tensor, list):
             return self.tensor
-        pts = sorted(self.tensor)
-        if flops <= pts[0][0]:
-            return pts[0][1]
-        for (f0, e0), (f1, e1) in zip(pts, pts[1:], strict=False):
-            if flops <= f1:
-                t = (math.log(flops) - math.log(f0)) / (math.log(f1) - math.log(f0))
-                return e0 + t * (e1 - e0)
-        return pts[-1][1]
+        return _log_interp(self.tensor, flops)
+
+
+def _log_interp(points: list[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear in log(x) through sorted (x, y) points, flat beyond the ends."""
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x <= x1:
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return pts[-1][1]
 
 
 class Chip(_Strict):
@@ -132,7 +155,7 @@ class Chip(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Chip:
-        if not any(self.dense_tflops.get(u) for u in UNITS):
+        if not any(self.peaks_tflops(u) for u in UNITS):
             raise ValueError("dense_tflops needs at least one peak under tensor or vector")
         if self.memory[0].bandwidth_gb_per_s is None:
             raise ValueError("memory[0] (main memory) needs bandwidth_gb_per_s")
@@ -142,12 +165,17 @@ class Chip(_Strict):
     def main_memory(self) -> MemoryLevel:
         return self.memory[0]
 
+    def peaks_tflops(self, unit: str) -> dict[str, float]:
+        """The datasheet peaks of one unit, by dtype (empty when the chip lists none)."""
+        table: dict[str, dict[str, float]] = self.dense_tflops  # type: ignore[assignment]
+        return table.get(unit, {})
+
     def dtypes(self) -> list[str]:
-        return [d for d in DTYPES if any(d in self.dense_tflops.get(u, {}) for u in UNITS)]
+        return [d for d in DTYPES if any(d in self.peaks_tflops(u) for u in UNITS)]
 
     def peak_flops_per_s(self, dtype: str, unit: str = "tensor") -> float | None:
         """Dense peak of ``unit`` for ``dtype`` (None if the datasheet gives none)."""
-        tflops = self.dense_tflops.get(unit, {}).get(dtype)  # type: ignore[call-overload]
+        tflops = self.peaks_tflops(unit).get(dtype)
         return tflops * TERA if tflops is not None else None
 
     def best_peak_flops_per_s(self, dtype: str) -> float | None:
@@ -168,6 +196,14 @@ class Chip(_Strict):
     def flops_per_watt(self, dtype: str) -> float | None:
         peak = self.best_peak_flops_per_s(dtype)
         return peak / self.tdp_w if peak and self.tdp_w else None
+
+    def memory_for(self, working_set_bytes: float) -> MemoryLevel:
+        """The level an op's data is read from: main memory, except on a probed host, where it is the smallest
+        level (with a measured bandwidth) that holds the op's whole working set."""
+        if self.kind != "host":
+            return self.main_memory
+        fitting = [m for m in self.memory if m.bandwidth_gb_per_s and m.capacity_bytes >= working_set_bytes]
+        return min(fitting, key=lambda m: m.capacity_bytes) if fitting else self.main_memory
 
     def scale_up_link(self) -> Link | None:
         return next((link for link in self.links if link.kind == "scale-up"), None)

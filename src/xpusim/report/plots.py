@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from xpusim.engines.roofline import Estimate
 from xpusim.workload.model import KINDS, OpCost, Workload
 
 KIND_COLORS = {kind: plt.get_cmap("tab20")(i / 20) for i, kind in enumerate(KINDS)}
@@ -88,5 +89,54 @@ def sweep_figure(model: str, param: str, results: Sequence[tuple[int, Workload]]
     ax2.set_ylabel("FLOPs per byte (whole model)")
     ax2.grid(alpha=0.3, which="both")
     fig.suptitle(f"{model}: cost vs {param}")
+    fig.tight_layout()
+    return fig
+
+
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def roofline_figure(estimates: Sequence[Estimate], max_bars: int = 40) -> Figure:
+    """Classic roofline (every op a point, coloured by kind, one marker per model) and per-layer time bars."""
+    chip = estimates[0].chip
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [1.1, 1]})
+    points = [o for e in estimates for o in e.ops if o.flops and o.bytes]
+    lo = min((o.intensity for o in points), default=0.01) / 2
+    hi = max((o.intensity for o in points), default=1000) * 2
+    bw = chip.main_memory.bandwidth_bytes_per_s or 1.0
+    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    dtypes = sorted({e.dtype for e in estimates})
+    for dtype in dtypes:
+        for unit, style in (("tensor", "-"), ("vector", "--")):
+            peak = chip.peak_flops_per_s(dtype, unit)
+            if peak:
+                ax.plot(xs, [min(peak, x * bw) for x in xs], style, color="black", lw=1.2,
+                        label=f"{unit} {dtype}: {peak / 1e12:g} TFLOP/s, ridge {peak / bw:.0f} FLOP/B")
+    for i, est in enumerate(estimates):
+        marker = MODEL_MARKERS[i % len(MODEL_MARKERS)]
+        for kind in KINDS:
+            ops = [o for o in est.ops if o.kind == kind and o.flops and o.bytes]
+            if ops:
+                ax.scatter([o.intensity for o in ops], [o.attainable_flops_per_s for o in ops], s=18, marker=marker,
+                           color=KIND_COLORS[kind], alpha=0.8, edgecolors="none",
+                           label=f"{est.model}: {kind}" if len(estimates) > 1 else kind)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte of main memory)")
+    ax.set_ylabel("attainable FLOP/s")
+    ax.set_title(f"roofline on {chip.title} ({chip.main_memory.bandwidth_gb_per_s:g} GB/s)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    est = estimates[0]
+    ops = sorted(est.ops, key=lambda o: -o.time_s)[:max_bars]
+    ops = [o for o in est.ops if o in ops]  # model order
+    colors = ["tab:red" if o.bound == "memory" else "tab:blue" for o in ops]
+    bx.bar(range(len(ops)), [o.time_s * 1e6 for o in ops], color=colors)
+    bx.set_xticks(range(len(ops)))
+    bx.set_xticklabels([o.name for o in ops], rotation=90, fontsize=6)
+    bx.set_ylabel("time (µs)")
+    bx.set_title(f"{est.model}: the {len(ops)} slowest ops, red = memory-bound, blue = compute-bound, "
+                 f"total {est.latency_s * 1e3:.3g} ms", fontsize=9)
+    bx.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

@@ -198,6 +198,20 @@ class Workload:
             )
         return rows
 
+    def retyped(self, dtype: str, bits: int) -> Workload:
+        """The same ops computed and stored in ``dtype`` of ``bits`` bits (e.g. int8 from a float16 capture).
+
+        Bytes of floating-point tensors scale by ``bits / 16``; the capture must be 16-bit for this to be exact.
+        NB: integer tensors (indices) are scaled too, a small overestimate of the savings.
+        """
+        if self.dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"retyped() expects a 16-bit capture, not {self.dtype}")
+        f = bits / 16
+        ops = tuple(replace(o, dtype=dtype, weight_bytes=round(o.weight_bytes * f),
+                            activation_bytes_read=round(o.activation_bytes_read * f),
+                            bytes_written=round(o.bytes_written * f)) for o in self.ops)
+        return replace(self, dtype=dtype, ops=ops)
+
     def to_dict(self, depth: int | None = None) -> dict[str, Any]:
         ops = self.ops if depth is None else self.grouped(depth)
         d: dict[str, Any] = {

@@ -1,0 +1,129 @@
+"""Predicted vs measured: run a model for real on this CPU, time every leaf module, compare with the roofline.
+
+Per executed leaf (a module that ran while none of its children did: a conv, a linear, a norm — or a whole
+encoder layer on PyTorch's fused fast path), the prediction is the sum of the estimated times of the ops that
+module and its children issued; the measurement is the median wall time of its forward over
+repeated runs (forward hooks, perf_counter; CPU ops are synchronous). The whole model is timed separately,
+without hooks. Ops a container issues itself (a residual add in a block's forward) count only in the total.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from xpusim.engines.roofline import Estimate
+from xpusim.workload.api import materialize
+from xpusim.workload.zoo import build
+
+CHIP_TO_TORCH_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerTiming:
+    module: str
+    predicted_s: float
+    measured_s: float
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction: predicted / measured − 1."""
+        return self.predicted_s / self.measured_s - 1 if self.measured_s else float("inf")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measured:
+    model: str
+    chip: str
+    threads: int
+    repeats: int
+    layers: tuple[LayerTiming, ...]
+    predicted_total_s: float
+    measured_total_s: float
+
+    @property
+    def median_abs_error(self) -> float:
+        return statistics.median(abs(t.error) for t in self.layers) if self.layers else 0.0
+
+    @property
+    def total_error(self) -> float:
+        return self.predicted_total_s / self.measured_total_s - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "chip": self.chip, "threads": self.threads, "repeats": self.repeats,
+            "predicted_total_s": self.predicted_total_s, "measured_total_s": self.measured_total_s,
+            "total_error": self.total_error, "median_abs_layer_error": self.median_abs_error,
+            "layers": [{"module": t.module, "predicted_s": t.predicted_s, "measured_s": t.measured_s,
+                        "error": t.error} for t in self.layers],
+        }
+
+
+def time_executed_leaves(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                         repeats: int) -> tuple[dict[str, float], float]:
+    """Median forward time of every *executed leaf* (a module that ran while none of its children did: a conv,
+    or a whole encoder layer when PyTorch's fused fast path skips its children), and of the whole model
+    (timed without hooks)."""
+    names = {id(m): n for n, m in module.named_modules() if n}
+    samples: dict[str, list[float]] = defaultdict(list)
+    current: dict[str, float] = {}
+    stack: list[tuple[int, float, bool]] = []  # (module id, start time, a child ran)
+
+    def pre(mod: torch.nn.Module, _: Any) -> None:
+        if stack:
+            mid, start, _child = stack[-1]
+            stack[-1] = (mid, start, True)
+        stack.append((id(mod), time.perf_counter(), False))
+
+    def post(mod: torch.nn.Module, _: Any, __: Any) -> None:
+        if not stack:
+            return
+        mid, start, child_ran = stack.pop()
+        name = names.get(mid)
+        if name is not None and not child_ran:
+            current[name] = current.get(name, 0.0) + time.perf_counter() - start
+
+    with torch.no_grad():
+        module(*args, **kwargs)  # warm-up: allocator, oneDNN primitive caches
+        totals = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            module(*args, **kwargs)
+            totals.append(time.perf_counter() - t0)
+        h1 = torch.nn.modules.module.register_module_forward_pre_hook(pre)
+        h2 = torch.nn.modules.module.register_module_forward_hook(post, always_call=True)
+        try:
+            for _ in range(repeats):
+                current.clear()
+                stack.clear()
+                module(*args, **kwargs)
+                for name, t in current.items():
+                    samples[name].append(t)
+        finally:
+            h1.remove()
+            h2.remove()
+    return {n: statistics.median(ts) for n, ts in samples.items()}, statistics.median(totals)
+
+
+def compare_measured(model: str, est: Estimate, *, batch: int = 1, input_shape: tuple[int, ...] | None = None,
+                     seq_len: int | None = None, repeats: int = 5) -> Measured:
+    """Build ``model`` with real random weights, time it on this CPU, and line it up with ``est``."""
+    dtype = CHIP_TO_TORCH_DTYPE.get(est.dtype)
+    if dtype is None:
+        raise ValueError(f"--measure runs {est.dtype} models only as fp32, bf16 or fp16 on this CPU")
+    built = build(model, batch=batch, input_shape=input_shape, seq_len=seq_len)
+    module, args, kwargs = materialize(built.module, built.args, dict(built.kwargs), dtype)
+    measured, total = time_executed_leaves(module, args, kwargs, repeats)
+    layers = []
+    for name, t in measured.items():
+        pred = sum(o.time_s for o in est.ops if o.module == name or o.module.startswith(name + "."))
+        if pred:
+            layers.append(LayerTiming(module=name, predicted_s=pred, measured_s=t))
+    return Measured(model=model, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
+                    layers=tuple(layers),
+                    predicted_total_s=est.latency_s, measured_total_s=total)

@@ -1,0 +1,209 @@
+"""Measure this machine's own roofline and write it as a chip file.
+
+* Peak matmul FLOP/s per dtype (fp32, bf16 where the CPU has kernels for it), and the matmul efficiency curve
+  (achieved / peak against the product's FLOPs), from square matmuls of growing size.
+* Bandwidth per memory level: a streaming add (read 2, write 1) with a working set sized to each cache level
+  the OS reports (half of its capacity) and one far larger than the last level for main memory.
+* The fixed cost of one op (dispatch and launch): a 1-element add, timed.
+
+Every number is a median of repeated timings after a warm-up; the file says how it was measured.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xpusim.units import GIB, GIGA, KIB, MIB, TERA
+
+MATMUL_SIZES = (128, 256, 512, 1024, 2048)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheLevel:
+    name: str
+    capacity_bytes: int
+
+
+def _median_time(fn: Callable[[], Any], min_time_s: float = 0.15, max_reps: int = 200) -> float:
+    fn()  # warm-up
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_time_s and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cache_levels() -> list[CacheLevel]:
+    """Data/unified caches of CPU 0 as Linux reports them (empty elsewhere)."""
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    levels = []
+    for idx in sorted(root.glob("index*")):
+        try:
+            kind = (idx / "type").read_text().strip()
+            level = (idx / "level").read_text().strip()
+            size = (idx / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": KIB, "M": MIB, "G": GIB}.get(size[-1], 1)
+        levels.append(CacheLevel(name=f"L{level}", capacity_bytes=int(size.rstrip("KMG")) * mult))
+    return levels
+
+
+MIN_PROBED_LEVEL_BYTES = 256 * KIB
+"""Smaller caches (L1) are not probed: one op's fixed overhead swamps a few-KiB transfer."""
+SLOW_CALL_S = 0.25
+"""Stop growing the matmul once one call takes this long: a dtype without fast kernels would take minutes."""
+
+
+def matmul_flops(dtype: torch.dtype, sizes: tuple[int, ...] = MATMUL_SIZES) -> list[tuple[float, float]]:
+    """(FLOPs of the product, achieved FLOP/s) for square matmuls of growing size."""
+    out = []
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        t = _median_time(functools.partial(torch.mm, a, b, out=torch.empty(n, n, dtype=dtype)))
+        out.append((2.0 * n**3, 2.0 * n**3 / t))
+        if t > SLOW_CALL_S:
+            break
+    return out
+
+
+def stream_bandwidth(working_set_bytes: int, overhead_s: float = 0.0) -> float:
+    """Bytes per second of c = a + b over fp32 vectors whose three buffers total ``working_set_bytes``.
+
+    The fixed per-op overhead is subtracted: the roofline adds it back separately.
+    """
+    n = max(working_set_bytes // (3 * 4), 1024)
+    a, b, c = torch.rand(n), torch.rand(n), torch.empty(n)
+    t = _median_time(lambda: torch.add(a, b, out=c))
+    return 3 * 4 * n / max(t - overhead_s, 0.05 * t)
+
+
+GEMM_SMALL_DIMS = (8, 32, 128, 512, 1024)
+GEMM_BIG_DIM = 1024
+
+
+def gemm_axis_efficiency(peak: float) -> dict[str, list[list[float]]]:
+    """Efficiency of fp32 GEMMs with one dimension small and the other two 1024, per axis (m, n, k)."""
+    out: dict[str, list[list[float]]] = {}
+    big = GEMM_BIG_DIM
+    for axis in "mnk":
+        pts = []
+        for s in GEMM_SMALL_DIMS:
+            m, n, k = (s if axis == "m" else big), (s if axis == "n" else big), (s if axis == "k" else big)
+            t = _median_time(functools.partial(torch.mm, torch.randn(m, k), torch.randn(k, n),
+                                               out=torch.empty(m, n)))
+            pts.append([float(s), round(min(2.0 * m * n * k / t / peak, 1.0), 4)])
+        out[axis] = pts
+    return out
+
+
+KIND_CASES: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
+    "pool": (lambda: torch.nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112)),
+    "norm": (lambda: torch.nn.BatchNorm2d(64).eval(), (1, 64, 56, 56)),
+    "activation": (lambda: torch.nn.GELU(), (1, 256, 64, 64)),
+    "softmax": (lambda: torch.nn.Softmax(dim=-1), (12, 128, 128)),
+}
+"""One representative op per vector kind, timed to calibrate that kind's effective rate."""
+
+
+def kind_rates(overhead_s: float) -> dict[str, float]:
+    """Effective TFLOP/s per op kind: xpusim's FLOP count of the op over its measured time."""
+    from xpusim.workload.capture import capture
+
+    rates = {}
+    for kind, (make, shape) in KIND_CASES.items():
+        mod, x = make(), torch.randn(shape)
+        flops = capture(mod, x, device="eager").totals().flops
+        with torch.no_grad():
+            t = _median_time(functools.partial(mod, x))
+        rates[kind] = round(flops / max(t - overhead_s, 0.05 * t) / TERA, 6)
+    return rates
+
+
+def op_overhead_s() -> float:
+    a, b, c = torch.ones(1), torch.ones(1), torch.empty(1)
+    return _median_time(lambda: torch.add(a, b, out=c), min_time_s=0.05, max_reps=2000)
+
+
+def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure and return a chip-file dict for this machine (validated by `xpusim.hardware.chip.Chip`)."""
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        progress("matmul fp32")
+        fp32 = matmul_flops(torch.float32)
+        tensor: dict[str, float] = {"fp32": max(f for _, f in fp32) / TERA}
+        curve = fp32
+        bf16_note = ""
+        try:
+            progress("matmul bf16")
+            bf16 = matmul_flops(torch.bfloat16)
+            tensor["bf16"] = max(f for _, f in bf16) / TERA
+        except RuntimeError as exc:  # no bf16 kernels on this CPU
+            bf16_note = f" bf16 matmul failed: {exc}."
+        peak = max(f for _, f in curve)
+        efficiency = [[flops, round(min(achieved / peak, 1.0), 4)] for flops, achieved in curve]
+        progress("op overhead")
+        overhead = op_overhead_s()
+        progress("GEMM shapes")
+        gemm = gemm_axis_efficiency(peak)
+        progress("vector op kinds")
+        kinds = kind_rates(overhead)
+        levels = cache_levels()
+        memory: list[dict[str, Any]] = []
+        progress("main memory bandwidth")
+        last = max((lv.capacity_bytes for lv in levels), default=32 * MIB)
+        dram_ws = max(8 * last, 256 * MIB)
+        total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        memory.append({"name": "DRAM", "capacity_gib": round(total_ram / GIB, 2) or 1.0,
+                       "bandwidth_gb_per_s": round(stream_bandwidth(dram_ws, overhead) / GIGA, 3),
+                       "source": f"measured: c = a + b (fp32) over a {dram_ws // MIB} MiB working set"})
+        for lv in levels:
+            if lv.capacity_bytes < MIN_PROBED_LEVEL_BYTES:
+                continue
+            progress(f"{lv.name} bandwidth")
+            bw = stream_bandwidth(lv.capacity_bytes // 2, overhead)
+            memory.append({"name": lv.name, "capacity_mib": round(lv.capacity_bytes / MIB, 4),
+                           "bandwidth_gb_per_s": round(bw / GIGA, 3),
+                           "source": f"measured: c = a + b (fp32) over {lv.capacity_bytes // 2 // KIB} KiB "
+                                     f"(half of the {lv.name} capacity the OS reports)"})
+    finally:
+        torch.set_num_threads(old_threads)
+    cpu = platform.processor() or platform.machine()
+    return {
+        "name": "host",
+        "title": f"this host ({cpu}, {threads} thread{'s' if threads > 1 else ''}, torch {torch.__version__})",
+        "vendor": "measured",
+        "kind": "host",
+        "year": None,
+        "process": None,
+        "node_nm": None,
+        "tdp_w": None,
+        "price_usd": None,
+        "dense_tflops": {"tensor": tensor, "vector": {"fp32": tensor["fp32"]}},
+        "compute_source": (f"measured: best of square matmuls n = {', '.join(map(str, MATMUL_SIZES))}, "
+                           f"{threads} thread(s); the vector fp32 peak is taken equal (same SIMD units)." + bf16_note),
+        "memory": memory,
+        "links": [],
+        "efficiency": {"tensor": efficiency, "vector": 1.0, "memory": 1.0,
+                       "op_overhead_us": round(overhead * 1e6, 3), "gemm": gemm, "kind_tflops": kinds,
+                       "source": "measured: square-matmul efficiency vs FLOPs; fp32 GEMMs with one dimension small "
+                                 f"(the others {GEMM_BIG_DIM}); one representative op per vector kind "
+                                 f"({', '.join(KIND_CASES)}); op overhead of a 1-element add"},
+        "notes": f"probed with {threads} thread(s) on {time.strftime('%Y-%m-%d')}; roofline uses the memory level "
+                 "the op's working set fits in (host chips only)",
+    }
