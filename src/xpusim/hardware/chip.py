@@ -6,7 +6,6 @@ File units are the ones datasheets print, named in the keys (``dense_tflops``, `
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 import math
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
+from xpusim.names import suggest
 from xpusim.units import GIB, GIGA, MIB, TERA
 
 Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
@@ -265,7 +265,7 @@ def load_chip(spec: str | Path) -> Chip:
         except yaml.YAMLError as exc:
             raise ChipError(f"chip file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
         return parse_chip(data, text)
-    close = difflib.get_close_matches(text.lower(), catalog_names(), n=3, cutoff=0.4)
+    close = suggest(text, catalog_names())
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ChipError(f"unknown chip {text!r}.{hint} Run 'xpusim chips' for the catalog, or give a chip .yaml file.")
 

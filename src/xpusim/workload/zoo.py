@@ -6,7 +6,6 @@ Everything is built on the meta device: no weights are downloaded or allocated, 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import importlib.util
 import json
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from xpusim.names import suggest
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_MAX_SEQ_LEN = 2048
@@ -63,7 +64,7 @@ def model_names() -> list[str]:
 
 
 def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name.lower(), model_names(), n=3, cutoff=0.5)
+    close = suggest(name, model_names())
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return f"unknown model {name!r}.{hint} Run 'xpusim models' for the list, or give file.py:factory."
 
