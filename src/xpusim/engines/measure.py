@@ -118,12 +118,18 @@ def compare_measured(model: str, est: Estimate, *, batch: int = 1, input_shape: 
         raise ValueError(f"--measure runs {est.dtype} models only as fp32, bf16 or fp16 on this CPU")
     built = build(model, batch=batch, input_shape=input_shape, seq_len=seq_len)
     module, args, kwargs = materialize(built.module, built.args, dict(built.kwargs), dtype)
-    measured, total = time_executed_leaves(module, args, kwargs, repeats)
+    return compare_measured_module(model, module, args, kwargs, est, repeats=repeats)
+
+
+def compare_measured_module(name: str, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+                            est: Estimate, *, repeats: int = 5) -> Measured:
+    """Time a ready (real-weight) module on this CPU and line it up with ``est``."""
+    measured, total = time_executed_leaves(module.eval(), args, kwargs, repeats)
     layers = []
     for name, t in measured.items():
         pred = sum(o.time_s for o in est.ops if o.module == name or o.module.startswith(name + "."))
         if pred:
             layers.append(LayerTiming(module=name, predicted_s=pred, measured_s=t))
-    return Measured(model=model, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
+    return Measured(model=name, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
                     layers=tuple(layers),
                     predicted_total_s=est.latency_s, measured_total_s=total)
