@@ -156,6 +156,7 @@ def test_output_file_written_whole(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
     code, _, _ = run("analyze", "resnet18", "--format", "json", "--output", str(target))
     assert code == 0 and json.loads(target.read_text())["model"] == "resnet18"
+    assert target.stat().st_mode & 0o044  # readable by others under a usual umask, not mkstemp's 0600
     code, _, err = run("analyze", "resnet18", "--format", "json", "--output", str(tmp_path / "no" / "r.json"))
     assert code == 2 and "does not exist" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from xpusim.hardware.chip import DTYPES, ChipError
+from xpusim.units import default_file_mode
 from xpusim.workload.api import SWEEP_PARAMS, analyze, parse_dtype, sweep
 from xpusim.workload.capture import CaptureError
 from xpusim.workload.zoo import ModelSpecError, llm_configs, torchvision_names
@@ -89,6 +90,7 @@ def write_output(text: str, path: Path | None) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,15 @@ MIB = 2**20
 GIB = 2**30
 
 
+def default_file_mode() -> int:
+    """Permissions a new file gets under the current umask (temporary files from mkstemp are 0600)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def dtype_bytes(dtype: torch.dtype) -> float:
     """Bytes per element of ``dtype``; sub-byte types (int4 packed in uint8 etc.) are not torch dtypes here."""
     if dtype == torch.bool:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from xpusim.engines.roofline import Estimate
+from xpusim.units import default_file_mode
 from xpusim.workload.model import KINDS, OpCost, Workload
 
 KIND_COLORS = {kind: plt.get_cmap("tab20")(i / 20) for i, kind in enumerate(KINDS)}
@@ -30,6 +31,7 @@ def save_atomic(fig: Figure, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=130, bbox_inches="tight")
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
