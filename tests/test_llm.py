@@ -95,7 +95,12 @@ def test_llm_json_contract_and_errors() -> None:
     assert {"time_s", "flops", "bytes"} <= d["prefill"].keys()
     assert {"time_per_token_s", "flops", "bytes"} <= d["decode"].keys()
     assert {"weights_bytes", "kv_cache_bytes", "activation_bytes"} <= d["memory"].keys()
-    assert d["tokens_per_s"] > 0 and d["layers"]["prefill"]
+    assert d["tokens_per_s"] > 0
+    assert {layer["phase"] for layer in d["layers"]} == {"prefill", "decode (last step)"}
+    r = runner.invoke(app, ["llm", "llama2-7b", "--chip", "h100-sxm", "--price-per-hour", "3.6", "-f", "json"])
+    priced = json.loads(r.stdout)
+    # $3.6/h = $0.001/s: a million tokens cost 1000 s / (tokens per second) dollars
+    assert priced["cost_usd_per_million_tokens"] == pytest.approx(1000 / priced["tokens_per_s"])
     r = runner.invoke(app, ["llm", "llama2-7b", "--chip", "h100-sxm", "--prompt-len", "4000", "--gen-len", "200"])
     assert r.exit_code == 2 and "exceeds llama2-7b's 4096 positions" in r.stderr
     r = runner.invoke(app, ["llm", "lama2-7b", "--chip", "h100-sxm"])

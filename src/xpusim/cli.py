@@ -306,6 +306,7 @@ def llm_cmd(
     kv_bits: int = typer.Option(16, "--kv-bits", help="KV-cache bits."),
     float16: str = typer.Option("bf16", "--float16", help="The 16-bit float of 16-bit activations: bf16 or fp16."),
     flash: bool = typer.Option(True, "--flash/--no-flash", help="FlashAttention: scores stay on chip."),
+    price_per_hour: float | None = typer.Option(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
     output: Path | None = typer.Option(None, "--output", "-o"),
 ) -> None:
@@ -343,9 +344,9 @@ def llm_cmd(
         est = estimate_llm(cfg, load_chip(chip), batch=batch, prompt_len=prompt_len, gen_len=gen_len,
                            precision=precision, flash=flash)
         if fmt is Format.json:
-            write_output(dumps(est.to_dict()), output)
+            write_output(dumps(est.to_dict(price_per_hour)), output)
         else:
-            print_llm(out_console(), est)
+            print_llm(out_console(), est, price_per_hour)
     except (UserError, ChipError, ValueError) as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None

@@ -211,7 +211,7 @@ class PhaseEstimate:
     energy_j: float
     compute_bound_share: float
     ops: tuple[OpEstimate, ...]
-    """One layer's ops (times for one layer) plus the head ops, for the per-layer view."""
+    """One transformer layer's ops (times for one layer) plus the embedding/norm/lm_head ops."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,27 +254,34 @@ class LLMEstimate:
     def fits(self) -> bool:
         return self.memory_bytes <= self.chip.main_memory.capacity_bytes
 
-    def to_dict(self) -> dict[str, Any]:
+    def cost_usd_per_million_tokens(self, price_per_hour_usd: float) -> float:
+        """Cost of a million generated tokens at an hourly price for the chip (prefill time included)."""
+        return price_per_hour_usd / 3600 / self.tokens_per_s * 1e6 if self.tokens_per_s else float("inf")
+
+    def to_dict(self, price_per_hour_usd: float | None = None) -> dict[str, Any]:
         def phase(ph: PhaseEstimate) -> dict[str, Any]:
             return {"time_s": ph.time_s, "flops": ph.flops, "bytes": ph.bytes, "energy_j": ph.energy_j,
                     "compute_bound_share": ph.compute_bound_share}
 
         decode = phase(self.decode)
         decode["time_per_token_s"] = self.time_per_output_token_s
+        layers = ([{"phase": "prefill", **o.to_dict()} for o in self.prefill.ops]
+                  + [{"phase": "decode (last step)", **o.to_dict()} for o in self.decode.ops])
+        extra = ({"cost_usd_per_million_tokens": self.cost_usd_per_million_tokens(price_per_hour_usd)}
+                 if price_per_hour_usd is not None else {})
         return {
             "model": self.config.name, "chip": self.chip.name, "batch": self.batch, "prompt_len": self.prompt_len,
             "gen_len": self.gen_len, "flash_attention": self.flash,
             "bits": {"weights": self.precision.w_bits, "activations": self.precision.a_bits,
                      "kv_cache": self.precision.kv_bits},
             "prefill": phase(self.prefill), "decode": decode,
-            "time_to_first_token_s": self.time_to_first_token_s, "tokens_per_s": self.tokens_per_s,
+            "time_to_first_token_s": self.time_to_first_token_s, "tokens_per_s": self.tokens_per_s, **extra,
             "memory": {"weights_bytes": self.weights_bytes, "kv_cache_bytes": self.kv_cache_bytes,
                        "activation_bytes": self.activation_bytes, "total_bytes": self.memory_bytes,
                        "capacity_bytes": self.chip.main_memory.capacity_bytes, "fits": self.fits,
                        "max_batch": self.max_batch},
             "assumptions": list(self.assumptions),
-            "layers": {"prefill": [o.to_dict() for o in self.prefill.ops],
-                       "decode_last_step": [o.to_dict() for o in self.decode.ops]},
+            "layers": layers,
         }
 
 

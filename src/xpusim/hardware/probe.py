@@ -1,7 +1,7 @@
 """Measure this machine's own roofline and write it as a chip file.
 
-* Peak matmul FLOP/s per dtype (fp32, bf16 where the CPU has kernels for it), and the matmul efficiency curve
-  (achieved / peak against the product's FLOPs), from square matmuls of growing size.
+* Peak matmul FLOP/s per dtype (fp32; bf16 and int8 where the CPU build has kernels for them), and the matmul
+  efficiency curve (achieved / peak against the product's FLOPs), from square matmuls of growing size.
 * Bandwidth per memory level: a streaming add (read 2, write 1) with a working set sized to each cache level
   the OS reports (half of its capacity) and one far larger than the last level for main memory.
 * The fixed cost of one op (dispatch and launch): a 1-element add, timed.
@@ -73,8 +73,12 @@ def matmul_flops(dtype: torch.dtype, sizes: tuple[int, ...] = MATMUL_SIZES) -> l
     """(FLOPs of the product, achieved FLOP/s) for square matmuls of growing size."""
     out = []
     for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        t = _median_time(functools.partial(torch.mm, a, b, out=torch.empty(n, n, dtype=dtype)))
+        if dtype == torch.int8:  # int8 x int8 -> int32, where the CPU build has the kernel
+            a8, b8 = (torch.randint(-128, 127, (n, n), dtype=torch.int8) for _ in range(2))
+            t = _median_time(functools.partial(torch._int_mm, a8, b8))
+        else:
+            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            t = _median_time(functools.partial(torch.mm, a, b, out=torch.empty(n, n, dtype=dtype)))
         out.append((2.0 * n**3, 2.0 * n**3 / t))
         if t > SLOW_CALL_S:
             break
@@ -155,6 +159,12 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None) ->
             tensor["bf16"] = max(f for _, f in bf16) / TERA
         except RuntimeError as exc:  # no bf16 kernels on this CPU
             bf16_note = f" bf16 matmul failed: {exc}."
+        try:
+            progress("matmul int8")
+            int8 = matmul_flops(torch.int8, sizes=MATMUL_SIZES[1:])  # _int_mm needs sizes > 16
+            tensor["int8"] = max(f for _, f in int8) / TERA
+        except (RuntimeError, AttributeError) as exc:
+            bf16_note += f" int8 matmul failed: {exc}."
         peak = max(f for _, f in curve)
         efficiency = [[flops, round(min(achieved / peak, 1.0), 4)] for flops, achieved in curve]
         progress("op overhead")

@@ -125,7 +125,7 @@ def print_roofline(console: Console, est: Estimate, top: int | None, price_per_h
     console.print("assumptions: " + "; ".join(est.assumptions), style="dim")
 
 
-def print_llm(console: Console, e: LLMEstimate) -> None:
+def print_llm(console: Console, e: LLMEstimate, price_per_hour: float | None = None) -> None:
     t = Table(title=f"{e.config.name} on {e.chip.name} · batch {e.batch} · prompt {e.prompt_len} · generate "
                     f"{e.gen_len} · W{e.precision.w_bits}A{e.precision.a_bits}KV{e.precision.kv_bits}"
                     f" · FlashAttention {'on' if e.flash else 'off'}", title_justify="left", header_style="bold")
@@ -143,5 +143,7 @@ def print_llm(console: Console, e: LLMEstimate) -> None:
         f"weights {e.weights_bytes / 1e9:.2f} + KV cache {e.kv_cache_bytes / 1e9:.2f} + activations "
         f"{e.activation_bytes / 1e9:.2f} of {cap / 1e9:.1f} GB: {'fits' if e.fits else 'DOES NOT FIT'} · "
         f"largest batch that fits: {e.max_batch}"
+        + (f" · ${e.cost_usd_per_million_tokens(price_per_hour):,.2f} per million tokens at ${price_per_hour}/h"
+           if price_per_hour is not None else "")
     )
     console.print("assumptions: " + "; ".join(e.assumptions), style="dim")
