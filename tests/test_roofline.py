@@ -111,3 +111,10 @@ def test_several_models_on_one_chip() -> None:
     r = runner.invoke(app, ["roofline", "resnet18", "mobilenet_v2", "--chip", "t4", "-f", "json"])
     assert r.exit_code == 0
     assert [d["model"] for d in json.loads(r.stdout)] == ["resnet18", "mobilenet_v2"]
+
+
+@pytest.mark.parametrize(("chip", "dtype"), [("t4", "fp16"), ("tpu-v4", "bf16"), ("gaudi2", "bf16")])
+def test_default_dtype_is_one_the_chip_has(chip: str, dtype: str) -> None:
+    r = runner.invoke(app, ["roofline", "resnet18", "--chip", chip, "-f", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["dtype"] == dtype

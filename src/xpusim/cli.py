@@ -227,7 +227,9 @@ def chips_compare_cmd(
 def roofline_cmd(
     models: list[str] = typer.Argument(..., help="One or more zoo names or file.py:factory (compared on one chip)."),
     chip: str = typer.Option(..., "--chip", "-c", help="Catalog name (see 'xpusim chips') or a chip .yaml file."),
-    dtype: str = typer.Option("fp16", "--dtype", help="Chip dtype to run in: fp32, tf32, bf16, fp16, fp8, int8."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="fp32, tf32, bf16, fp16, fp8, int8. Default: fp32 on a probed host, else the first of "
+                              "fp16, bf16, fp32 the chip has."),
     batch: int = typer.Option(1, "--batch", "-b", min=1),
     input_shape: str | None = typer.Option(None, "--input-shape", help="Full input shape, e.g. 1,3,64,64."),
     seq_len: int | None = typer.Option(None, "--seq-len", min=1),
@@ -248,6 +250,9 @@ def roofline_cmd(
 
     try:
         the_chip = load_chip(chip)
+        if dtype is None:
+            dtype = "fp32" if the_chip.kind == "host" else next(
+                (d for d in ("fp16", "bf16", "fp32") if the_chip.best_peak_flops_per_s(d)), the_chip.dtypes()[0])
         if dtype not in DTYPES:
             raise UserError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         the_chip.require_dtype(dtype)
