@@ -101,9 +101,11 @@ def materialize(
     module = module.to_empty(device="cpu")
     if dtype is not None:
         module = module.to(dtype)
-    with torch.no_grad():
+    with torch.no_grad():  # values do not change costs, but uninitialised memory can hold NaNs and denormals
         for p in module.parameters():
             p.normal_(0, 0.02)
+        for b in module.buffers():
+            b.fill_(1 if b.is_floating_point() else 0)
 
     def real(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
