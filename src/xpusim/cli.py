@@ -357,6 +357,120 @@ def llm_cmd(
         raise typer.Exit(2) from None
 
 
+def _parse_array(text: str) -> tuple[int, int]:
+    rows_s, sep, cols_s = text.lower().partition("x")
+    try:
+        rows, cols = int(rows_s), int(cols_s)
+    except ValueError:
+        rows = cols = 0
+    if not sep or rows < 1 or cols < 1:
+        raise UserError(f"--array {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
+    return rows, cols
+
+
+@app.command("npu")
+def npu_cmd(
+    model: str | None = typer.Argument(None, help="Zoo name or file.py:factory (or use the --scalesim-* files)."),
+    array: str = typer.Option("128x128", "--array", help="PE array ROWSxCOLS."),
+    dataflow: str | None = typer.Option(None, "--dataflow", help="os, ws, is or auto (best per layer). "
+                                        "Default: ws, or the SCALE-Sim config's."),
+    sram_kb: str = typer.Option("6144,6144,2048", "--sram-kb", help="ifmap,filter,ofmap SRAM sizes in KiB."),
+    dram_bytes_per_cycle: float = typer.Option(10.0, "--dram-bytes-per-cycle", help="DRAM bandwidth."),
+    dtype: str = typer.Option("int8", "--dtype", help="Word size: int4, int8, fp8, fp16, bf16, fp32."),
+    clock_ghz: float = typer.Option(1.0, "--clock-ghz", help="Clock for time, TOPS and TOPS/W."),
+    macs_per_pe: int = typer.Option(1, "--macs-per-pe", help="Low-bit MACs per PE per cycle."),
+    sparsity: str | None = typer.Option(None, "--sparsity", help="N:M structured sparsity the array skips, e.g. 2:4."),
+    objective: str = typer.Option("cycles", "--objective", help="With --dataflow auto: cycles or energy."),
+    batch: int = typer.Option(1, "--batch", "-b", min=1),
+    input_shape: str | None = typer.Option(None, "--input-shape"),
+    seq_len: int | None = typer.Option(None, "--seq-len", min=1),
+    scalesim_config: Path | None = typer.Option(None, "--scalesim-config", help="A SCALE-Sim .cfg, read as is."),
+    scalesim_topology: Path | None = typer.Option(None, "--scalesim-topology", help="A SCALE-Sim topology .csv."),
+    check: bool = typer.Option(False, "--check", help="Run real numbers through the mapping and compare."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Table: the N slowest layers."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """A systolic-array NPU: cycles, stalls, SRAM/DRAM traffic and energy per layer (SCALE-Sim-compatible)."""
+    from dataclasses import replace
+
+    from xpusim.engines.npu import NpuConfig, NpuError, NpuRun, lower_workload, simulate
+    from xpusim.report.hardware import print_npu
+    from xpusim.report.tables import dumps
+
+    try:
+        if scalesim_config is not None or scalesim_topology is not None:
+            from xpusim.engines.scalesim_io import read_config, read_topology
+
+            if scalesim_config is None or scalesim_topology is None:
+                raise UserError("give both --scalesim-config and --scalesim-topology")
+            sc = read_config(scalesim_config)
+            cfg = replace(sc.npu, clock_hz=clock_ghz * 1e9)
+            layers: list = list(read_topology(scalesim_topology))
+            df = dataflow or sc.dataflow
+            title, notes = f"{scalesim_topology.name}", [
+                "SCALE-Sim inputs: 1-byte words, per-operand DRAM channels; total_cycles follow SCALE-Sim's "
+                "'Total Cycles' (stall-free part exact)" + (", CALC bandwidth: no stalls" if sc.calc_bandwidth else "")]
+            convention = "scalesim"
+        else:
+            if model is None:
+                raise UserError("give a MODEL, or --scalesim-config and --scalesim-topology")
+            rows, cols = _parse_array(array)
+            try:
+                sizes = [int(v) for v in sram_kb.split(",")]
+            except ValueError:
+                sizes = []
+            if len(sizes) != 3 or any(v < 1 for v in sizes):
+                raise UserError(f"--sram-kb {sram_kb!r}: expected three positive KiB sizes: ifmap,filter,ofmap")
+            sp = None
+            if sparsity:
+                n_s, _, m_s = sparsity.partition(":")
+                if not (n_s.isdigit() and m_s.isdigit()):
+                    raise UserError(f"--sparsity {sparsity!r}: expected N:M such as 2:4")
+                sp = (int(n_s), int(m_s))
+            cfg = NpuConfig(rows=rows, cols=cols, ifmap_sram_bytes=sizes[0] * 1024, filter_sram_bytes=sizes[1] * 1024,
+                            ofmap_sram_bytes=sizes[2] * 1024, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
+                            clock_hz=clock_ghz * 1e9, macs_per_pe=macs_per_pe, sparsity=sp)
+            shape = parse_shape(input_shape) if input_shape else None
+            wl = analyze(model, batch=batch, input_shape=shape, seq_len=seq_len)
+            layers, notes = lower_workload(wl)
+            df, title, convention = dataflow or "ws", model, "scalesim"
+        run = simulate(layers, cfg, df, objective)
+        run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention=convention,
+                     notes=tuple(notes))
+        checks = None
+        if check:
+            if model is None:
+                raise UserError("--check needs a MODEL (SCALE-Sim topologies carry no weights)")
+            from xpusim.engines.npu_check import check_model
+            from xpusim.workload.api import materialize
+            from xpusim.workload.zoo import build
+
+            built = build(model, batch=batch, input_shape=shape, seq_len=seq_len)
+            module, args, _ = materialize(built.module, built.args, dict(built.kwargs), None)
+            checks = check_model(module, args, df, cfg.rows, cfg.cols * cfg.macs_per_pe,
+                                 integer=dtype in ("int8", "int4"))
+        if fmt is Format.json:
+            doc = run.to_dict()
+            if checks is not None:
+                doc["check"] = [vars(c) | {"ok": c.ok} for c in checks]
+            write_output(dumps(doc), output)
+        else:
+            console = out_console()
+            print_npu(console, run, title, top)
+            if checks is not None:
+                for c in checks:
+                    verdict = "exact" if c.exact else f"max |error| {c.max_abs_error:.2e}"
+                    console.print(f"check {c.name} ({c.dataflow}, {c.folds} folds, M={c.m} N={c.n} K={c.k}"
+                                  f"{f' x{c.groups}' if c.groups > 1 else ''}): every MAC once: "
+                                  f"{'yes' if c.coverage_ok else 'NO'}; vs PyTorch: {verdict}")
+                if not all(c.ok for c in checks):
+                    raise typer.Exit(1)
+    except (UserError, ModelSpecError, CaptureError, NpuError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
 @app.command("probe")
 def probe_cmd(
     out: Path = typer.Option(Path("host.yaml"), "--out", "-o", help="Chip file to write."),

@@ -147,3 +147,40 @@ def print_llm(console: Console, e: LLMEstimate, price_per_hour: float | None = N
            if price_per_hour is not None else "")
     )
     console.print("assumptions: " + "; ".join(e.assumptions), style="dim")
+
+
+def print_npu(console: Console, run: Any, title: str, top: int | None = None) -> None:
+    """Per-layer NPU table and totals."""
+    from xpusim.engines.npu import NpuRun
+
+    assert isinstance(run, NpuRun)
+    c = run.cfg
+    rows = list(run.layers)
+    if top is not None:
+        rows = sorted(rows, key=lambda r: -r.total_cycles)[:top]
+    t = Table(title=f"{title} on a {c.rows}x{c.cols} array · {c.dtype} · dataflow {run.dataflow} · SRAM "
+                    f"{c.ifmap_sram_bytes // 1024}/{c.filter_sram_bytes // 1024}/{c.ofmap_sram_bytes // 1024} KiB · "
+                    f"DRAM {c.dram_bytes_per_cycle:g} B/cycle", title_justify="left", header_style="bold",
+              show_footer=True)
+    for col, footer in (("layer", "total"), ("df", ""), ("M", ""), ("N", ""), ("K", ""), ("compute cyc", ""),
+                        ("stall cyc", ""), ("total cyc", f"{run.total_cycles:,}"), ("util", ""), ("map eff", ""),
+                        ("DRAM rd B", ""), ("DRAM wr B", ""), ("energy µJ", f"{run.energy_j * 1e6:,.1f}")):
+        t.add_column(col, justify="left" if col in ("layer", "df") else "right", footer=footer)
+    for r in rows:
+        gemm = r.kind == "gemm"
+        t.add_row(r.name, r.dataflow, str(r.m) if gemm else "", str(r.n) if gemm else "",
+                  (str(r.k) + (f" ×{r.groups}" if r.groups > 1 else "")) if gemm else "",
+                  f"{r.compute_cycles:,}", f"{r.stall_cycles:,}", f"{r.total_cycles:,}",
+                  f"{100 * r.utilization(c):.0f}%" if gemm else "",
+                  f"{100 * r.mapping_efficiency:.0f}%" if gemm else "",
+                  human(r.dram_reads.total()), human(r.dram_writes.total()), f"{r.energy_pj * 1e-6:,.2f}")
+    console.print(t)
+    gemm_cycles = sum(r.total_cycles for r in run.layers if r.kind == "gemm")
+    console.print(
+        f"{run.total_cycles:,} cycles = {run.time_s * 1e3:.4g} ms at {c.clock_hz / 1e9:g} GHz "
+        f"({100 * gemm_cycles / max(run.total_cycles, 1):.0f}% in GEMM layers) · {run.tops:.3g} TOPS of "
+        f"{run.peak_tops:.3g} peak · {run.energy_j * 1e3:.4g} mJ · {run.tops_per_w:.3g} TOPS/W · "
+        f"cycle convention: {run.cycle_convention}"
+    )
+    for note in run.notes:
+        console.print(note, style="dim")
