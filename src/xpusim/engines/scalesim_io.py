@@ -63,7 +63,7 @@ def read_config(path: str | Path) -> ScaleSimConfig:
     mode = _get(cp, p, "run_presets", "InterfaceBandwidth")
     if mode not in ("CALC", "USER"):
         raise NpuError(f"{p}: [run_presets] InterfaceBandwidth = {mode!r}; use CALC or USER")
-    bandwidth = 1e12  # CALC: effectively unlimited
+    bandwidth = math.inf  # CALC: SCALE-Sim sizes the bandwidth so that nothing stalls
     if mode == "USER":
         bandwidth = float(_int(_get(cp, p, arch, "Bandwidth").split(",")[0], f"{p}: [{arch}] Bandwidth"))
     npu = NpuConfig(rows=num("ArrayHeight"), cols=num("ArrayWidth"), ifmap_sram_bytes=num("IfmapSramSzkB") * KIB,

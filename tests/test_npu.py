@@ -1,0 +1,191 @@
+"""The NPU simulator: cycles against SCALE-Sim 3.0.0's own reports, traffic and energy by hand, the mapper,
+sparsity, the functional check, and SCALE-Sim file reading."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from xpusim.cli import app
+from xpusim.engines.npu import GemmLayer, NpuConfig, NpuError, best_dataflow, simulate_gemm
+from xpusim.engines.npu_check import check_conv, check_linear, tiled_gemm
+from xpusim.engines.scalesim_io import read_compute_report, read_config, read_topology
+
+FIXTURES = Path(__file__).parent / "fixtures" / "scalesim"
+runner = CliRunner()
+STALL_FREE_CASES = sorted(p.stem for p in FIXTURES.glob("*.cfg") if not p.stem.startswith("stall"))
+
+
+@pytest.mark.parametrize("case", STALL_FREE_CASES)
+def test_stall_free_cycles_equal_scalesim(case: str) -> None:
+    """Expected values: SCALE-Sim 3.0.0's COMPUTE_REPORT 'Total Cycles' (benchmarks/scalesim_fixtures.py)."""
+    sc = read_config(FIXTURES / f"{case}.cfg")
+    layers = read_topology(FIXTURES / f"{'gemm' if case.startswith('gemm') else 'conv'}_topology.csv")
+    report = read_compute_report(FIXTURES / f"{case}.compute.csv")
+    assert len(layers) == len(report) >= 3
+    for layer, row in zip(layers, report, strict=True):
+        assert row["Stall Cycles"] == 0
+        res = simulate_gemm(layer, sc.npu, sc.dataflow)
+        assert res.compute_cycles == row["Total Cycles"], layer.name
+        assert res.mapping_efficiency * 100 == pytest.approx(row["Mapping Efficiency %"]), layer.name
+
+
+def test_stall_free_part_of_stalled_runs_is_exact_too() -> None:
+    for cfg_path in FIXTURES.glob("stall_*.cfg"):
+        sc = read_config(cfg_path)
+        layers = read_topology(FIXTURES / "conv_topology.csv")
+        for layer, row in zip(layers, read_compute_report(FIXTURES / f"{cfg_path.stem}.compute.csv"), strict=True):
+            res = simulate_gemm(layer, sc.npu, sc.dataflow)
+            assert res.compute_cycles == row["Total Cycles"] - row["Stall Cycles"]
+
+
+def test_fold_formula_by_hand() -> None:
+    """ws on 8x8: K=72 over rows (9 folds), N=16 over cols (2), 100 output pixels in time:
+    18 folds x (100 + 8 preload + 8 + 8 - 2) - 1 = 2195."""
+    layer = GemmLayer(name="c", m=100, n=16, k=72)
+    cfg = NpuConfig(rows=8, cols=8)
+    assert simulate_gemm(layer, cfg, "ws").compute_cycles == 18 * 122 - 1 == 2195
+    assert simulate_gemm(layer, cfg, "os").compute_cycles == 13 * 2 * (72 + 14) - 1  # ceil(100/8)=13 row folds
+
+
+def test_dram_traffic_is_the_ideal_minimum_with_large_srams() -> None:
+    """Each input element, weight and output moved once: a 3x3 conv's overlapping windows are not refetched."""
+    conv = GemmLayer(name="c", m=100, n=16, k=72, ifmap_unique_elems=12 * 12 * 8)
+    cfg = NpuConfig(rows=8, cols=8, dtype="int8")
+    for df in ("os", "ws", "is"):
+        r = simulate_gemm(conv, cfg, df)
+        assert r.dram_reads.ifmap == 12 * 12 * 8  # unique input, not the 100 x 72 im2col matrix
+        assert r.dram_reads.filter == 72 * 16
+        assert r.dram_writes.ofmap == 100 * 16 and r.dram_reads.ofmap == 0  # partial sums stayed on chip
+    fp16 = simulate_gemm(conv, NpuConfig(rows=8, cols=8, dtype="fp16"), "ws")
+    assert fp16.dram_reads.filter == 2 * 72 * 16
+
+
+def test_small_srams_refetch_and_stall() -> None:
+    layer = GemmLayer(name="c", m=4096, n=256, k=512)
+    big = simulate_gemm(layer, NpuConfig(rows=32, cols=32, dram_bytes_per_cycle=64), "ws")
+    small = simulate_gemm(layer, NpuConfig(rows=32, cols=32, ifmap_sram_bytes=4096, filter_sram_bytes=4096,
+                                           ofmap_sram_bytes=4096, dram_bytes_per_cycle=1), "ws")
+    assert small.dram_reads.ifmap == 4096 * 512 * math.ceil(256 / 32)  # refetched once per column fold
+    assert small.stall_cycles > 0 and small.total_cycles > big.total_cycles
+    assert small.compute_cycles == big.compute_cycles
+
+
+def test_energy_by_hand() -> None:
+    """int8 MAC 0.3 pJ, SRAM 1.25 pJ/B, DRAM 162.5 pJ/B (Horowitz 45 nm)."""
+    layer = GemmLayer(name="g", m=64, n=32, k=48)
+    r = simulate_gemm(layer, NpuConfig(rows=8, cols=8), "os")
+    sram = r.sram_reads.total() + r.sram_writes.total()
+    dram = r.dram_reads.total() + r.dram_writes.total()
+    assert dram == 64 * 48 + 48 * 32 + 64 * 32
+    assert r.energy_pj == pytest.approx(64 * 32 * 48 * 0.3 + sram * 1.25 + dram * 162.5)
+
+
+def test_mapper_picks_the_fastest_dataflow() -> None:
+    cfg = NpuConfig(rows=32, cols=32)
+    for layer in (GemmLayer(name="tall", m=10000, n=32, k=32), GemmLayer(name="deep", m=16, n=64, k=4096)):
+        best = best_dataflow(layer, cfg)
+        assert best.total_cycles == min(simulate_gemm(layer, cfg, df).total_cycles for df in ("os", "ws", "is"))
+
+
+def test_two_four_sparsity_halves_k_and_weight_bytes() -> None:
+    layer = GemmLayer(name="g", m=256, n=64, k=512)
+    dense = simulate_gemm(layer, NpuConfig(rows=16, cols=16), "ws")
+    sparse = simulate_gemm(layer, NpuConfig(rows=16, cols=16, sparsity=(2, 4)), "ws")
+    assert sparse.compute_cycles == simulate_gemm(GemmLayer(name="g", m=256, n=64, k=256),
+                                                  NpuConfig(rows=16, cols=16), "ws").compute_cycles
+    # half the weights plus a 2-bit index each (log2 4 bits per kept int8 weight)
+    assert sparse.dram_reads.filter == pytest.approx(dense.dram_reads.filter / 2 * (1 + 2 / 8))
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_functional_check_bit_exact_int8_and_fp32(dataflow: str) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=2)
+    x = torch.randn(2, 8, 11, 11)
+    r = check_conv(conv, x, dataflow, 8, 4, integer=True)
+    assert r.coverage_ok and r.exact
+    r = check_conv(conv, x, dataflow, 8, 4, integer=False)
+    assert r.coverage_ok and r.max_abs_error < 1e-5
+    r = check_linear(nn.Linear(40, 24), torch.randn(5, 40), dataflow, 8, 8, integer=True)
+    assert r.coverage_ok and r.exact
+
+
+def test_tiled_gemm_covers_each_mac_once() -> None:
+    a, b = torch.randint(-3, 4, (13, 29), dtype=torch.int8), torch.randint(-3, 4, (29, 7), dtype=torch.int8)
+    out, cover, folds = tiled_gemm(a, b, "ws", 8, 4)
+    assert folds == math.ceil(29 / 8) * math.ceil(7 / 4)
+    assert bool((cover == 29).all())
+    assert torch.equal(out, a.int() @ b.int())
+
+
+def test_npu_cli_json_contract_and_check() -> None:
+    r = runner.invoke(app, ["npu", "resnet18", "--array", "32x32", "--dataflow", "auto", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert {"array", "dataflow", "layers", "totals"} <= d.keys()
+    gemm = [layer for layer in d["layers"] if layer["kind"] == "gemm"]
+    keys = {"name", "M", "N", "K", "dataflow", "compute_cycles", "stall_cycles", "total_cycles", "utilization",
+            "mapping_efficiency", "sram_reads", "sram_writes", "dram_reads", "dram_writes", "energy_j"}
+    assert gemm and all(keys <= layer.keys() for layer in gemm)
+    assert {"total_cycles", "energy_j", "tops", "tops_per_w"} <= d["totals"].keys()
+    # every conv and the fc lowered: the GEMMs hold resnet18's 1,814,073,344 MACs (hand count), nothing lost
+    assert sum(layer["M"] * layer["N"] * layer["K"] * layer["groups"] for layer in gemm) == 1_814_073_344
+    r = runner.invoke(app, ["npu", "resnet18", "--array", "16x16", "--dataflow", "ws", "--check", "--input-shape",
+                            "1,3,32,32"])
+    assert r.exit_code == 0 and "every MAC once: yes; vs PyTorch: exact" in r.stdout
+
+
+def test_npu_cli_reads_scalesim_files() -> None:
+    r = runner.invoke(app, ["npu", "--scalesim-config", str(FIXTURES / "conv_ws_8x8.cfg"),
+                            "--scalesim-topology", str(FIXTURES / "conv_topology.csv"), "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    expected = [row["Total Cycles"] for row in read_compute_report(FIXTURES / "conv_ws_8x8.compute.csv")]
+    assert [layer["total_cycles"] for layer in d["layers"]] == expected
+    assert d["cycle_convention"] == "scalesim"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["npu", "resnet18", "--array", "0x8"], "--array '0x8': expected ROWSxCOLS with positive sizes"),
+        (["npu", "resnet18", "--dataflow", "xs"], "unknown dataflow 'xs'; use one of os, ws, is or auto"),
+        (["npu", "resnet18", "--sram-kb", "1,2"], "--sram-kb '1,2': expected three positive KiB sizes"),
+        (["npu", "resnet18", "--dtype", "int7"], "dtype 'int7' is not one of"),
+        (["npu", "resnet18", "--sparsity", "4:2"], "sparsity 4:2: need 0 < N <= M"),
+    ],
+)
+def test_npu_bad_input(args: list[str], message: str) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_malformed_scalesim_files_name_line_and_field(tmp_path: Path) -> None:
+    topo = tmp_path / "t.csv"
+    topo.write_text("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
+                    "Strides,\nc1, 8, 8, 3, 3, x, 4, 1,\n")
+    with pytest.raises(NpuError, match=r"t.csv line 2, field 'Channels': 'x' is not an integer"):
+        read_topology(topo)
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text((FIXTURES / "conv_ws_8x8.cfg").read_text().replace("ArrayHeight: 8\n", ""))
+    r = runner.invoke(app, ["npu", "--scalesim-config", str(cfg), "--scalesim-topology", str(topo)])
+    assert r.exit_code == 2 and "[architecture_presets] ArrayHeight is missing" in r.stderr
+
+
+def test_scalesim_output_size_rule_differs_from_pytorch() -> None:
+    """15x15 input, 3x3 filter, stride 2: SCALE-Sim ceil((15-3+2)/2) = 7 = PyTorch floor(12/2)+1 = 7; for 14x14,
+    SCALE-Sim gives ceil(13/2) = 7 where PyTorch gives floor(11/2)+1 = 6."""
+    layers = read_topology(FIXTURES / "conv_topology.csv")
+    assert layers[1].m == 7 * 7
+    with pytest.raises(NpuError, match="layer x: m=0 must be >= 1"):
+        GemmLayer(name="x", m=0, n=1, k=1)
+
+
+def test_bad_array_config() -> None:
+    with pytest.raises(NpuError, match="rows and cols must be >= 1"):
+        NpuConfig(rows=0, cols=4)
