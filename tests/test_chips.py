@@ -101,3 +101,13 @@ def test_unknown_chip_suggests_close_names() -> None:
     assert r.exit_code == 2 and "chip t4 has no bf16 peak; it supports" in r.stderr
     r = runner.invoke(app, ["chips", "compare", "a100", "--dtype", "bf16"])
     assert r.exit_code == 2 and "Did you mean" in r.stderr
+
+
+def test_ridge_point_per_memory_level() -> None:
+    """Gaudi 3 lists its 96 MB on-die SRAM at 12.8 TB/s: ridge 1835 TFLOP/s / 12.8 TB/s = 143.4 FLOP/B there,
+    500 FLOP/B against HBM (3.67 TB/s)."""
+    r = runner.invoke(app, ["chips", "--format", "json"])
+    gaudi3 = next(c for c in json.loads(r.stdout) if c["name"] == "gaudi3")
+    levels = gaudi3["ridge_point_by_memory_level"]
+    assert levels["on-die SRAM"]["bf16"] == pytest.approx(1835e12 / 12.8e12)
+    assert levels["HBM2e"]["bf16"] == pytest.approx(1835e12 / 3670e9)

@@ -34,6 +34,8 @@ def chip_dict(chip: Chip) -> dict[str, Any]:
         "memory": [{"name": m.name, "capacity_bytes": m.capacity_bytes,
                     "bandwidth_bytes_per_s": m.bandwidth_bytes_per_s, "source": m.source} for m in chip.memory],
         "ridge_point_flops_per_byte": {d: chip.ridge_point(d) for d in chip.dtypes()},
+        "ridge_point_by_memory_level": {m.name: {d: chip.ridge_point(d, i) for d in chip.dtypes()}
+                                        for i, m in enumerate(chip.memory) if m.bandwidth_gb_per_s},
         "bytes_per_flop": {d: 1 / r for d in chip.dtypes() if (r := chip.ridge_point(d))},
         "flops_per_watt": {d: chip.flops_per_watt(d) for d in chip.dtypes() if chip.flops_per_watt(d)},
         "links": [{"name": link.name, "kind": link.kind,
@@ -76,6 +78,8 @@ def compare_table(chips: Sequence[Chip], dtype: str) -> Table:
     row("main memory", [f"{c.main_memory.capacity_bytes / 2**30:.0f} GiB {c.main_memory.name}" for c in chips])
     row("memory bandwidth GB/s", [f"{c.main_memory.bandwidth_gb_per_s:,.0f}" for c in chips])
     row(f"ridge point FLOP/B ({dtype})", [f"{r:.1f}" if (r := c.ridge_point(dtype)) else "-" for c in chips])
+    row("ridge at on-chip levels", [", ".join(f"{m.name} {r:.1f}" for i, m in enumerate(c.memory) if i and
+                                              (r := c.ridge_point(dtype, i))) or "-" for c in chips])
     row("bytes per FLOP", [f"{1 / r:.4f}" if (r := c.ridge_point(dtype)) else "-" for c in chips])
     row("TDP W", [f"{c.tdp_w:.0f}" if c.tdp_w else "-" for c in chips])
     row(f"TFLOP/s per W ({dtype})", [f"{v / TERA:.2f}" if (v := c.flops_per_watt(dtype)) else "-" for c in chips])
