@@ -189,3 +189,14 @@ def test_scalesim_output_size_rule_differs_from_pytorch() -> None:
 def test_bad_array_config() -> None:
     with pytest.raises(NpuError, match="rows and cols must be >= 1"):
         NpuConfig(rows=0, cols=4)
+
+
+def test_vector_layers_move_bytes_at_the_npu_word_size() -> None:
+    """A ReLU over 1x64x56x56 reads and writes 200,704 elements each: 401,408 bytes at int8, twice that at fp16."""
+    from xpusim.engines.npu import simulate
+
+    layers = [("relu", 200_704, 2 * 200_704, "activation")]
+    int8 = simulate(layers, NpuConfig(rows=8, cols=8, dtype="int8"))
+    fp16 = simulate(layers, NpuConfig(rows=8, cols=8, dtype="fp16"))
+    assert int8.layers[0].dram_reads.ifmap == 401_408
+    assert fp16.layers[0].dram_reads.ifmap == 802_816

@@ -368,8 +368,8 @@ class NpuRun:
 
 def simulate(layers: list[GemmLayer | tuple[str, int, int, str]], cfg: NpuConfig, dataflow: str = "ws",
              objective: str = "cycles") -> NpuRun:
-    """Every layer: GEMMs on the array (``dataflow`` or ``auto``), others ``(name, flops, bytes, kind)`` on the
-    vector unit."""
+    """Every layer: GEMMs on the array (``dataflow`` or ``auto``), others ``(name, flops, elements moved, kind)`` on
+    the vector unit, at the array's word size."""
     if dataflow != "auto" and dataflow not in DATAFLOWS:
         raise NpuError(f"unknown dataflow {dataflow!r}; use one of {', '.join(DATAFLOWS)} or auto")
     out = []
@@ -378,16 +378,16 @@ def simulate(layers: list[GemmLayer | tuple[str, int, int, str]], cfg: NpuConfig
             out.append(best_dataflow(layer, cfg, objective) if dataflow == "auto"
                        else simulate_gemm(layer, cfg, dataflow))
         else:
-            name, flops, nbytes, kind = layer
-            out.append(simulate_vector(name, flops, nbytes, cfg, kind))
+            name, flops, elements, kind = layer
+            out.append(simulate_vector(name, flops, math.ceil(elements * cfg.word_bytes), cfg, kind))
     return NpuRun(cfg=cfg, dataflow=dataflow, layers=tuple(out))
 
 
 def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]], list[str]]:
     """A captured `Workload` as NPU layers: convolutions and matmuls as GEMMs, the rest as vector work.
 
-    Returns the layers and notes about anything approximated. Vector bytes are scaled from the capture's dtype
-    to element counts (the NPU's word size is applied later).
+    Returns the layers and notes about anything approximated. Vector work is given as elements moved (the
+    capture's bytes over its element size); `simulate` applies the NPU's word size.
     """
     import torch
 
@@ -401,7 +401,8 @@ def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]]
             layers.append(g)
         elif op.kind in ("matmul", "conv", "attention", "rnn", "fused") and op.macs:
             unlowered[op.op] = unlowered.get(op.op, 0) + 1
-            layers.append((op.name, 2 * op.macs, op.bytes_total, op.kind))
+            elem = dtype_bytes(getattr(torch, op.dtype, torch.float32))
+            layers.append((op.name, 2 * op.macs, int(op.bytes_total / elem), op.kind))
         elif op.flops or op.bytes_total:
             elem = dtype_bytes(getattr(torch, op.dtype, torch.float32))
             layers.append((op.name, op.flops, int(op.bytes_total / elem), op.kind))
