@@ -158,6 +158,9 @@ def test_npu_cli_reads_scalesim_files() -> None:
         (["npu", "resnet18", "--sram-kb", "1,2"], "--sram-kb '1,2': expected three positive KiB sizes"),
         (["npu", "resnet18", "--dtype", "int7"], "dtype 'int7' is not one of"),
         (["npu", "resnet18", "--sparsity", "4:2"], "sparsity 4:2: need 0 < N <= M"),
+        (["npu", "resnet18", "--array", "128x128", "--sram-kb", "16,6144,2048"],
+         "ifmap_sram_bytes=16384 is too small for one 128x128 tile of int8 words: double buffering needs at least "
+         "32768 bytes"),
     ],
 )
 def test_npu_bad_input(args: list[str], message: str) -> None:

@@ -104,6 +104,11 @@ class NpuConfig:
                 raise NpuError(f"sparsity {n}:{m}: need 0 < N <= M")
         if self.clock_hz <= 0:
             raise NpuError(f"clock_hz={self.clock_hz} must be > 0")
+        tile = math.ceil(2 * self.rows * self.cols * self.word_bytes)  # one rows x cols tile in each buffer half
+        for name in ("ifmap_sram_bytes", "filter_sram_bytes", "ofmap_sram_bytes"):
+            if getattr(self, name) < tile:
+                raise NpuError(f"{name}={getattr(self, name)} is too small for one {self.rows}x{self.cols} tile of "
+                               f"{self.dtype} words: double buffering needs at least {tile} bytes")
 
     @property
     def word_bytes(self) -> float:
