@@ -1,0 +1,126 @@
+"""Clusters as data: nodes of accelerators joined by a scale-up fabric, nodes joined by a scale-out network.
+
+One YAML file per cluster in ``hardware/clusters/``; it names a chip file of the catalog (or a chip file path)
+and states every link bandwidth **one way, per GPU** (the field names say so), with its source. The
+``efficiency`` block is the achieved fraction of the chip's peak and of each link: the parallel simulator uses
+one such set for every plan on that cluster, never a per-run fudge.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from xpusim.hardware.chip import Chip, ChipError, Efficiency, _format_validation, load_chip
+from xpusim.names import suggest
+from xpusim.units import GIGA
+
+
+class ClusterError(ValueError):
+    """A cluster name or file that cannot be used; the message names the field, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fabric(_Strict):
+    """One level of the network: the α-β model's per-message latency and per-GPU one-way bandwidth."""
+
+    name: str
+    bandwidth_gb_per_s_one_way_per_gpu: PositiveFloat = Field(
+        description="What one GPU can send (and, at the same time, receive) per second, in 10^9 B/s.")
+    latency_us: float = Field(ge=0, description="α: per-step latency of a collective or a point-to-point send.")
+    efficiency: float = Field(1.0, gt=0, le=1, description="Achieved fraction of the bandwidth (NCCL bus bandwidth "
+                                                             "over link bandwidth).")
+    source: str
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        return self.bandwidth_gb_per_s_one_way_per_gpu * GIGA * self.efficiency
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_us * 1e-6
+
+
+class Cluster(_Strict):
+    """A homogeneous cluster: ``gpus_per_node`` chips per node on ``intra_node``, nodes on ``inter_node``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    title: str
+    chip: str = Field(description="Catalog name or path of the chip file.")
+    gpus_per_node: PositiveInt
+    max_gpus: PositiveInt | None = Field(None, description="Largest installation of this kind, if bounded.")
+    intra_node: Fabric
+    inter_node: Fabric
+    efficiency: Efficiency = Field(description="Compute efficiency applied to the chip for training kernels.")
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Cluster:
+        if self.max_gpus is not None and self.max_gpus < self.gpus_per_node:
+            raise ValueError(f"max_gpus={self.max_gpus} is smaller than gpus_per_node={self.gpus_per_node}")
+        return self
+
+    def load_chip(self) -> Chip:
+        """The chip with this cluster's efficiency set (training kernels on this system)."""
+        chip = load_chip(self.chip)
+        return chip.model_copy(update={"efficiency": self.efficiency})
+
+    def fabric(self, span_gpus: int) -> Fabric:
+        """The slowest fabric a group of ranks crosses when it spans ``span_gpus`` consecutive ranks."""
+        return self.intra_node if span_gpus <= self.gpus_per_node else self.inter_node
+
+
+def _cluster_dir() -> Any:
+    return resources.files("xpusim.hardware") / "clusters"
+
+
+@functools.cache
+def cluster_names() -> tuple[str, ...]:
+    return tuple(sorted(e.name.removesuffix(".yaml") for e in _cluster_dir().iterdir() if e.name.endswith(".yaml")))
+
+
+def parse_cluster(data: Any, origin: str) -> Cluster:
+    if not isinstance(data, dict):
+        raise ClusterError(f"cluster file {origin}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        cluster = Cluster.model_validate(data)
+    except ValidationError as exc:
+        raise ClusterError(_format_validation(origin, exc).replace("chip file", "cluster file", 1)) from None
+    try:
+        cluster.load_chip()
+    except ChipError as exc:
+        raise ClusterError(f"cluster file {origin}: chip: {exc}") from None
+    return cluster
+
+
+@functools.cache
+def _load_builtin(name: str) -> Cluster:
+    return parse_cluster(yaml.safe_load((_cluster_dir() / f"{name}.yaml").read_text()), f"{name}.yaml")
+
+
+def load_cluster(spec: str | Path) -> Cluster:
+    """A preset name (``dgx-a100``) or the path of a cluster file (``.yaml``/``.yml``/``.json``)."""
+    text = str(spec)
+    if text in cluster_names():
+        return _load_builtin(text)
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ClusterError(f"cluster file {text!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())  # data, never code
+        except yaml.YAMLError as exc:
+            raise ClusterError(f"cluster file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        return parse_cluster(data, text)
+    close = suggest(text, cluster_names())
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ClusterError(f"unknown cluster {text!r}.{hint} Presets: {', '.join(cluster_names())}; "
+                       "or give a cluster .yaml file.")

@@ -1,0 +1,169 @@
+"""A parallel training plan (how the GPUs split the model and the batch) and its validation against a model.
+
+Symbols follow reference/parallelism.md: d (dp) data-parallel, t (tp) tensor-parallel, p (pp) pipeline-parallel,
+v virtual stages per rank, b micro-batch, B global batch, m = B / (b·d) micro-batches per pipeline per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from xpusim.engines.llm import TransformerConfig
+
+Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
+SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved", "zb-h1")
+Recompute = Literal["none", "selective", "full"]
+RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
+
+
+class PlanError(ValueError):
+    """A plan that cannot run this model on these GPUs: every reason, each with the nearest valid values."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelPlan:
+    """One way to train: the parallel degrees, the batch split, the schedule and the memory savers."""
+
+    dp: int = 1
+    """Data-parallel replicas (d)."""
+    tp: int = 1
+    """Tensor-parallel ranks per layer (t), Megatron column/row split."""
+    pp: int = 1
+    """Pipeline stages (p)."""
+    vp: int = 1
+    """Virtual stages (model chunks) per pipeline rank (v); > 1 only with the interleaved schedule."""
+    micro_batch: int = 1
+    """Samples per micro-batch (b)."""
+    global_batch: int = 1
+    """Samples per optimizer step (B), over all data-parallel replicas."""
+    schedule: Schedule = "1f1b"
+    zero: int = 0
+    """0 plain data parallel; 1 optimizer states, 2 + gradients, 3 + parameters sharded over dp (3 = FSDP full
+    shard, 2 = FSDP shard-grad-op)."""
+    dp_overlap: bool = True
+    """DDP-style bucketed gradient reduction overlapped with the last backward; False: one reduction after it."""
+    sp: bool = False
+    """Megatron sequence parallelism (norms and dropout split along the sequence over the tp ranks)."""
+    recompute: Recompute = "none"
+    param_bytes: int = 2
+    """Bytes of the low-precision copy of parameters, gradients and activations (2: bf16/fp16 mixed precision)."""
+
+    @property
+    def gpus(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    @property
+    def micro_batches(self) -> int:
+        """m: micro-batches each pipeline runs per optimizer step (gradient accumulation steps)."""
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    @property
+    def stages(self) -> int:
+        return self.pp * self.vp
+
+    def label(self) -> str:
+        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"]
+        if self.vp > 1:
+            parts.append(f"v={self.vp}")
+        parts += [f"b={self.micro_batch}", f"m={self.micro_batches}", self.schedule]
+        if self.zero:
+            parts.append(f"zero{self.zero}")
+        if self.sp:
+            parts.append("sp")
+        if self.recompute != "none":
+            parts.append(f"recompute={self.recompute}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "vp": self.vp, "micro_batch": self.micro_batch,
+                "global_batch": self.global_batch, "micro_batches": self.micro_batches, "gpus": self.gpus,
+                "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
+                "recompute": self.recompute}
+
+
+def divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def _nearest(value: int, candidates: list[int]) -> str:
+    """The closest valid values on each side of ``value``."""
+    below = [c for c in candidates if c < value]
+    above = [c for c in candidates if c > value]
+    near = ([max(below)] if below else []) + ([min(above)] if above else [])
+    return " or ".join(str(c) for c in near) if near else "none"
+
+
+def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -> list[str]:
+    """Every reason ``plan`` cannot train ``cfg`` (on ``gpus`` GPUs when given), with the nearest valid values."""
+    out: list[str] = []
+    for name in ("dp", "tp", "pp", "vp", "micro_batch", "global_batch"):
+        if getattr(plan, name) < 1:
+            out.append(f"{name}={getattr(plan, name)} must be >= 1")
+    if out:
+        return out
+    if plan.schedule not in SCHEDULES:
+        out.append(f"schedule={plan.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if plan.recompute not in RECOMPUTES:
+        out.append(f"recompute={plan.recompute!r} is not one of {', '.join(RECOMPUTES)}")
+    if plan.zero not in (0, 1, 2, 3):
+        out.append(f"zero={plan.zero} is not one of 0, 1, 2, 3")
+    if gpus is not None and plan.gpus != gpus:
+        tp_pp = plan.tp * plan.pp
+        hint = (f"dp={gpus // tp_pp}" if gpus % tp_pp == 0
+                else f"tp*pp must divide {gpus}: tp*pp = {_nearest(tp_pp, divisors(gpus))}")
+        out.append(f"gpus={gpus} but dp*tp*pp = {plan.dp}*{plan.tp}*{plan.pp} = {plan.gpus}; valid: {hint}")
+    tp_ok = [t for t in divisors(cfg.heads) if cfg.kv_heads % t == 0 and cfg.ffn % t == 0]
+    if plan.tp not in tp_ok:
+        out.append(f"tp={plan.tp} does not divide heads={cfg.heads}, kv_heads={cfg.kv_heads} and "
+                   f"ffn={cfg.ffn}; nearest valid tp: {_nearest(plan.tp, tp_ok)}")
+    if cfg.layers % (plan.pp * plan.vp):
+        pp_ok = [p for p in divisors(cfg.layers) if cfg.layers % (p * plan.vp) == 0]
+        what = f"pp*v = {plan.pp}*{plan.vp}" if plan.vp > 1 else f"pp={plan.pp}"
+        out.append(f"layers={cfg.layers} is not divisible by {what}; nearest valid pp"
+                   f"{f' for v={plan.vp}' if plan.vp > 1 else ''}: {_nearest(plan.pp, pp_ok)}")
+    per_step = plan.micro_batch * plan.dp
+    if plan.global_batch % per_step:
+        lo = plan.global_batch // per_step * per_step
+        near = " or ".join(str(x) for x in (lo, lo + per_step) if x > 0)
+        out.append(f"global batch {plan.global_batch} is not divisible by micro_batch*dp = "
+                   f"{plan.micro_batch}*{plan.dp}; nearest valid batch: {near}")
+    m = plan.global_batch // per_step if plan.global_batch % per_step == 0 else 0
+    if plan.schedule == "interleaved":
+        if plan.vp < 2:
+            v_ok = [v for v in divisors(cfg.layers // plan.pp) if v > 1] if cfg.layers % plan.pp == 0 else []
+            out.append(f"the interleaved schedule needs v >= 2 virtual stages per rank; valid v: "
+                       f"{', '.join(map(str, v_ok[:6])) or 'none (layers per stage is 1)'}")
+        if plan.pp < 2:
+            out.append("the interleaved schedule needs pp >= 2")
+        if m and m % plan.pp:
+            lo = m // plan.pp * plan.pp
+            near = " or ".join(str(x * per_step) for x in (lo, lo + plan.pp) if x > 0)
+            out.append(f"interleaving needs the micro-batch count m={m} to be a multiple of pp={plan.pp}; "
+                       f"nearest valid global batch: {near}")
+    elif plan.vp != 1:
+        out.append(f"v={plan.vp} virtual stages need --schedule interleaved (schedule is {plan.schedule})")
+    if plan.sp and plan.tp < 2:
+        out.append("sequence parallelism (--sp) splits along the tp ranks: it needs tp >= 2")
+    return out
+
+
+def check(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -> ParallelPlan:
+    """``plan`` if valid, else PlanError with every reason."""
+    found = problems(plan, cfg, gpus)
+    if found:
+        raise PlanError(f"invalid plan for {cfg.name}: " + "; ".join(found))
+    return plan
+
+
+def complete(cfg: TransformerConfig, gpus: int, **given: object) -> ParallelPlan:
+    """A plan from what the user gave: dp defaults to gpus / (tp·pp), the global batch to one micro-batch per
+    replica; then checked."""
+    given = {k: v for k, v in given.items() if v is not None}
+    tp, pp = int(given.get("tp", 1)), int(given.get("pp", 1))  # type: ignore[call-overload]
+    if "dp" not in given:
+        given["dp"] = max(gpus // max(tp * pp, 1), 1)
+    plan = ParallelPlan(**given)  # type: ignore[arg-type]
+    if "global_batch" not in given:
+        plan = replace(plan, global_batch=plan.micro_batch * plan.dp)
+    return check(plan, cfg, gpus)

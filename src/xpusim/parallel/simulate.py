@@ -1,0 +1,365 @@
+"""One training step of a plan on a cluster: per-action compute times from the roofline engine, α-β
+communication on the cluster's fabrics, the pipeline schedule executed event by event, then the gradient
+reduction and the optimizer step. Returns the step time, throughput, MFU/HFU, bubble, memory and communication.
+
+Rank order is tp → dp → pp (tensor-parallel peers are neighbours, then data-parallel replicas, then pipeline
+stages), Megatron-LM's default: a tp group stays inside a node when t ≤ GPUs per node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from xpusim.engines.llm import Precision, TransformerConfig, head_ops, layer_ops
+from xpusim.engines.roofline import estimate_op
+from xpusim.hardware.chip import Chip
+from xpusim.hardware.cluster import Cluster, Fabric
+from xpusim.parallel.events import Event, Timeline, run_schedule
+from xpusim.parallel.memory import MemoryBreakdown, layer_activation_bytes, model_states
+from xpusim.parallel.plan import ParallelPlan, check
+from xpusim.parallel.schedules import Action, PipelineSchedule, build
+from xpusim.parallel.spec import TrainModel
+
+DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb=25
+ADAM_BYTES_PER_PARAM = 30  # read fp32 master, m, v and the 16-bit grad (4+4+4+2... as fp32 16), write 12 + 2
+
+
+# ----------------------------------------------------------------------------------------------- collectives
+def all_reduce_s(nbytes: float, n: int, fabric: Fabric) -> float:
+    """Ring all-reduce: 2(n − 1)α + 2(n − 1)/n · S/β."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return 2 * (n - 1) * fabric.latency_s + 2 * (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
+
+
+def all_gather_s(nbytes: float, n: int, fabric: Fabric) -> float:
+    """Ring all-gather or reduce-scatter of a ``nbytes`` result: (n − 1)α + (n − 1)/n · S/β."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
+
+
+def p2p_s(nbytes: float, fabric: Fabric) -> float:
+    return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s
+
+
+# ------------------------------------------------------------------------------------------------ layer cost
+@dataclass(frozen=True, kw_only=True)
+class LayerCost:
+    """One transformer layer, one micro-batch, on one GPU of a tp group: seconds and FLOPs."""
+
+    fwd_s: float
+    bwd_input_s: float
+    """Input-gradient part of the backward, recomputation included."""
+    bwd_weight_s: float
+    tp_fwd_s: float
+    """Tensor-parallel collectives of the forward (on the critical path: Megatron does not overlap them)."""
+    tp_bwd_s: float
+    gemm_flops_fwd: float
+    """Per GPU: the matmul and attention-product FLOPs of one forward (Eq. 3 counts these)."""
+    recompute_flops: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadCost:
+    fwd_s: float
+    bwd_s: float
+    gemm_flops_fwd: float
+    embed_fwd_s: float
+    embed_bwd_s: float
+
+
+def _sharded(cfg: TransformerConfig, t: int) -> TransformerConfig:
+    return dataclasses.replace(cfg, heads=cfg.heads // t, kv_heads=cfg.kv_heads // t, ffn=cfg.ffn // t)
+
+
+PRECISION = Precision(w_bits=16, a_bits=16, kv_bits=16)
+_REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by every tp rank unless sp splits them
+
+
+def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
+               tp_fabric: Fabric | None) -> LayerCost:
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, tp_fabric.model_dump_json() if tp_fabric else "")
+    if key not in _LAYER_CACHE:
+        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric)
+    return _LAYER_CACHE[key]
+
+
+_LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
+
+
+def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
+                tp_fabric: Fabric | None) -> LayerCost:
+    ops = [o for o in layer_ops(_sharded(cfg, t), b, s, s, PRECISION, flash=False) if o.kind != "memory"]
+    fwd = gemm_w = attn = 0.0
+    gemm_flops = 0.0
+    for op in ops:
+        est = estimate_op(op, chip)
+        time = est.time_s / (t if sp and op.kind in _REPLICATED_KINDS else 1)
+        fwd += time
+        if op.kind == "matmul":
+            gemm_w += time  # its weight-gradient GEMM has the same shape
+            gemm_flops += 2 * op.macs
+        elif op.kind == "attention":
+            attn += time
+            gemm_flops += 2 * op.macs
+    act_bytes = s * b * cfg.hidden * PRECISION.a_bits // 8
+    # Megatron: 2 all-reduces in the forward and 2 in the backward per layer; with sp an all-gather and a
+    # reduce-scatter in place of each (the same bytes on the wire).
+    one = (2 * all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)) \
+        if tp_fabric is not None else 0.0
+    tp_fwd = 2 * one
+    tp_bwd = 2 * one
+    bwd_input = 2 * fwd - gemm_w  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
+    recompute_flops = 0.0
+    if recompute == "full":
+        bwd_input += fwd
+        tp_bwd += tp_fwd
+        recompute_flops = gemm_flops
+    elif recompute == "selective":
+        bwd_input += attn
+        recompute_flops = sum(2 * o.macs for o in ops if o.kind == "attention")
+    return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
+                     gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops)
+
+
+def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int) -> HeadCost:
+    """Vocabulary-parallel output layer and loss on the last stage, embedding lookup on the first."""
+    embed, norm, lm_head = head_ops(_sharded(cfg, 1), b, s, s, PRECISION)
+    lm_head = dataclasses.replace(lm_head, macs=lm_head.macs // t, flops=lm_head.flops // t,
+                                  weight_bytes=lm_head.weight_bytes // t, bytes_written=lm_head.bytes_written // t)
+    fwd = estimate_op(norm, chip).time_s + estimate_op(lm_head, chip).time_s
+    # cross-entropy over the logits in fp32: read logits, write probabilities (and the same again backward)
+    logits_bytes = 4 * b * s * cfg.vocab / t
+    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
+    mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
+    loss = 2 * logits_bytes / (bw * mem_eff) if bw else 0.0
+    emb = estimate_op(embed, chip).time_s
+    return HeadCost(fwd_s=fwd + loss, bwd_s=2 * fwd + loss, gemm_flops_fwd=2 * lm_head.macs,
+                    embed_fwd_s=emb, embed_bwd_s=2 * emb)
+
+
+# --------------------------------------------------------------------------------------------------- result
+@dataclass(frozen=True, kw_only=True)
+class StepResult:
+    plan: ParallelPlan
+    model: TrainModel
+    cluster: Cluster
+    step_time_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    model_flops: float
+    """Per step, all GPUs: forward + backward matmul FLOPs (3 passes), Megatron's counting."""
+    hardware_flops: float
+    """Model FLOPs plus recomputation (Eq. 3 of Narayanan et al. with full recompute)."""
+    bubble_fraction: float
+    memory: MemoryBreakdown
+    capacity_bytes: float
+    comm_s: dict[str, float]
+    timeline: Timeline
+    schedule: PipelineSchedule
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.capacity_bytes
+
+    @property
+    def model_tflops_per_gpu(self) -> float:
+        return self.model_flops / self.step_time_s / self.plan.gpus / 1e12
+
+    @property
+    def hardware_tflops_per_gpu(self) -> float:
+        return self.hardware_flops / self.step_time_s / self.plan.gpus / 1e12
+
+    def _peak(self) -> float:
+        chip = self.cluster.load_chip()
+        return chip.peak_flops_per_s("bf16") or chip.best_peak_flops_per_s("fp16") or 0.0
+
+    @property
+    def mfu(self) -> float:
+        peak = self._peak()
+        return self.model_tflops_per_gpu * 1e12 / peak if peak else 0.0
+
+    @property
+    def hfu(self) -> float:
+        peak = self._peak()
+        return self.hardware_tflops_per_gpu * 1e12 / peak if peak else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.config.name, "cluster": self.cluster.name, "plan": self.plan.to_dict(),
+            "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "samples_per_s": self.samples_per_s,
+            "model_tflops_per_gpu": self.model_tflops_per_gpu,
+            "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
+            "bubble_fraction": self.bubble_fraction,
+            "memory_per_gpu_bytes": self.memory.to_dict(), "capacity_bytes": self.capacity_bytes,
+            "fits": self.fits, "comm_s": dict(self.comm_s),
+        }
+
+
+# ------------------------------------------------------------------------------------------------ simulator
+def params_per_stage(cfg: TransformerConfig, pp: int, vp: int) -> tuple[float, float, float]:
+    """(per-layer parameters, embedding parameters, output-layer parameters); the first stage holds the
+    embedding, the last the output layer (a copy of the embedding when tied, as Megatron-LM does)."""
+    embed = cfg.vocab * cfg.hidden + (0 if cfg.rms_norm else cfg.max_positions * cfg.hidden)
+    head = cfg.vocab * cfg.hidden
+    per_layer = (cfg.params - embed - (0 if cfg.tied_embeddings else head)) / cfg.layers
+    return per_layer, embed, head
+
+
+def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
+             measured: dict[str, float] | None = None) -> StepResult:
+    """Simulate one optimizer step. ``measured`` may give per-layer seconds ``fwd``, ``bwd`` (and ``bwd_weight``)
+    to use in place of the roofline engine's."""
+    cfg, s = model.config, model.seq_len
+    check(plan, cfg)
+    chip = cluster.load_chip()
+    t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
+    tp_fabric = cluster.fabric(t) if t > 1 else None
+    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric)
+    hc = head_cost(cfg, chip, s, b, t)
+    layers_per_stage = cfg.layers // (p * v)
+    stages = p * v
+    split = plan.schedule == "zb-h1"
+
+    f_layer = lc.fwd_s + lc.tp_fwd_s
+    b_in_layer = lc.bwd_input_s + lc.tp_bwd_s
+    w_layer = lc.bwd_weight_s
+    if measured:
+        f_layer = measured["fwd"]
+        w_layer = measured.get("bwd_weight", measured["bwd"] / 2)
+        b_in_layer = measured["bwd"] - w_layer
+    per_layer_params, embed_params, head_params = params_per_stage(cfg, p, v)
+    stage_params = [layers_per_stage * per_layer_params / t + (embed_params / t if st == 0 else 0)
+                    + (head_params / t if st == stages - 1 else 0) for st in range(stages)]
+
+    # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
+    # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
+    dp_fabric = cluster.fabric(t * d)
+    gather = [all_gather_s(PARAM_BYTES_16 * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
+
+    def duration(a: Action) -> float:
+        first, last = a.stage == 0, a.stage == stages - 1
+        if a.kind == "F":
+            base = layers_per_stage * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
+        elif a.kind == "B":
+            base = layers_per_stage * (b_in_layer + (0 if split else w_layer)) \
+                + (hc.embed_bwd_s if first else 0) + (hc.bwd_s if last else 0)
+        else:
+            return layers_per_stage * w_layer
+        return base + max(0.0, gather[a.stage] - base)
+
+    pp_fabric = cluster.fabric(t * d * p) if p > 1 else cluster.intra_node
+    # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink.
+    pp_bytes = s * b * cfg.hidden * plan.param_bytes / t
+    pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
+
+    sched = build(plan.schedule, p, m, v)
+    events = run_schedule(sched, duration, lambda a: pp_one)
+    pipe_end = max(e.end_s for e in events)
+    busy_list = [0.0] * p
+    for e in events:
+        busy_list[e.rank] += e.end_s - e.start_s
+    busy = tuple(busy_list)
+    if pp_one:
+        no_p2p_end = run_schedule(sched, duration, record=False)[0].end_s
+    else:
+        no_p2p_end = pipe_end
+
+    # Gradient reduction over dp: one all-reduce (ZeRO 0), or reduce-scatter (+ all-gather of the updated
+    # parameters after the optimizer for ZeRO 1/2); per chunk, started during its last backward when overlapped.
+    comm_events: list[Event] = []
+    dp_total = 0.0
+    dp_end = pipe_end
+    last_kind = "W" if split else "B"
+    last_bwd: dict[int, Event] = {}
+    for e in events:
+        if e.kind == last_kind:
+            last_bwd[int(e.name.split(last_kind)[0])] = e  # events are in time order per rank
+    for r in range(p):
+        free = 0.0
+        rank_stages = [st for st in range(stages) if st % p == r]
+        for st in sorted(rank_stages, key=lambda x: last_bwd[x].end_s):
+            nbytes = GRAD_BYTES_16 * stage_params[st]
+            reduce = all_gather_s(nbytes, d, dp_fabric) if plan.zero >= 1 else all_reduce_s(nbytes, d, dp_fabric)
+            if reduce == 0.0:
+                continue
+            ev = last_bwd[st]
+            if plan.dp_overlap:
+                start = max(free, ev.start_s)
+                end = max(start + reduce, ev.end_s + reduce * min(1.0, DDP_BUCKET_BYTES / nbytes))
+            else:
+                start = max(free, pipe_end)
+                end = start + reduce
+            free = end
+            comm_events.append(Event(rank=r, name="dp-reduce", kind="dp", start_s=start, end_s=end))
+            if r == 0:
+                dp_total += reduce
+        dp_end = max(dp_end, free)
+    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
+    mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
+    shard = d if plan.zero >= 1 else 1
+    optimizer_s = max(ADAM_BYTES_PER_PARAM * sum(stage_params[st] for st in range(stages) if st % p == r) / shard
+                      for r in range(p)) / (bw * mem_eff) if bw else 0.0
+    gather_after = 0.0
+    if plan.zero in (1, 2):
+        gather_after = max(all_gather_s(PARAM_BYTES_16 * sum(stage_params[st] for st in range(stages)
+                                                              if st % p == r), d, dp_fabric) for r in range(p))
+    step = dp_end + optimizer_s + gather_after
+    for r in range(p):
+        comm_events.append(Event(rank=r, name="optimizer", kind="opt", start_s=dp_end, end_s=dp_end + optimizer_s))
+        if gather_after:
+            comm_events.append(Event(rank=r, name="param-gather", kind="dp", start_s=dp_end + optimizer_s,
+                                     end_s=step))
+    timeline = Timeline(events=tuple(events) + tuple(comm_events), ranks=p, busy_s=busy, pipeline_end_s=pipe_end,
+                        step_s=step)
+
+    # FLOPs (per step, all GPUs): 3 passes of the matmuls; hardware adds the recomputed forward.
+    layer_flops = lc.gemm_flops_fwd * t  # back to the whole layer
+    per_micro = cfg.layers * layer_flops + hc.gemm_flops_fwd * t
+    micro_total = m * d
+    model_flops = 3 * per_micro * micro_total
+    hardware_flops = model_flops + cfg.layers * lc.recompute_flops * t * micro_total
+
+    # Memory on the most loaded pipeline rank.
+    in_flight = sched.peak_in_flight()
+    act_layer = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp,
+                                       recompute=plan.recompute)
+    working = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp) \
+        if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
+    best: MemoryBreakdown | None = None
+    for r in range(p):
+        psi = sum(stage_params[st] for st in range(stages) if st % p == r)
+        states = model_states(psi, d, plan.zero)
+        acts = in_flight[r] * layers_per_stage * act_layer + working
+        if r == (stages - 1) % p:
+            acts += 4 * s * b * cfg.vocab / t  # fp32 logits for the loss
+        buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
+        if plan.zero >= 3:
+            buffers += 2 * PARAM_BYTES_16 * max(stage_params[st] for st in range(stages) if st % p == r) / max(
+                layers_per_stage, 1)  # one gathered layer in use, one prefetched
+        mem = MemoryBreakdown(params=states.params, grads=states.grads, optimizer=states.optimizer,
+                              activations=acts, buffers=buffers)
+        if best is None or mem.total > best.total:
+            best = mem
+    assert best is not None
+
+    tp_total = m * v * layers_per_stage * (lc.tp_fwd_s + lc.tp_bwd_s)
+    pp_total = 2 * m * v * pp_one if p > 1 else 0.0
+    exposed = tp_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
+    comm = {"tp": tp_total, "pp": pp_total, "dp": dp_total + gather_after + (
+        2 * m * sum(gather[st] for st in range(stages) if st % p == 0)), "exposed": exposed}
+    tokens = plan.global_batch * s
+    return StepResult(plan=plan, model=model, cluster=cluster, step_time_s=step, tokens_per_s=tokens / step,
+                      samples_per_s=plan.global_batch / step, model_flops=model_flops, hardware_flops=hardware_flops,
+                      bubble_fraction=timeline.bubble_fraction, memory=best,
+                      capacity_bytes=chip.main_memory.capacity_bytes, comm_s=comm, timeline=timeline, schedule=sched)
+
+
+PARAM_BYTES_16 = 2
+GRAD_BYTES_16 = 2
+_ = math
