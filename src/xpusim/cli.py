@@ -498,6 +498,117 @@ def probe_cmd(
         raise typer.Exit(2) from None
 
 
+def _parse_schedule(text: str) -> tuple[str, int]:
+    from xpusim.parallel.plan import SCHEDULES
+
+    name, sep, v = text.partition(":")
+    if name not in SCHEDULES:
+        raise UserError(f"--schedule {text!r}: expected one of gpipe, 1f1b, interleaved:V (V virtual stages per "
+                        "rank, e.g. interleaved:2), zb-h1")
+    if name == "interleaved":
+        try:
+            vp = int(v) if sep else 2
+        except ValueError:
+            vp = 0
+        if vp < 2:
+            raise UserError(f"--schedule {text!r}: V must be an integer >= 2, e.g. interleaved:2")
+        return name, vp
+    if sep:
+        raise UserError(f"--schedule {text!r}: only interleaved takes :V")
+    return name, 1
+
+
+@app.command("parallel")
+def parallel_cmd(
+    model: str = typer.Argument(..., help="A zoo LLM (gpt-175b, llama2-70b, ...) or gpt:h=..,l=..,a=..,s=..[,V=..,"
+                                          "ffn=..,kv=..]."),
+    cluster: str = typer.Option("dgx-a100", "--cluster", help="Cluster preset (dgx-a100, dgx-h100, hgx-b200, "
+                                                               "tpu-v5p-pod, mi300x-node) or a cluster .yaml file."),
+    gpus: int = typer.Option(..., "--gpus", "-g", min=1, help="GPUs in the job."),
+    tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size."),
+    pp: int = typer.Option(1, "--pp", min=1, help="Pipeline-parallel size."),
+    dp: int | None = typer.Option(None, "--dp", min=1, help="Data-parallel size (default: gpus / (tp·pp))."),
+    batch: int | None = typer.Option(None, "--batch", "-b", min=1,
+                                     help="Global batch in samples (default: one micro-batch per replica)."),
+    micro_batch: int = typer.Option(1, "--micro-batch", min=1),
+    schedule: str = typer.Option("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
+    recompute: str = typer.Option("none", "--recompute", help="Activation recomputation: none, selective, full."),
+    sp: bool = typer.Option(False, "--sp", help="Megatron sequence parallelism (needs --tp > 1)."),
+    zero: int = typer.Option(0, "--zero", min=0, max=3, help="ZeRO stage 0-3 over the data-parallel ranks."),
+    fsdp: str | None = typer.Option(None, "--fsdp", help="FSDP: full (= ZeRO-3) or grad-op (= ZeRO-2)."),
+    dp_overlap: bool = typer.Option(True, "--dp-overlap/--no-dp-overlap",
+                                    help="DDP: reduce gradient buckets during the last backward (default), or "
+                                         "one all-reduce after it."),
+    seq_len: int | None = typer.Option(None, "--seq-len", min=1, help="Sequence length (default: the model's)."),
+    do_search: bool = typer.Option(False, "--search", help="Search every valid plan for --gpus and --batch."),
+    top: int = typer.Option(10, "--top", min=1, help="With --search: how many plans to show."),
+    trace: Path | None = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace (.json) of the step."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a Gantt chart (.png/.svg/.pdf) of the step."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
+    --search ranks every valid plan."""
+    from xpusim.hardware.cluster import ClusterError, load_cluster
+    from xpusim.parallel.plan import RECOMPUTES, PlanError, complete
+    from xpusim.parallel.search import search
+    from xpusim.parallel.simulate import simulate
+    from xpusim.parallel.spec import SpecError, parse_model
+    from xpusim.report.parallel import gantt, print_result, search_table, write_trace
+    from xpusim.report.tables import dumps
+
+    try:
+        if fmt is Format.csv:
+            raise UserError("--format csv is not available for parallel; use table or json")
+        if recompute not in RECOMPUTES:
+            raise UserError(f"--recompute {recompute!r}: expected one of {', '.join(RECOMPUTES)}")
+        if fsdp is not None:
+            if fsdp not in ("full", "grad-op"):
+                raise UserError(f"--fsdp {fsdp!r}: expected full (ZeRO-3) or grad-op (ZeRO-2)")
+            zero = 3 if fsdp == "full" else 2
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UserError(f"--plot {str(plot)!r}: the suffix must be .png, .svg or .pdf")
+        sched, vp = _parse_schedule(schedule)
+        train = parse_model(model, seq_len)
+        cl = load_cluster(cluster)
+        if cl.max_gpus is not None and gpus > cl.max_gpus:
+            raise UserError(f"--gpus {gpus}: {cl.name} has at most {cl.max_gpus}")
+        if do_search:
+            if batch is None:
+                raise UserError("--search needs --batch (the global batch in samples)")
+            found = search(train, cl, gpus, batch, top=top)
+            if not found.results:
+                raise UserError(f"no plan for {train.config.name} on {gpus} GPUs with batch {batch} fits in "
+                                f"{cl.load_chip().name}'s memory ({found.evaluated} plans tried)")
+            if fmt is Format.json:
+                write_output(dumps([r.to_dict() for r in found.results]), output)
+            else:
+                console = out_console()
+                console.print(f"searched {found.evaluated:,} plans in {found.seconds:.2f} s "
+                              f"({found.plans_per_s:,.0f} plans/s); {found.fitting:,} fit in memory")
+                console.print(search_table(found.results))
+            result = found.results[0]
+        else:
+            plan = complete(train.config, gpus, dp=dp, tp=tp, pp=pp, vp=vp, micro_batch=micro_batch,
+                            global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
+                            recompute=recompute)
+            result = simulate(train, cl, plan)
+            if fmt is Format.json:
+                write_output(dumps(result.to_dict()), output)
+            else:
+                print_result(out_console(), result)
+        title = f"{train.config.name} on {cl.name}: {result.plan.label()}"
+        if trace is not None:
+            write_trace(result.timeline, trace, title)
+            err.print(f"wrote {trace}")
+        if plot is not None:
+            gantt(result.timeline, plot, title)
+            err.print(f"wrote {plot}")
+    except (UserError, SpecError, PlanError, ClusterError, ChipError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""

@@ -222,7 +222,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     tp_fabric = cluster.fabric(t) if t > 1 else None
     lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric)
     hc = head_cost(cfg, chip, s, b, t)
-    layers_per_stage = cfg.layers // (p * v)
+    layers_per_chunk = cfg.layers // (p * v)
     stages = p * v
     split = plan.schedule == "zb-h1"
 
@@ -234,7 +234,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         w_layer = measured.get("bwd_weight", measured["bwd"] / 2)
         b_in_layer = measured["bwd"] - w_layer
     per_layer_params, embed_params, head_params = params_per_stage(cfg, p, v)
-    stage_params = [layers_per_stage * per_layer_params / t + (embed_params / t if st == 0 else 0)
+    stage_params = [layers_per_chunk * per_layer_params / t + (embed_params / t if st == 0 else 0)
                     + (head_params / t if st == stages - 1 else 0) for st in range(stages)]
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
@@ -245,12 +245,12 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     def duration(a: Action) -> float:
         first, last = a.stage == 0, a.stage == stages - 1
         if a.kind == "F":
-            base = layers_per_stage * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
+            base = layers_per_chunk * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
         elif a.kind == "B":
-            base = layers_per_stage * (b_in_layer + (0 if split else w_layer)) \
+            base = layers_per_chunk * (b_in_layer + (0 if split else w_layer)) \
                 + (hc.embed_bwd_s if first else 0) + (hc.bwd_s if last else 0)
         else:
-            return layers_per_stage * w_layer
+            return layers_per_chunk * w_layer
         return base + max(0.0, gather[a.stage] - base)
 
     pp_fabric = cluster.fabric(t * d * p) if p > 1 else cluster.intra_node
@@ -335,20 +335,20 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     for r in range(p):
         psi = sum(stage_params[st] for st in range(stages) if st % p == r)
         states = model_states(psi, d, plan.zero)
-        acts = in_flight[r] * layers_per_stage * act_layer + working
+        acts = in_flight[r] * layers_per_chunk * act_layer + working
         if r == (stages - 1) % p:
             acts += 4 * s * b * cfg.vocab / t  # fp32 logits for the loss
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
             buffers += 2 * PARAM_BYTES_16 * max(stage_params[st] for st in range(stages) if st % p == r) / max(
-                layers_per_stage, 1)  # one gathered layer in use, one prefetched
+                layers_per_chunk, 1)  # one gathered layer in use, one prefetched
         mem = MemoryBreakdown(params=states.params, grads=states.grads, optimizer=states.optimizer,
                               activations=acts, buffers=buffers)
         if best is None or mem.total > best.total:
             best = mem
     assert best is not None
 
-    tp_total = m * v * layers_per_stage * (lc.tp_fwd_s + lc.tp_bwd_s)
+    tp_total = m * v * layers_per_chunk * (lc.tp_fwd_s + lc.tp_bwd_s)
     pp_total = 2 * m * v * pp_one if p > 1 else 0.0
     exposed = tp_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
     comm = {"tp": tp_total, "pp": pp_total, "dp": dp_total + gather_after + (

@@ -1,0 +1,186 @@
+"""Plan search: enumerate every valid plan for a GPU count, estimate each with closed forms evaluated as numpy
+arrays (thousands of plans per millisecond), drop those that do not fit in memory, and re-simulate the best
+few event by event for the numbers that are reported.
+
+The closed forms are the simulator's own cost terms with the pipeline flattened: step ≈ m·T_rank +
+bubble + exposed communication + optimizer, where T_rank is one micro-batch through the busiest rank and the
+bubble is (p − 1)·(F + B) of one chunk (GPipe, 1F1B, interleaved) or (p − 1)·(F + B − W) (ZB-H1), Narayanan
+et al. 2021 and Qi et al. 2024; peak in-flight chunks per schedule as in ``PipelineSchedule.peak_in_flight``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from xpusim.hardware.cluster import Cluster
+from xpusim.parallel.memory import GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, layer_activation_bytes
+from xpusim.parallel.plan import ParallelPlan, divisors
+from xpusim.parallel.simulate import (
+    ADAM_BYTES_PER_PARAM,
+    DDP_BUCKET_BYTES,
+    StepResult,
+    all_gather_s,
+    all_reduce_s,
+    head_cost,
+    layer_cost,
+    p2p_s,
+    params_per_stage,
+    simulate,
+)
+from xpusim.parallel.spec import TrainModel
+
+SCHEDULE_CODES = ("1f1b", "gpipe", "interleaved", "zb-h1")
+RECOMPUTE_CODES = ("none", "selective", "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchResult:
+    results: tuple[StepResult, ...]
+    """The best plans, re-simulated, best first."""
+    evaluated: int
+    fitting: int
+    seconds: float
+
+    @property
+    def plans_per_s(self) -> float:
+        return self.evaluated / self.seconds if self.seconds else float("inf")
+
+
+def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
+                    max_micro_batch: int = 16, max_tp: int | None = None) -> list[ParallelPlan]:
+    """Every valid plan: tp within a node, pp dividing the layers, every schedule, v, b, ZeRO stage,
+    recompute choice and sequence parallelism."""
+    cfg = model.config
+    max_tp = max_tp or cluster.gpus_per_node
+    plans = []
+    for t in divisors(gpus):
+        if t > max_tp or cfg.heads % t or cfg.kv_heads % t or cfg.ffn % t:
+            continue
+        for p in divisors(gpus // t):
+            if cfg.layers % p:
+                continue
+            d = gpus // (t * p)
+            if global_batch % d:
+                continue
+            for b in divisors(global_batch // d):
+                if b > max_micro_batch:
+                    break
+                m = global_batch // (d * b)
+                scheds: list[tuple[str, int]] = [("1f1b", 1)]
+                if p > 1:
+                    scheds += [("gpipe", 1), ("zb-h1", 1)]
+                    if m % p == 0:
+                        scheds += [("interleaved", v) for v in divisors(cfg.layers // p) if v > 1]
+                for sched, v in scheds:
+                    for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
+                        for rc in RECOMPUTE_CODES:
+                            for sp in ((False, True) if t > 1 else (False,)):
+                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, vp=v, micro_batch=b,
+                                                          global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
+                                                          zero=zero, sp=sp, recompute=rc))  # type: ignore[arg-type]
+    return plans
+
+
+def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form (step seconds, peak bytes per GPU) of every plan, as arrays."""
+    cfg, s = model.config, model.seq_len
+    chip = cluster.load_chip()
+    n = len(plans)
+    col = {k: np.empty(n) for k in ("t", "p", "v", "d", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
+                                    "act", "work", "tpf", "tpb", "sched", "overlap")}
+    costs: dict[tuple[int, int, bool, str], tuple[float, ...]] = {}
+    for i, pl in enumerate(plans):
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute)
+        if key not in costs:
+            lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
+                            cluster.fabric(pl.tp) if pl.tp > 1 else None)
+            hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp)
+            act = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
+                                         recompute=pl.recompute)
+            work = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp) \
+                if pl.recompute == "full" else 0.0
+            costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
+                          hc.embed_bwd_s, act, work, lc.tp_fwd_s, lc.tp_bwd_s)
+        (col["f"][i], col["bi"][i], col["w"][i], col["hf"][i], col["hb"][i], col["ef"][i], col["eb"][i],
+         col["act"][i], col["work"][i], col["tpf"][i], col["tpb"][i]) = costs[key]
+        col["t"][i], col["p"][i], col["v"][i], col["d"][i] = pl.tp, pl.pp, pl.vp, pl.dp
+        col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
+        col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
+        col["overlap"][i] = pl.dp_overlap
+    t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
+    chunk_layers = cfg.layers / (p * v)
+    f_c = chunk_layers * (col["f"] + col["tpf"])
+    bi_c = chunk_layers * (col["bi"] + col["tpb"])
+    w_c = chunk_layers * col["w"]
+    per_layer, embed, head = params_per_stage(cfg, 1, 1)
+    psi_first = (cfg.layers / p * per_layer + embed) / t
+    psi_last = (cfg.layers / p * per_layer + head) / t
+    psi = np.maximum(psi_first, psi_last)
+
+    # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
+    dp_intra = t * d <= cluster.gpus_per_node
+    fab_dp_bw = np.where(dp_intra, cluster.intra_node.bandwidth_bytes_per_s, cluster.inter_node.bandwidth_bytes_per_s)
+    fab_dp_lat = np.where(dp_intra, cluster.intra_node.latency_s, cluster.inter_node.latency_s)
+    chunk_psi = psi / v
+    ag = np.where((zero >= 3) & (d > 1), (d - 1) * fab_dp_lat + (d - 1) / d * PARAM_BYTES * chunk_psi / fab_dp_bw, 0.0)
+    f_c = f_c + np.maximum(0.0, ag - f_c)
+    bi_c = bi_c + np.maximum(0.0, ag - (bi_c + w_c))
+
+    rank_mb = v * (f_c + bi_c + w_c) + col["hf"] + col["hb"]  # the last rank also runs the output layer
+    sched = col["sched"]
+    zb = sched == SCHEDULE_CODES.index("zb-h1")
+    bubble = (p - 1) * np.where(zb, np.maximum(f_c + bi_c - w_c, 0.0), f_c + bi_c + w_c)
+    pp_intra = t * d * p <= cluster.gpus_per_node
+    pp_bytes = s * b * cfg.hidden * PARAM_BYTES / t
+    c_pp = np.where(p > 1, np.where(pp_intra, cluster.intra_node.latency_s + pp_bytes / cluster.intra_node.bandwidth_bytes_per_s,
+                                    cluster.inter_node.latency_s + pp_bytes / cluster.inter_node.bandwidth_bytes_per_s), 0.0)
+    pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
+
+    grad_bytes = GRAD_BYTES * psi
+    reduce = np.where(d > 1, np.where(zero >= 1, 1.0, 2.0) * (
+        (d - 1) * fab_dp_lat + (d - 1) / d * grad_bytes / fab_dp_bw), 0.0)
+    last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
+    dp_exposed = np.where(col["overlap"] > 0, np.maximum(reduce - (bi_c + w_c) * v, reduce * last_frac / v), reduce)
+    bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
+    opt = ADAM_BYTES_PER_PARAM * psi / np.where(zero >= 1, d, 1) / bw
+    after = np.where((zero == 1) | (zero == 2), (d - 1) * fab_dp_lat + (d - 1) / d * PARAM_BYTES * psi / fab_dp_bw, 0.0)
+    step = pipe + dp_exposed + opt + after
+
+    # Memory on the first rank (embedding, most in-flight micro-batches) and the last (logits).
+    gp = SCHEDULE_CODES.index("gpipe")
+    il = SCHEDULE_CODES.index("interleaved")
+    chunks_first = np.where(sched == gp, m, np.where(sched == il, np.minimum(2 * (p - 1) + (v - 1) * p + 1, m * v),
+                                                     np.minimum(p, m)))
+    chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v), 1.0))
+    states_first = (PARAM_BYTES / np.where(zero >= 3, d, 1) + GRAD_BYTES / np.where(zero >= 2, d, 1)
+                    + OPTIMIZER_BYTES / np.where(zero >= 1, d, 1))
+    act_first = chunks_first * chunk_layers * col["act"] + col["work"]
+    act_last = chunks_last * chunk_layers * col["act"] + col["work"] + 4 * s * b * cfg.vocab / t
+    buffers = np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * PARAM_BYTES * chunk_psi / chunk_layers, 0.0)
+    mem = np.maximum(states_first * psi_first + act_first, states_first * psi_last + act_last) + buffers
+    return step, mem
+
+
+def search(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *, top: int = 10,
+           objective: str = "time", max_micro_batch: int = 16) -> SearchResult:
+    """The ``top`` fastest (``objective='time'``) or cheapest-per-token (``'cost'``: the same ranking for a fixed
+    GPU count) plans that fit in memory, re-simulated event by event."""
+    start = time.perf_counter()
+    plans = enumerate_plans(model, cluster, gpus, global_batch, max_micro_batch=max_micro_batch)
+    if not plans:
+        return SearchResult(results=(), evaluated=0, fitting=0, seconds=time.perf_counter() - start)
+    step, mem = estimate(model, cluster, plans)
+    capacity = cluster.load_chip().main_memory.capacity_bytes
+    fits = mem <= capacity
+    order = [int(i) for i in np.argsort(np.where(fits, step, np.inf), kind="stable") if fits[i]]
+    # Re-simulate a few more than asked: the closed form may order near-ties differently.
+    chosen = [simulate(model, cluster, plans[i]) for i in order[: max(top * 3, top)]]
+    chosen = sorted((r for r in chosen if r.fits), key=lambda r: r.step_time_s)[:top]
+    return SearchResult(results=tuple(chosen), evaluated=len(plans), fitting=int(fits.sum()),
+                        seconds=time.perf_counter() - start)
+
+
+_ = (all_gather_s, all_reduce_s, p2p_s)

@@ -1,0 +1,133 @@
+"""Rendering of parallel-training results: the summary table, the search table, the Chrome/Perfetto trace and
+the Gantt chart of the pipeline schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from xpusim.parallel.events import Timeline
+from xpusim.parallel.simulate import StepResult
+from xpusim.units import GIB, default_file_mode
+
+KIND_COLORS = {"F": "#4C78A8", "B": "#54A24B", "W": "#F58518", "dp": "#E45756", "opt": "#9D755D"}
+KIND_LABELS = {"F": "forward", "B": "backward", "W": "weight gradient", "dp": "data-parallel communication",
+               "opt": "optimizer step"}
+
+
+def _gib(x: float) -> str:
+    return f"{x / GIB:,.2f} GiB"
+
+
+def _s(x: float) -> str:
+    return f"{x * 1e3:,.1f} ms" if x < 1 else f"{x:,.3f} s"
+
+
+def print_result(console: Console, r: StepResult) -> None:
+    plan = r.plan
+    console.print(f"[bold]{r.model.config.name}[/bold] on {plan.gpus} × {r.cluster.load_chip().name} "
+                  f"({r.cluster.name}), seq {r.model.seq_len}: {plan.label()}")
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("step time", _s(r.step_time_s))
+    t.add_row("throughput", f"{r.samples_per_s:,.2f} samples/s, {r.tokens_per_s:,.0f} tokens/s")
+    t.add_row("model TFLOP/s per GPU", f"{r.model_tflops_per_gpu:,.1f} (MFU {100 * r.mfu:.1f}%)")
+    t.add_row("hardware TFLOP/s per GPU", f"{r.hardware_tflops_per_gpu:,.1f} (HFU {100 * r.hfu:.1f}%)")
+    t.add_row("pipeline bubble", f"{100 * r.bubble_fraction:.2f}% of the busiest rank's compute")
+    console.print(t)
+    m = Table(title="memory per GPU (most loaded pipeline rank)", title_justify="left")
+    for col in ("params", "grads", "optimizer", "activations", "buffers", "total", "capacity"):
+        m.add_column(col, justify="right")
+    d = r.memory.to_dict()
+    m.add_row(*(_gib(d[k]) for k in ("params", "grads", "optimizer", "activations", "buffers", "total")),
+              _gib(r.capacity_bytes))
+    console.print(m)
+    verdict = "[green]fits[/green]" if r.fits else "[red]OUT OF MEMORY[/red]"
+    console.print(f"memory verdict: {verdict} ({100 * r.memory.total / r.capacity_bytes:.0f}% of capacity)")
+    c = Table(title="communication per step on one rank", title_justify="left")
+    for col in ("tp", "pp", "dp", "exposed"):
+        c.add_column(col, justify="right")
+    c.add_row(*(_s(r.comm_s[k]) for k in ("tp", "pp", "dp", "exposed")))
+    console.print(c)
+    console.print("tp: on the critical path; pp: asynchronous, exposed only where a stage waits for it; dp: "
+                  + ("overlapped with the last backward (DDP buckets)" if r.plan.dp_overlap else
+                     "after the last backward") + "; exposed: what lengthens the step.")
+
+
+def search_table(results: Sequence[StepResult]) -> Table:
+    t = Table(title="best plans (re-simulated), fastest first", title_justify="left")
+    for col in ("#", "dp", "tp", "pp", "v", "b", "m", "schedule", "zero", "sp", "recompute", "step", "MFU", "bubble",
+                "memory/GPU"):
+        t.add_column(col, justify="right" if col not in ("schedule", "recompute") else "left")
+    for i, r in enumerate(results, 1):
+        p = r.plan
+        t.add_row(str(i), str(p.dp), str(p.tp), str(p.pp), str(p.vp), str(p.micro_batch), str(p.micro_batches),
+                  p.schedule, str(p.zero), "yes" if p.sp else "no", p.recompute, _s(r.step_time_s),
+                  f"{100 * r.mfu:.1f}%", f"{100 * r.bubble_fraction:.1f}%", _gib(r.memory.total))
+    return t
+
+
+def trace_dict(timeline: Timeline, title: str) -> dict[str, Any]:
+    """Chrome trace-event JSON (chrome://tracing, ui.perfetto.dev): one process per pipeline rank, a compute
+    thread and a communication thread, times in microseconds."""
+    events: list[dict[str, Any]] = []
+    for r in range(timeline.ranks):
+        events.append({"ph": "M", "name": "process_name", "pid": r, "args": {"name": f"pipeline rank {r}"}})
+        events.append({"ph": "M", "name": "thread_name", "pid": r, "tid": 0, "args": {"name": "compute"}})
+        events.append({"ph": "M", "name": "thread_name", "pid": r, "tid": 1, "args": {"name": "communication"}})
+    for e in timeline.events:
+        events.append({"ph": "X", "name": e.name, "cat": KIND_LABELS.get(e.kind, e.kind), "pid": e.rank,
+                       "tid": 0 if e.kind in ("F", "B", "W", "opt") else 1,
+                       "ts": round(e.start_s * 1e6, 3), "dur": round((e.end_s - e.start_s) * 1e6, 3)})
+    return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"title": title}}
+
+
+def write_trace(timeline: Timeline, path: Path, title: str) -> None:
+    """Write the trace atomically (temporary file renamed into place)."""
+    if not path.parent.exists():
+        raise ValueError(f"--trace {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(trace_dict(timeline, title), f, separators=(",", ":"))
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def gantt(timeline: Timeline, path: Path, title: str) -> None:
+    """A Gantt chart of the step: one row per pipeline rank, colored by action kind."""
+    from matplotlib.patches import Patch
+
+    from xpusim.report.plots import plt, save_atomic
+
+    height = max(2.0, 0.45 * timeline.ranks + 1.2)
+    fig, ax = plt.subplots(figsize=(12, height))
+    scale, unit = (1e3, "ms") if timeline.step_s < 10 else (1.0, "s")
+    by_kind: dict[str, list[tuple[int, float, float]]] = {}
+    for e in timeline.events:
+        by_kind.setdefault(e.kind, []).append((e.rank, e.start_s * scale, (e.end_s - e.start_s) * scale))
+    for kind, rows in by_kind.items():
+        for rank in {r for r, _, _ in rows}:
+            bars = [(s, w) for r, s, w in rows if r == rank]
+            compute = kind in ("F", "B", "W", "opt")
+            lane = (rank - 0.4, 0.55) if compute else (rank + 0.18, 0.22)  # communication in a thin lane below
+            ax.broken_barh(bars, lane, facecolors=KIND_COLORS.get(kind, "gray"), edgecolor="white",
+                           linewidth=0.3)
+    ax.set_yticks(range(timeline.ranks), [f"rank {r}" for r in range(timeline.ranks)])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_title(title)
+    ax.legend(handles=[Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in KIND_COLORS if k in by_kind],
+              loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.02 * (6 / height)), ncol=5, frameon=False)
+    save_atomic(fig, path)
