@@ -122,39 +122,26 @@ def interleaved(p: int, m: int, v: int) -> PipelineSchedule:
 
 
 def zb_h1(p: int, m: int) -> PipelineSchedule:
-    """ZB-H1-style zero bubble (Qi et al., ICLR 2024, "Zero Bubble Pipeline Parallelism"): the backward split
-    into the input gradient B (on the critical path) and the weight gradient W (off it). The order comes from a
-    list scheduler run once with equal F, B and W times: a free rank runs a ready B first, else a ready F while
-    fewer than p micro-batches hold activations (1F1B's peak, on its first rank), else a pending W to fill the
-    gap. With equal times its bubble is (p − 1) units for m = p, the paper's (p − 1)(T_F + T_B − T_W), and at
-    most 2 units more for larger m; 1F1B's is 3(p − 1)."""
-    done: dict[tuple[int, str, int], int] = {}
-    ranks: list[list[Action]] = [[] for _ in range(p)]
-    n_f, n_b, n_w = [0] * p, [0] * p, [0] * p
-    busy_until = [0] * p
-    t = 0
-    while any(n_w[r] < m for r in range(p)):
-        for r in range(p):
-            if busy_until[r] > t:
-                continue
-            b_dep = (r, "F", n_b[r]) if r == p - 1 else (r + 1, "B", n_b[r])
-            f_dep = (r - 1, "F", n_f[r])
-            if n_b[r] < n_f[r] and done.get(b_dep, t + 1) <= t:
-                act = Action(r, "B", n_b[r])
-                n_b[r] += 1
-            elif n_f[r] < m and n_f[r] - n_w[r] < p and (r == 0 or done.get(f_dep, t + 1) <= t):
-                act = Action(r, "F", n_f[r])
-                n_f[r] += 1
-            elif n_w[r] < n_b[r]:
-                act = Action(r, "W", n_w[r])
-                n_w[r] += 1
-            else:
-                continue
-            ranks[r].append(act)
-            done[(act.stage, act.kind, act.mb)] = t + 1
-            busy_until[r] = t + 1
-        t += 1
-    return PipelineSchedule(name="zb-h1", p=p, m=m, v=1, ranks=tuple(tuple(a) for a in ranks), split_backward=True)
+    """ZB-H1 (Qi et al., ICLR 2024, "Zero Bubble Pipeline Parallelism"): 1F1B with the backward split into the
+    input gradient B (on the critical path) and the weight gradient W (off it). Rank r delays each W by r
+    micro-batches, so the backward chain reaches the first rank sooner and the Ws fill the drain; every rank then
+    holds at most p micro-batches' activations, 1F1B's peak. Bubble: (p − 1)(T_F + T_B − T_W) instead of 1F1B's
+    (p − 1)(T_F + T_B + T_W)."""
+    ranks = []
+    for r in range(p):
+        warm = min(p - r - 1, m)
+        acts = [Action(r, "F", j) for j in range(warm)]
+        w_next = 0
+        for i in range(m):
+            if warm + i < m:
+                acts.append(Action(r, "F", warm + i))
+            acts.append(Action(r, "B", i))
+            if i - r >= w_next:
+                acts.append(Action(r, "W", w_next))
+                w_next += 1
+        acts += [Action(r, "W", j) for j in range(w_next, m)]
+        ranks.append(tuple(acts))
+    return PipelineSchedule(name="zb-h1", p=p, m=m, v=1, ranks=tuple(ranks), split_backward=True)
 
 
 def build(name: str, p: int, m: int, v: int = 1) -> PipelineSchedule:

@@ -4,7 +4,8 @@ few event by event for the numbers that are reported.
 
 The closed forms are the simulator's own cost terms with the pipeline flattened: step ≈ m·T_rank +
 bubble + exposed communication + optimizer, where T_rank is one micro-batch through the busiest rank and the
-bubble is (p − 1)·(F + B) of one chunk (GPipe, 1F1B, interleaved) or (p − 1)·(F + B − W) (ZB-H1), Narayanan
+bubble is (p − 1)·(F + B) of one chunk (GPipe, 1F1B, interleaved) or (p − 1)·(F + B_input) −
+min(m − 1, p − 1)·W (ZB-H1), Narayanan
 et al. 2021 and Qi et al. 2024; peak in-flight chunks per schedule as in ``PipelineSchedule.peak_in_flight``.
 """
 
@@ -117,7 +118,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     w_c = chunk_layers * col["w"]
     per_layer, embed, head = params_per_stage(cfg, 1, 1)
     psi_first = (cfg.layers / p * per_layer + embed) / t
-    psi_last = (cfg.layers / p * per_layer + head) / t
+    tied_single = (p * v == 1) & cfg.tied_embeddings  # one stage: a tied output layer is the embedding
+    psi_last = (cfg.layers / p * per_layer + np.where(tied_single, embed, head)) / t
     psi = np.maximum(psi_first, psi_last)
 
     # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
@@ -127,12 +129,13 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     chunk_psi = psi / v
     ag = np.where((zero >= 3) & (d > 1), (d - 1) * fab_dp_lat + (d - 1) / d * PARAM_BYTES * chunk_psi / fab_dp_bw, 0.0)
     f_c = f_c + np.maximum(0.0, ag - f_c)
-    bi_c = bi_c + np.maximum(0.0, ag - (bi_c + w_c))
+    zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
+    bi_c = bi_c + np.maximum(0.0, ag - (bi_c + np.where(zb, 0.0, w_c)))  # ZB-H1 gathers before B, not W
 
     rank_mb = v * (f_c + bi_c + w_c) + col["hf"] + col["hb"]  # the last rank also runs the output layer
     sched = col["sched"]
-    zb = sched == SCHEDULE_CODES.index("zb-h1")
-    bubble = (p - 1) * np.where(zb, np.maximum(f_c + bi_c - w_c, 0.0), f_c + bi_c + w_c)
+    # ZB-H1 hides min(m − 1, p − 1) weight gradients in the drain (exact for our schedule with even stages).
+    bubble = np.where(zb, (p - 1) * (f_c + bi_c) - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (f_c + bi_c + w_c))
     pp_intra = t * d * p <= cluster.gpus_per_node
     pp_bytes = s * b * cfg.hidden * PARAM_BYTES / t
     c_pp = np.where(p > 1, np.where(pp_intra, cluster.intra_node.latency_s + pp_bytes / cluster.intra_node.bandwidth_bytes_per_s,
@@ -154,7 +157,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     il = SCHEDULE_CODES.index("interleaved")
     chunks_first = np.where(sched == gp, m, np.where(sched == il, np.minimum(2 * (p - 1) + (v - 1) * p + 1, m * v),
                                                      np.minimum(p, m)))
-    chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v), 1.0))
+    chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v),
+                                                    np.where(zb, np.minimum(p, m), 1.0)))
     states_first = (PARAM_BYTES / np.where(zero >= 3, d, 1) + GRAD_BYTES / np.where(zero >= 2, d, 1)
                     + OPTIMIZER_BYTES / np.where(zero >= 1, d, 1))
     act_first = chunks_first * chunk_layers * col["act"] + col["work"]

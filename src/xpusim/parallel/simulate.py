@@ -234,8 +234,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         w_layer = measured.get("bwd_weight", measured["bwd"] / 2)
         b_in_layer = measured["bwd"] - w_layer
     per_layer_params, embed_params, head_params = params_per_stage(cfg, p, v)
+    # A tied output layer is the embedding itself when one stage holds both.
+    head_extra = 0 if (stages == 1 and cfg.tied_embeddings) else head_params
     stage_params = [layers_per_chunk * per_layer_params / t + (embed_params / t if st == 0 else 0)
-                    + (head_params / t if st == stages - 1 else 0) for st in range(stages)]
+                    + (head_extra / t if st == stages - 1 else 0) for st in range(stages)]
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
