@@ -1,6 +1,5 @@
 """Parallel training simulator: schedules, bubble, memory formulas, Megatron-LM Table 1, search, CLI."""
 
-import itertools
 import json
 from pathlib import Path
 
@@ -146,7 +145,6 @@ def test_memory_per_gpu_matches_zero_and_korthikanti_on_a_model() -> None:
     # 1F1B with p = 4: the first rank holds 4 micro-batches of its 9 layers (no logits there).
     r = simulate(model, cluster, ParallelPlan(pp=4, dp=16, global_batch=128, schedule="1f1b", dp_overlap=False))
     per_layer = layer_activation_bytes(s=2048, b=1, h=4096, a=32)
-    rank0 = r.timeline  # noqa: F841 (memory is for the most loaded rank; compute the first rank's by hand)
     last_rank_acts = 1 * 9 * per_layer + 4 * 2048 * 51200
     first_rank_acts = 4 * 9 * per_layer
     assert r.memory.activations == pytest.approx(max(first_rank_acts, last_rank_acts))
@@ -163,31 +161,32 @@ TABLE_1 = [
 ]
 
 
-def megatron_plan(l: int, t: int, p: int, gpus: int, batch: int) -> ParallelPlan:
+def megatron_plan(layers: int, t: int, p: int, gpus: int, batch: int) -> ParallelPlan:
     """The paper's setup: micro-batch 1, full recomputation, interleaved schedule where p > 1 (with the smallest
     v ≥ 2 that divides the layers per stage), gradients all-reduced after the pipeline flush."""
-    v = next((x for x in range(2, l // p + 1) if (l // p) % x == 0), 1) if p > 1 else 1
+    v = next((x for x in range(2, layers // p + 1) if (layers // p) % x == 0), 1) if p > 1 else 1
     return ParallelPlan(dp=gpus // (t * p), tp=t, pp=p, vp=v, micro_batch=1, global_batch=batch,
                         schedule="interleaved" if v > 1 else "1f1b", recompute="full", dp_overlap=False)
 
 
-def eq3_flops(batch: int, s: int, l: int, h: int, vocab: int) -> float:
-    return 96 * batch * s * l * h * h * (1 + s / (6 * h) + vocab / (16 * l * h))
+def eq3_flops(batch: int, s: int, layers: int, h: int, vocab: int) -> float:
+    return 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))
 
 
-@pytest.mark.parametrize(("params", "a", "h", "l", "t", "p", "gpus", "batch", "tflops"), TABLE_1,
+@pytest.mark.parametrize(("params", "a", "h", "layers", "t", "p", "gpus", "batch", "tflops"), TABLE_1,
                          ids=[f"{row[0]}B" for row in TABLE_1])
-def test_megatron_table_1_within_10_percent(params: float, a: int, h: int, l: int, t: int, p: int, gpus: int,
+def test_megatron_table_1_within_10_percent(params: float, a: int, h: int, layers: int, t: int, p: int, gpus: int,
                                             batch: int, tflops: float) -> None:
-    model = parse_model(f"gpt:h={h},l={l},a={a},s=2048,V=51200")
-    r = simulate(model, load_cluster("dgx-a100"), megatron_plan(l, t, p, gpus, batch))
-    achieved = eq3_flops(batch, 2048, l, h, 51200) / r.step_time_s / gpus / 1e12
+    model = parse_model(f"gpt:h={h},l={layers},a={a},s=2048,V=51200")
+    r = simulate(model, load_cluster("dgx-a100"), megatron_plan(layers, t, p, gpus, batch))
+    achieved = eq3_flops(batch, 2048, layers, h, 51200) / r.step_time_s / gpus / 1e12
     assert achieved == pytest.approx(tflops, rel=0.10)
     assert r.fits
     # The simulator's hardware FLOPs are Eq. 3 exactly (GEMMs, 4 passes with full recompute) ...
-    assert r.hardware_flops == pytest.approx(eq3_flops(batch, 2048, l, h, 51200), rel=1e-12)
+    assert r.hardware_flops == pytest.approx(eq3_flops(batch, 2048, layers, h, 51200), rel=1e-12)
     # ... and its model FLOPs the 3-pass count the paper's follow-up uses for MFU.
-    assert r.model_flops == pytest.approx(72 * batch * 2048 * l * h * h * (1 + 2048 / (6 * h) + 51200 / (12 * h * l)))
+    assert r.model_flops == pytest.approx(
+        72 * batch * 2048 * layers * h * h * (1 + 2048 / (6 * h) + 51200 / (12 * h * layers)))
 
 
 # --------------------------------------------------------------------------------------------- plan checks
@@ -237,7 +236,7 @@ def test_cluster_errors(tmp_path: Path) -> None:
     data["inter_node"]["bandwidth_gb_per_s_one_way_per_gpu"] = -1
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    with pytest.raises(ClusterError, match="inter_node.bandwidth_gb_per_s_one_way_per_gpu = -1"):
+    with pytest.raises(ClusterError, match=r"inter_node\.bandwidth_gb_per_s_one_way_per_gpu = -1"):
         load_cluster(bad)
     data["inter_node"]["bandwidth_gb_per_s_one_way_per_gpu"] = 25
     data["chip"] = "a100-nope"
@@ -287,7 +286,7 @@ def test_cli_json_contract_and_outputs(tmp_path: Path) -> None:
             "bubble_fraction", "memory_per_gpu_bytes", "fits", "comm_s"} <= d.keys()
     assert set(d["memory_per_gpu_bytes"]) >= {"params", "grads", "optimizer", "activations", "total"}
     assert set(d["comm_s"]) == {"tp", "pp", "dp", "exposed"}
-    assert d["plan"] | {} and d["plan"]["vp"] == 2 and d["plan"]["micro_batches"] == 16
+    assert d["plan"]["vp"] == 2 and d["plan"]["micro_batches"] == 16
     assert d["tokens_per_s"] == pytest.approx(32 * 512 / d["step_time_s"])
     t = json.loads(trace.read_text())
     compute = [e for e in t["traceEvents"] if e["ph"] == "X" and e["tid"] == 0 and e["name"][1:2] in "FB"]
@@ -328,5 +327,3 @@ def test_trace_has_one_process_per_rank() -> None:
     assert names == {f"pipeline rank {i}" for i in range(4)}
     assert all(e["dur"] >= 0 for e in d["traceEvents"] if e["ph"] == "X")
 
-
-_ = itertools

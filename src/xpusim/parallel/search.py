@@ -23,11 +23,8 @@ from xpusim.parallel.simulate import (
     ADAM_BYTES_PER_PARAM,
     DDP_BUCKET_BYTES,
     StepResult,
-    all_gather_s,
-    all_reduce_s,
     head_cost,
     layer_cost,
-    p2p_s,
     params_per_stage,
     simulate,
 )
@@ -138,8 +135,9 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     bubble = np.where(zb, (p - 1) * (f_c + bi_c) - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (f_c + bi_c + w_c))
     pp_intra = t * d * p <= cluster.gpus_per_node
     pp_bytes = s * b * cfg.hidden * PARAM_BYTES / t
-    c_pp = np.where(p > 1, np.where(pp_intra, cluster.intra_node.latency_s + pp_bytes / cluster.intra_node.bandwidth_bytes_per_s,
-                                    cluster.inter_node.latency_s + pp_bytes / cluster.inter_node.bandwidth_bytes_per_s), 0.0)
+    intra, inter = cluster.intra_node, cluster.inter_node
+    c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
+                                    inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
     pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
 
     grad_bytes = GRAD_BYTES * psi
@@ -186,5 +184,3 @@ def search(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
     return SearchResult(results=tuple(chosen), evaluated=len(plans), fitting=int(fits.sum()),
                         seconds=time.perf_counter() - start)
 
-
-_ = (all_gather_s, all_reduce_s, p2p_s)

@@ -9,8 +9,6 @@ stages), Megatron-LM's default: a tp group stays inside a node when t ≤ GPUs p
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +17,15 @@ from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
 from xpusim.hardware.cluster import Cluster, Fabric
 from xpusim.parallel.events import Event, Timeline, run_schedule
-from xpusim.parallel.memory import MemoryBreakdown, layer_activation_bytes, model_states
+from xpusim.parallel.memory import GRAD_BYTES, PARAM_BYTES, MemoryBreakdown, layer_activation_bytes, model_states
 from xpusim.parallel.plan import ParallelPlan, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
 
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb=25
-ADAM_BYTES_PER_PARAM = 30  # read fp32 master, m, v and the 16-bit grad (4+4+4+2... as fp32 16), write 12 + 2
+# Adam step per parameter: read the fp32 master copy, momentum, variance (12 B) and the 16-bit gradient (2 B),
+# write the three fp32 states (12 B) and the 16-bit parameter (2 B) (NB: memory-bound, fused kernel).
+ADAM_BYTES_PER_PARAM = 28
 
 
 # ----------------------------------------------------------------------------------------------- collectives
@@ -242,7 +242,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
     dp_fabric = cluster.fabric(t * d)
-    gather = [all_gather_s(PARAM_BYTES_16 * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
+    gather = [all_gather_s(PARAM_BYTES * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
 
     def duration(a: Action) -> float:
         first, last = a.stage == 0, a.stage == stages - 1
@@ -267,10 +267,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     for e in events:
         busy_list[e.rank] += e.end_s - e.start_s
     busy = tuple(busy_list)
-    if pp_one:
-        no_p2p_end = run_schedule(sched, duration, record=False)[0].end_s
-    else:
-        no_p2p_end = pipe_end
+    no_p2p_end = run_schedule(sched, duration, record=False)[0].end_s if pp_one else pipe_end
 
     # Gradient reduction over dp: one all-reduce (ZeRO 0), or reduce-scatter (+ all-gather of the updated
     # parameters after the optimizer for ZeRO 1/2); per chunk, started during its last backward when overlapped.
@@ -286,7 +283,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         free = 0.0
         rank_stages = [st for st in range(stages) if st % p == r]
         for st in sorted(rank_stages, key=lambda x: last_bwd[x].end_s):
-            nbytes = GRAD_BYTES_16 * stage_params[st]
+            nbytes = GRAD_BYTES * stage_params[st]
             reduce = all_gather_s(nbytes, d, dp_fabric) if plan.zero >= 1 else all_reduce_s(nbytes, d, dp_fabric)
             if reduce == 0.0:
                 continue
@@ -309,7 +306,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                       for r in range(p)) / (bw * mem_eff) if bw else 0.0
     gather_after = 0.0
     if plan.zero in (1, 2):
-        gather_after = max(all_gather_s(PARAM_BYTES_16 * sum(stage_params[st] for st in range(stages)
+        gather_after = max(all_gather_s(PARAM_BYTES * sum(stage_params[st] for st in range(stages)
                                                               if st % p == r), d, dp_fabric) for r in range(p))
     step = dp_end + optimizer_s + gather_after
     for r in range(p):
@@ -342,7 +339,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
             acts += 4 * s * b * cfg.vocab / t  # fp32 logits for the loss
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
-            buffers += 2 * PARAM_BYTES_16 * max(stage_params[st] for st in range(stages) if st % p == r) / max(
+            buffers += 2 * PARAM_BYTES * max(stage_params[st] for st in range(stages) if st % p == r) / max(
                 layers_per_chunk, 1)  # one gathered layer in use, one prefetched
         mem = MemoryBreakdown(params=states.params, grads=states.grads, optimizer=states.optimizer,
                               activations=acts, buffers=buffers)
@@ -361,7 +358,3 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                       bubble_fraction=timeline.bubble_fraction, memory=best,
                       capacity_bytes=chip.main_memory.capacity_bytes, comm_s=comm, timeline=timeline, schedule=sched)
 
-
-PARAM_BYTES_16 = 2
-GRAD_BYTES_16 = 2
-_ = math
