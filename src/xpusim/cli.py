@@ -584,8 +584,9 @@ def parallel_cmd(
                 write_output(dumps([r.to_dict() for r in found.results]), output)
             else:
                 console = out_console()
-                console.print(f"searched {found.evaluated:,} plans in {found.seconds:.2f} s "
-                              f"({found.plans_per_s:,.0f} plans/s); {found.fitting:,} fit in memory")
+                console.print(f"estimated {found.evaluated:,} plans in {found.estimate_seconds:.2f} s "
+                              f"({found.plans_per_s:,.0f} plans/s), {found.fitting:,} fit in memory; "
+                              f"best {3 * top} re-simulated, {found.seconds:.2f} s in all")
                 console.print(search_table(found.results))
             result = found.results[0]
         else:

@@ -41,10 +41,14 @@ class SearchResult:
     evaluated: int
     fitting: int
     seconds: float
+    """Enumeration, estimates and re-simulation, end to end."""
+    estimate_seconds: float
+    """Enumeration and closed-form estimates of every plan (layer costs included)."""
 
     @property
     def plans_per_s(self) -> float:
-        return self.evaluated / self.seconds if self.seconds else float("inf")
+        """Plans enumerated and estimated per second."""
+        return self.evaluated / self.estimate_seconds if self.estimate_seconds else float("inf")
 
 
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
@@ -167,20 +171,20 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
 
 
 def search(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *, top: int = 10,
-           objective: str = "time", max_micro_batch: int = 16) -> SearchResult:
-    """The ``top`` fastest (``objective='time'``) or cheapest-per-token (``'cost'``: the same ranking for a fixed
-    GPU count) plans that fit in memory, re-simulated event by event."""
+           max_micro_batch: int = 16) -> SearchResult:
+    """The ``top`` fastest plans that fit in memory, re-simulated event by event; ties go to less memory."""
     start = time.perf_counter()
     plans = enumerate_plans(model, cluster, gpus, global_batch, max_micro_batch=max_micro_batch)
     if not plans:
-        return SearchResult(results=(), evaluated=0, fitting=0, seconds=time.perf_counter() - start)
+        return SearchResult(results=(), evaluated=0, fitting=0, seconds=time.perf_counter() - start,
+                            estimate_seconds=0.0)
     step, mem = estimate(model, cluster, plans)
+    estimated = time.perf_counter()
     capacity = cluster.load_chip().main_memory.capacity_bytes
     fits = mem <= capacity
-    order = [int(i) for i in np.argsort(np.where(fits, step, np.inf), kind="stable") if fits[i]]
+    order = [int(i) for i in np.lexsort((mem, np.where(fits, step, np.inf))) if fits[i]]
     # Re-simulate a few more than asked: the closed form may order near-ties differently.
-    chosen = [simulate(model, cluster, plans[i]) for i in order[: max(top * 3, top)]]
-    chosen = sorted((r for r in chosen if r.fits), key=lambda r: r.step_time_s)[:top]
+    chosen = [simulate(model, cluster, plans[i]) for i in order[: top * 3]]
+    chosen = sorted((r for r in chosen if r.fits), key=lambda r: (round(r.step_time_s, 9), r.memory.total))[:top]
     return SearchResult(results=tuple(chosen), evaluated=len(plans), fitting=int(fits.sum()),
-                        seconds=time.perf_counter() - start)
-
+                        seconds=time.perf_counter() - start, estimate_seconds=estimated - start)
