@@ -529,7 +529,7 @@ def parallel_cmd(
     pp: int = typer.Option(1, "--pp", min=1, help="Pipeline-parallel size."),
     dp: int | None = typer.Option(None, "--dp", min=1, help="Data-parallel size (default: gpus / (tp·pp))."),
     batch: int | None = typer.Option(None, "--batch", "-b", min=1,
-                                     help="Global batch in samples (default: one micro-batch per replica)."),
+                                     help="Global batch in samples (default: pp micro-batches per replica)."),
     micro_batch: int = typer.Option(1, "--micro-batch", min=1),
     schedule: str = typer.Option("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = typer.Option("none", "--recompute", help="Activation recomputation: none, selective, full."),

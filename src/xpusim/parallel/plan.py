@@ -157,13 +157,13 @@ def check(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -
 
 
 def complete(cfg: TransformerConfig, gpus: int, **given: object) -> ParallelPlan:
-    """A plan from what the user gave: dp defaults to gpus / (tp·pp), the global batch to one micro-batch per
-    replica; then checked."""
+    """A plan from what the user gave: dp defaults to gpus / (tp·pp), the global batch to p micro-batches per
+    replica (one per pipeline stage, the least that fills the pipeline; one without a pipeline); then checked."""
     given = {k: v for k, v in given.items() if v is not None}
     tp, pp = int(given.get("tp", 1)), int(given.get("pp", 1))  # type: ignore[call-overload]
     if "dp" not in given:
         given["dp"] = max(gpus // max(tp * pp, 1), 1)
     plan = ParallelPlan(**given)  # type: ignore[arg-type]
     if "global_batch" not in given:
-        plan = replace(plan, global_batch=plan.micro_batch * plan.dp)
+        plan = replace(plan, global_batch=plan.micro_batch * plan.dp * plan.pp)
     return check(plan, cfg, gpus)
