@@ -327,3 +327,27 @@ def test_trace_has_one_process_per_rank() -> None:
     assert names == {f"pipeline rank {i}" for i in range(4)}
     assert all(e["dur"] >= 0 for e in d["traceEvents"] if e["ph"] == "X")
 
+
+
+def test_measured_layer_times_drive_the_actions() -> None:
+    # --layer-ms 10,20: a middle stage of 32 layers / pp 8 holds 4 layers: F = 40 ms, B = 80 ms.
+    model = parse_model("gpt:h=4096,l=32,a=32,s=2048")
+    r = simulate(model, load_cluster("dgx-a100"), ParallelPlan(pp=8, global_batch=8),
+                 measured={"fwd": 0.010, "bwd": 0.020})
+    mid = [e for e in r.timeline.events if e.rank == 3 and e.kind in "FB"]
+    assert {round(e.end_s - e.start_s, 12) for e in mid if e.kind == "F"} == {0.04}
+    assert {round(e.end_s - e.start_s, 12) for e in mid if e.kind == "B"} == {0.08}
+
+
+def test_rank_order_moves_groups_across_nodes() -> None:
+    # 64 GPUs, dp 8 × pp 8, 8 GPUs per node. tp-dp-pp: a dp group is 8 consecutive ranks (one node, NVLink);
+    # tp-pp-dp: a dp group strides over 8 nodes (InfiniBand), a pipeline spans one node.
+    plan = ParallelPlan(dp=8, pp=8, global_batch=64)
+    assert (plan.span("dp"), plan.span("pp")) == (8, 64)
+    other = ParallelPlan(dp=8, pp=8, global_batch=64, rank_order="tp-pp-dp")
+    assert (other.span("dp"), other.span("pp")) == (64, 8)
+    model = parse_model("gpt:h=4096,l=32,a=32,s=2048")
+    cluster = load_cluster("dgx-a100")
+    a, b = simulate(model, cluster, plan), simulate(model, cluster, other)
+    assert b.comm_s["dp"] > a.comm_s["dp"] * 5  # 25 vs 300 GB/s
+    assert a.comm_s["pp"] > b.comm_s["pp"] * 5

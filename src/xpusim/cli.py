@@ -540,6 +540,10 @@ def parallel_cmd(
                                     help="DDP: reduce gradient buckets during the last backward (default), or "
                                          "one all-reduce after it."),
     seq_len: int | None = typer.Option(None, "--seq-len", min=1, help="Sequence length (default: the model's)."),
+    rank_order: str = typer.Option("tp-dp-pp", "--rank-order",
+                                   help="Rank numbering, innermost first: tp-dp-pp (Megatron) or tp-pp-dp."),
+    layer_ms: str | None = typer.Option(None, "--layer-ms", help="Measured FWD,BWD milliseconds of one layer and "
+                                                                 "micro-batch on one GPU, in place of the roofline's."),
     do_search: bool = typer.Option(False, "--search", help="Search every valid plan for --gpus and --batch."),
     top: int = typer.Option(10, "--top", min=1, help="With --search: how many plans to show."),
     trace: Path | None = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace (.json) of the step."),
@@ -569,6 +573,19 @@ def parallel_cmd(
         if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UserError(f"--plot {str(plot)!r}: the suffix must be .png, .svg or .pdf")
         sched, vp = _parse_schedule(schedule)
+        if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
+            raise UserError(f"--rank-order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
+        measured = None
+        if layer_ms is not None:
+            try:
+                fwd_ms, bwd_ms = (float(x) for x in layer_ms.split(","))
+            except ValueError:
+                fwd_ms = bwd_ms = -1.0
+            if not (fwd_ms > 0 and bwd_ms > 0):
+                raise UserError(f"--layer-ms {layer_ms!r}: expected two positive numbers FWD,BWD such as 1.2,2.5")
+            measured = {"fwd": fwd_ms / 1e3, "bwd": bwd_ms / 1e3}
+            if do_search:
+                raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
         train = parse_model(model, seq_len)
         cl = load_cluster(cluster)
         if cl.max_gpus is not None and gpus > cl.max_gpus:
@@ -592,8 +609,8 @@ def parallel_cmd(
         else:
             plan = complete(train.config, gpus, dp=dp, tp=tp, pp=pp, vp=vp, micro_batch=micro_batch,
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
-                            recompute=recompute)
-            result = simulate(train, cl, plan)
+                            recompute=recompute, rank_order=rank_order)
+            result = simulate(train, cl, plan, measured=measured)
             if fmt is Format.json:
                 write_output(dumps(result.to_dict()), output)
             else:

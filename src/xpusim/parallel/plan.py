@@ -15,6 +15,8 @@ Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
 SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved", "zb-h1")
 Recompute = Literal["none", "selective", "full"]
 RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
+RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
+RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
 
 
 class PlanError(ValueError):
@@ -48,6 +50,18 @@ class ParallelPlan:
     recompute: Recompute = "none"
     param_bytes: int = 2
     """Bytes of the low-precision copy of parameters, gradients and activations (2: bf16/fp16 mixed precision)."""
+    rank_order: RankOrder = "tp-dp-pp"
+    """How ranks are numbered, innermost first: consecutive ranks share a node, so the first group listed stays
+    inside a node longest (Megatron-LM's default is tp-dp-pp)."""
+
+    def span(self, group: str) -> int:
+        """How many consecutive ranks one ``dp`` or ``pp`` group spans under the rank order."""
+        order = self.rank_order.split("-")
+        sizes = {"tp": self.tp, "dp": self.dp, "pp": self.pp}
+        span = 1
+        for g in order[: order.index(group) + 1]:
+            span *= sizes[g]
+        return span
 
     @property
     def gpus(self) -> int:
@@ -79,7 +93,7 @@ class ParallelPlan:
         return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "vp": self.vp, "micro_batch": self.micro_batch,
                 "global_batch": self.global_batch, "micro_batches": self.micro_batches, "gpus": self.gpus,
                 "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
-                "recompute": self.recompute}
+                "recompute": self.recompute, "rank_order": self.rank_order}
 
 
 def divisors(n: int) -> list[int]:
@@ -106,6 +120,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"schedule={plan.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if plan.recompute not in RECOMPUTES:
         out.append(f"recompute={plan.recompute!r} is not one of {', '.join(RECOMPUTES)}")
+    if plan.rank_order not in RANK_ORDERS:
+        out.append(f"rank_order={plan.rank_order!r} is not one of {', '.join(RANK_ORDERS)}")
     if plan.zero not in (0, 1, 2, 3):
         out.append(f"zero={plan.zero} is not one of 0, 1, 2, 3")
     if gpus is not None and plan.gpus != gpus:

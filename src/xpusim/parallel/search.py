@@ -54,7 +54,7 @@ class SearchResult:
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
                     max_micro_batch: int = 16, max_tp: int | None = None) -> list[ParallelPlan]:
     """Every valid plan: tp within a node, pp dividing the layers, every schedule, v, b, ZeRO stage,
-    recompute choice and sequence parallelism."""
+    recompute choice and sequence parallelism (rank order tp-dp-pp)."""
     cfg = model.config
     max_tp = max_tp or cluster.gpus_per_node
     plans = []

@@ -2,8 +2,9 @@
 communication on the cluster's fabrics, the pipeline schedule executed event by event, then the gradient
 reduction and the optimizer step. Returns the step time, throughput, MFU/HFU, bubble, memory and communication.
 
-Rank order is tp → dp → pp (tensor-parallel peers are neighbours, then data-parallel replicas, then pipeline
-stages), Megatron-LM's default: a tp group stays inside a node when t ≤ GPUs per node.
+Rank order is tp → dp → pp by default (tensor-parallel peers are neighbours, then data-parallel replicas, then
+pipeline stages), Megatron-LM's default: a tp group stays inside a node when t ≤ GPUs per node; tp → pp → dp
+keeps pipeline neighbours closer instead. A group spanning more than one node runs at the inter-node bandwidth.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
-    dp_fabric = cluster.fabric(t * d)
+    dp_fabric = cluster.fabric(plan.span("dp"))
     gather = [all_gather_s(PARAM_BYTES * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
 
     def duration(a: Action) -> float:
@@ -255,7 +256,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
             return layers_per_chunk * w_layer
         return base + max(0.0, gather[a.stage] - base)
 
-    pp_fabric = cluster.fabric(t * d * p) if p > 1 else cluster.intra_node
+    pp_fabric = cluster.fabric(plan.span("pp")) if p > 1 else cluster.intra_node
     # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink.
     pp_bytes = s * b * cfg.hidden * plan.param_bytes / t
     pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
