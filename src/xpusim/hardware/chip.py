@@ -251,19 +251,27 @@ def _load_builtin(name: str) -> Chip:
     return parse_chip(yaml.safe_load(text), f"{name}.yaml")
 
 
+def read_user_yaml(text: str, kind: str, error: type[ValueError]) -> Any | None:
+    """The data of a user's ``.yaml``/``.yml``/``.json`` file (``kind`` names it in errors), or None when
+    ``text`` is not such a path. ``safe_load``: data, never code."""
+    path = Path(text)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        return None
+    if not path.is_file():
+        raise error(f"{kind} file {text!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise error(f"{kind} file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def load_chip(spec: str | Path) -> Chip:
     """A catalog name (``a100-sxm-80gb``) or the path of a chip file (``.yaml``/``.yml``/``.json``)."""
     text = str(spec)
     if text in catalog_names():
         return _load_builtin(text)
-    path = Path(text)
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ChipError(f"chip file {text!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())  # JSON is YAML too; safe_load: data, never code
-        except yaml.YAMLError as exc:
-            raise ChipError(f"chip file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_user_yaml(text, "chip", ChipError)
+    if data is not None or Path(text).suffix.lower() in (".yaml", ".yml", ".json"):
         return parse_chip(data, text)
     close = suggest(text, catalog_names())
     hint = f" Did you mean {', '.join(close)}?" if close else ""

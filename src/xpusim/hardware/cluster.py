@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-from xpusim.hardware.chip import Chip, ChipError, Efficiency, _format_validation, load_chip
+from xpusim.hardware.chip import Chip, ChipError, Efficiency, _format_validation, load_chip, read_user_yaml
 from xpusim.names import suggest
 from xpusim.units import GIGA
 
@@ -111,14 +111,8 @@ def load_cluster(spec: str | Path) -> Cluster:
     text = str(spec)
     if text in cluster_names():
         return _load_builtin(text)
-    path = Path(text)
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ClusterError(f"cluster file {text!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())  # data, never code
-        except yaml.YAMLError as exc:
-            raise ClusterError(f"cluster file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_user_yaml(text, "cluster", ClusterError)
+    if data is not None or Path(text).suffix.lower() in (".yaml", ".yml", ".json"):
         return parse_cluster(data, text)
     close = suggest(text, cluster_names())
     hint = f" Did you mean {', '.join(close)}?" if close else ""
