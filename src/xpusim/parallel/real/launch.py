@@ -1,0 +1,116 @@
+"""Local launcher: one process per rank on this machine, a free port found automatically, a deadline for the
+whole run. If a rank fails or the deadline passes, every rank is stopped (its whole process group), the first
+failure is reported with the end of that rank's error output, and no process is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from xpusim.parallel.real.spec import RunSpec
+
+STARTUP_ALLOWANCE_S = 60.0  # importing torch in every rank, before the run's own timeout starts to matter
+
+
+class RunError(RuntimeError):
+    """A real run that did not finish: which rank, why, and the end of its error output."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate every rank's process group, then kill what is left; reap them all."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 3.0
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def launch(spec: RunSpec, *, on_start: Any = None) -> dict[str, Any]:
+    """Run every rank of ``spec`` here and return rank 0's JSON report. ``on_start(pids)`` sees the rank
+    processes (tests use it to check that none outlives the run)."""
+    world = spec.ranks
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="xpusim-run-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        result = tmp / "result.json"
+        procs: list[subprocess.Popen[bytes]] = []
+        logs = []
+        try:
+            for rank in range(world):
+                env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                           LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                           OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME=os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
+                err = tmp / f"rank{rank}.err"
+                logs.append(err)
+                argv = [sys.executable, "-m", "xpusim.run", *spec.to_argv(), "--result", str(result)]
+                with open(err, "wb") as err_f:
+                    procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err_f,
+                                                  start_new_session=True))
+            if on_start is not None:
+                on_start([p.pid for p in procs])
+            deadline = time.monotonic() + spec.timeout_s + STARTUP_ALLOWANCE_S
+            failed: tuple[int, int] | None = None
+            while True:
+                codes = [p.poll() for p in procs]
+                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+                if bad:
+                    failed = bad[0]
+                    break
+                if all(c == 0 for c in codes):
+                    break
+                if time.monotonic() > deadline:
+                    alive = [r for r, c in enumerate(codes) if c is None]
+                    _stop(procs)
+                    detail = next((t for t in (_tail(logs[r]) for r in range(world)) if t), "")
+                    raise RunError(f"the run did not finish within {spec.timeout_s:g} s (+{STARTUP_ALLOWANCE_S:g} s "
+                                   f"start-up); ranks {', '.join(map(str, alive))} still running were stopped"
+                                   + (f"\n{detail}" if detail else ""))
+                time.sleep(0.05)
+            if failed is not None:
+                _stop(procs)
+                rank, code = failed
+                raise RunError(f"rank {rank} failed (exit code {code}); every rank was stopped. Its last output:\n"
+                               f"{_tail(logs[rank])}")
+            if not result.exists():
+                raise RunError("the ranks exited without writing a result")
+            report: dict[str, Any] = json.loads(result.read_text())
+            return report
+        finally:
+            _stop(procs)

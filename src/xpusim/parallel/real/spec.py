@@ -1,0 +1,194 @@
+"""What a real run executes: the model, the plan (the simulator's ``ParallelPlan``) and the run options, with a
+command-line form shared by ``xpusim run``, its launcher and ``torchrun -m xpusim.run``."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from xpusim.parallel.plan import SCHEDULES, ParallelPlan
+
+RUN_SCHEDULES = SCHEDULES + ("zbv",)
+
+
+class RunSpecError(ValueError):
+    """A run request that cannot be executed; the message names the option and what is allowed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    kind: str
+    """``mlp`` or ``gpt``."""
+    layers: int
+    width: int = 0
+    """MLP width."""
+    hidden: int = 0
+    heads: int = 0
+    seq_len: int = 0
+    vocab: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        kind, _, body = text.partition(":")
+        allowed = {"mlp": {"layers", "width"}, "gpt": {"h", "l", "a", "s", "V"}}
+        if kind not in allowed:
+            raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..]")
+        vals: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in body.split(","))):
+            key, sep, val = part.partition("=")
+            if not sep or key not in allowed[kind]:
+                raise RunSpecError(f"--model {text!r}: {part!r} is not one of {', '.join(sorted(allowed[kind]))}=N")
+            try:
+                vals[key] = int(val)
+            except ValueError:
+                raise RunSpecError(f"--model {text!r}: {key}={val!r} is not an integer") from None
+            if vals[key] < 1:
+                raise RunSpecError(f"--model {text!r}: {key}={val} must be >= 1")
+        if kind == "mlp":
+            return cls(kind="mlp", layers=vals.get("layers", 8), width=vals.get("width", 1024))
+        missing = [k for k in ("h", "l", "a", "s") if k not in vals]
+        if missing:
+            raise RunSpecError(f"--model {text!r}: missing {', '.join(missing)}")
+        if vals["h"] % vals["a"]:
+            raise RunSpecError(f"--model {text!r}: h={vals['h']} is not a multiple of a={vals['a']}")
+        return cls(kind="gpt", layers=vals["l"], hidden=vals["h"], heads=vals["a"], seq_len=vals["s"],
+                   vocab=vals.get("V", 1024))
+
+    def text(self) -> str:
+        if self.kind == "mlp":
+            return f"mlp:layers={self.layers},width={self.width}"
+        return f"gpt:h={self.hidden},l={self.layers},a={self.heads},s={self.seq_len},V={self.vocab}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    model: ModelSpec
+    plan: ParallelPlan
+    schedule: str = "1f1b"
+    """Pipeline schedule: the plan's, or ``zbv`` (torch's ZBV zero-bubble, 2 stages per rank)."""
+    steps: int = 5
+    seed: int = 0
+    fsdp: bool = False
+    """Data parallel with FSDP2 ``fully_shard`` instead of DDP (``plan.zero`` 3: reshard after forward, 2: keep)."""
+    timeout_s: float = 120.0
+    check_grads: bool = False
+    """After the first backward, compare loss and every gradient with a single-process run (rank 0)."""
+    instrument: bool = True
+    fault: str = ""
+    """Testing aid: ``raise:RANK`` or ``hang:RANK`` makes that rank fail in the middle of step 2."""
+
+    @property
+    def ranks(self) -> int:
+        return self.plan.dp * self.plan.tp * self.plan.pp
+
+    def to_argv(self) -> list[str]:
+        p = self.plan
+        argv = ["--model", self.model.text(), "--plan", f"dp={p.dp},tp={p.tp},pp={p.pp}", "--schedule",
+                self.schedule, "--micro-batches", str(p.micro_batches), "--micro-batch", str(p.micro_batch),
+                "--virtual-stages", str(p.vp), "--steps", str(self.steps), "--seed", str(self.seed),
+                "--zero", str(p.zero), "--timeout", str(self.timeout_s)]
+        if self.fsdp:
+            argv.append("--fsdp")
+        if self.check_grads:
+            argv.append("--check-grads")
+        if not self.instrument:
+            argv.append("--no-instrument")
+        if self.fault:
+            argv += ["--fault", self.fault]
+        return argv
+
+
+def parse_plan(text: str) -> dict[str, int]:
+    out = {"dp": 1, "tp": 1, "pp": 1}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, val = part.partition("=")
+        if not sep or key not in out:
+            raise RunSpecError(f"--plan {text!r}: expected dp=N,tp=N,pp=N (any of them), e.g. pp=2")
+        try:
+            out[key] = int(val)
+        except ValueError:
+            raise RunSpecError(f"--plan {text!r}: {key}={val!r} is not an integer") from None
+        if out[key] < 1:
+            raise RunSpecError(f"--plan {text!r}: {key}={val} must be >= 1")
+    if sum(v > 1 for v in out.values()) > 1:
+        raise RunSpecError(f"--plan {text!r}: one kind of parallelism per run (dp, tp or pp)")
+    return out
+
+
+def make_spec(*, model: str, plan: str, schedule: str = "1f1b", micro_batches: int = 4, micro_batch: int = 1,
+              virtual_stages: int = 1, steps: int = 5, seed: int = 0, zero: int = 0, fsdp: bool = False,
+              timeout_s: float = 120.0, check_grads: bool = False, instrument: bool = True,
+              fault: str = "") -> RunSpec:
+    """Validate user options into a RunSpec (every error names the option)."""
+    m = ModelSpec.parse(model)
+    degrees = parse_plan(plan)
+    if schedule not in RUN_SCHEDULES:
+        raise RunSpecError(f"--schedule {schedule!r}: expected one of {', '.join(RUN_SCHEDULES)}")
+    for name, val in (("--micro-batches", micro_batches), ("--micro-batch", micro_batch), ("--steps", steps),
+                      ("--virtual-stages", virtual_stages)):
+        if val < 1:
+            raise RunSpecError(f"{name} {val} must be >= 1")
+    if timeout_s <= 0:
+        raise RunSpecError(f"--timeout {timeout_s} must be > 0")
+    if fsdp and zero == 0:
+        zero = 3  # FSDP2's default: reshard after forward
+    if zero not in (0, 2, 3):
+        raise RunSpecError(f"--zero {zero}: real runs support 0 (DDP), 2 and 3 (FSDP2 without / with resharding "
+                           "after forward)")
+    if zero and degrees["dp"] < 2:
+        raise RunSpecError(f"--zero {zero} shards over data-parallel ranks: it needs --plan dp=N with N >= 2")
+    vp = virtual_stages
+    if schedule in ("interleaved", "zbv"):
+        vp = 2 if schedule == "zbv" else max(vp, 2)
+        if degrees["pp"] < 2:
+            raise RunSpecError(f"--schedule {schedule} needs --plan pp=N with N >= 2")
+    elif vp != 1:
+        raise RunSpecError(f"--virtual-stages {vp} needs --schedule interleaved")
+    stages = degrees["pp"] * vp
+    if m.layers % stages:
+        raise RunSpecError(f"--model {model!r}: {m.layers} layers do not split into pp*v = {stages} stages")
+    if degrees["tp"] > 1:
+        if m.kind != "gpt":
+            raise RunSpecError("--plan tp=N splits attention heads and the MLP: use --model gpt:...")
+        if m.heads % degrees["tp"]:
+            raise RunSpecError(f"--plan tp={degrees['tp']} does not divide a={m.heads} heads")
+    if schedule == "interleaved" and micro_batches % degrees["pp"]:
+        raise RunSpecError(f"--micro-batches {micro_batches} must be a multiple of pp={degrees['pp']} for the "
+                           "interleaved schedule")
+    if fault and (fault.partition(":")[0] not in ("raise", "hang") or not fault.partition(":")[2].isdigit()):
+        raise RunSpecError(f"--fault {fault!r}: expected raise:RANK or hang:RANK")
+    plan_schedule = schedule if schedule in SCHEDULES else "zb-h1"
+    plan = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], vp=vp, micro_batch=micro_batch,
+                        global_batch=micro_batch * micro_batches * degrees["dp"],
+                        schedule=plan_schedule, zero=zero)  # type: ignore[arg-type]
+    return RunSpec(model=m, plan=plan, schedule=schedule, steps=steps, seed=seed, fsdp=fsdp or zero > 0,
+                   timeout_s=timeout_s, check_grads=check_grads, instrument=instrument, fault=fault)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m xpusim.run", description="One rank of an xpusim real run "
+                                 "(start it with torchrun, or use 'xpusim run', which launches every rank).")
+    ap.add_argument("--model", default="mlp:layers=8,width=1024")
+    ap.add_argument("--plan", default="pp=2")
+    ap.add_argument("--schedule", default="1f1b")
+    ap.add_argument("--micro-batches", type=int, default=4)
+    ap.add_argument("--micro-batch", type=int, default=1)
+    ap.add_argument("--virtual-stages", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zero", type=int, default=0)
+    ap.add_argument("--fsdp", action="store_true")
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--check-grads", action="store_true")
+    ap.add_argument("--no-instrument", action="store_true")
+    ap.add_argument("--fault", default="")
+    ap.add_argument("--result", default="", help="Where rank 0 writes the run's JSON (default: stdout).")
+    return ap
+
+
+def spec_from_args(ns: argparse.Namespace) -> RunSpec:
+    return make_spec(model=ns.model, plan=ns.plan, schedule=ns.schedule, micro_batches=ns.micro_batches,
+                     micro_batch=ns.micro_batch, virtual_stages=ns.virtual_stages, steps=ns.steps, seed=ns.seed,
+                     zero=ns.zero, fsdp=ns.fsdp, timeout_s=ns.timeout, check_grads=ns.check_grads,
+                     instrument=not ns.no_instrument, fault=ns.fault)
+

@@ -1,0 +1,370 @@
+"""One rank of a real run: set up torch.distributed (gloo on CPU, NCCL when GPUs are present), build this rank's
+share of the model for the plan, train a few steps, record per-action timestamps, and send the record to rank 0,
+which writes the run's JSON. Started by ``xpusim run`` (one process per rank) or by ``torchrun -m xpusim.run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from xpusim.parallel.real.models import batch, build_stage, global_name, loss_fn
+from xpusim.parallel.real.spec import RunSpec, RunSpecError, argument_parser, spec_from_args
+
+Event = tuple[str, str, int, int, float, float]
+"""(name, kind, stage, micro-batch, start, end): kind F, B, W, opt, dp (communication), step."""
+
+
+class Recorder:
+    """Timestamps on the system-wide monotonic clock (comparable across processes of one machine)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.events: list[Event] = []
+
+    def add(self, name: str, kind: str, stage: int, mb: int, start: float, end: float) -> None:
+        if self.enabled or kind in ("step", "opt"):
+            self.events.append((name, kind, stage, mb, start, end))
+
+    def wrap(self, fn: Callable[..., Any], kind: str, stage: int) -> Callable[..., Any]:
+        def timed(chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            out = fn(chunk_id, *args, **kwargs)
+            self.add(f"{stage}{kind}{chunk_id}", kind, stage, chunk_id, start, time.monotonic())
+            return out
+
+        return timed
+
+
+def _maybe_fault(spec: RunSpec, rank: int, step: int) -> None:
+    """Testing aid (``--fault``): fail in the middle of step 2 on one rank."""
+    if not spec.fault or step != 1:
+        return
+    what, _, who = spec.fault.partition(":")
+    if int(who) != rank:
+        return
+    if what == "raise":
+        raise RuntimeError(f"injected fault on rank {rank} in step 2")
+    while True:  # hang: never reach the next collective
+        time.sleep(3600)
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a collective), or the tensor itself."""
+    full = getattr(t, "full_tensor", None)
+    return (full() if callable(full) else t).detach().clone()
+
+
+# ------------------------------------------------------------------------------------------------ data parallel
+def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
+    model = build_stage(spec.model, spec.seed, 0, 1)
+    if spec.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        reshard = spec.plan.zero >= 3
+        for layer in model.layers:
+            fully_shard(layer, reshard_after_forward=reshard)
+        wrapped: nn.Module = fully_shard(model, reshard_after_forward=reshard)
+        named = dict(model.named_parameters())
+    else:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model)
+        if rec.enabled:
+            ddp.register_comm_hook(None, _timed_allreduce(rec, world))
+        wrapped = ddp
+        named = dict(model.named_parameters())
+    opt = torch.optim.SGD(wrapped.parameters(), lr=1e-3)
+    lossf = loss_fn(spec.model)
+    per_rank = spec.plan.micro_batch * spec.plan.micro_batches
+    out: dict[str, Any] = {}
+    for step in range(spec.steps):
+        x, y = batch(spec.model, per_rank * world, spec.seed, step)
+        xs, ys = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
+        dist.barrier()
+        t0 = time.monotonic()
+        _maybe_fault(spec, rank, step)
+        loss = lossf(wrapped(xs), ys)
+        t1 = time.monotonic()
+        loss.backward()
+        t2 = time.monotonic()
+        rec.add("0F0", "F", 0, 0, t0, t1)
+        rec.add("0B0", "B", 0, 0, t1, t2)
+        if step == 0 and spec.check_grads:
+            mean = loss.detach().clone()
+            dist.all_reduce(mean)
+            out["loss"] = float(mean) / world
+            out["grads"] = {n: _full(p.grad) for n, p in named.items() if p.grad is not None} if rank == 0 or \
+                spec.fsdp else {}
+            if not spec.fsdp and rank != 0:
+                out["grads"] = {}
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.monotonic()
+        rec.add("optimizer", "opt", 0, 0, t2, t3)
+        rec.add(f"step {step}", "step", 0, step, t0, t3)
+    if spec.fsdp and rank != 0:
+        out["grads"] = {}
+    return out
+
+
+def _timed_allreduce(rec: Recorder, world: int) -> Callable[..., Any]:
+    """DDP's default all-reduce (sum, then divide by the world size), with its span recorded."""
+
+    def hook(state: object, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        start = time.monotonic()
+        buf = bucket.buffer()
+        fut = dist.all_reduce(buf, async_op=True).get_future()  # type: ignore[union-attr]
+
+        def done(f: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+            rec.add(f"all-reduce bucket {bucket.index()}", "dp", 0, bucket.index(), start, time.monotonic())
+            return f.value()[0].div_(world)
+
+        return fut.then(done)
+
+    hook.__annotations__ = {"state": object, "bucket": dist.GradBucket,  # DDP checks the real types
+                            "return": torch.futures.Future[torch.Tensor]}
+    return hook
+
+
+# ---------------------------------------------------------------------------------------------- tensor parallel
+def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    mesh = init_device_mesh("cpu", (world,))
+    model = build_stage(spec.model, spec.seed, 0, 1)
+    for block in model.layers:  # Megatron: q, k, v and fc1 split by columns, o and fc2 by rows
+        parallelize_module(block, mesh, {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
+                                         "attn.v": ColwiseParallel(), "attn.o": RowwiseParallel(),
+                                         "fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    lossf = loss_fn(spec.model)
+    samples = spec.plan.micro_batch * spec.plan.micro_batches
+    out: dict[str, Any] = {}
+    for step in range(spec.steps):
+        x, y = batch(spec.model, samples, spec.seed, step)
+        dist.barrier()
+        t0 = time.monotonic()
+        _maybe_fault(spec, rank, step)
+        loss = lossf(model(x), y)
+        t1 = time.monotonic()
+        loss.backward()
+        t2 = time.monotonic()
+        rec.add("0F0", "F", 0, 0, t0, t1)
+        rec.add("0B0", "B", 0, 0, t1, t2)
+        if step == 0 and spec.check_grads:
+            out["loss"] = float(loss)
+            grads = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+            out["grads"] = grads if rank == 0 else {}
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.monotonic()
+        rec.add("optimizer", "opt", 0, 0, t2, t3)
+        rec.add(f"step {step}", "step", 0, step, t0, t3)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- pipeline parallel
+def stage_ids(schedule: str, rank: int, p: int, v: int) -> list[int]:
+    """Which stages a rank holds: Megatron's looping placement (r, r + p, ...), or the V shape of ZBV."""
+    if schedule == "zbv":
+        return [rank, 2 * p - 1 - rank]
+    return [rank + k * p for k in range(v)]
+
+
+def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
+    from torch.distributed.pipelining import (
+        PipelineStage,
+        Schedule1F1B,
+        ScheduleGPipe,
+        ScheduleInterleaved1F1B,
+        ScheduleInterleavedZeroBubble,
+        ScheduleZBVZeroBubble,
+    )
+
+    p, v, m = spec.plan.pp, spec.plan.vp, spec.plan.micro_batches
+    stages = p * v
+    ids = stage_ids(spec.schedule, rank, p, v)
+    modules = [build_stage(spec.model, spec.seed, sid, stages) for sid in ids]
+    device = torch.device("cpu")
+    pstages = []
+    for sid, mod in zip(ids, modules, strict=True):
+        st = PipelineStage(mod, sid, stages, device)
+        if rec.enabled:  # per-micro-batch timestamps around the stage's own compute calls
+            st.forward_one_chunk = rec.wrap(st.forward_one_chunk, "F", sid)  # type: ignore[method-assign]
+            st.backward_one_chunk = rec.wrap(st.backward_one_chunk, "B", sid)  # type: ignore[method-assign]
+            st.backward_weight_one_chunk = rec.wrap(  # type: ignore[method-assign]
+                st.backward_weight_one_chunk, "W", sid)
+        pstages.append(st)
+    lossf = loss_fn(spec.model)
+    single = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+    multi = {"interleaved": ScheduleInterleaved1F1B, "zb-h1": ScheduleInterleavedZeroBubble,
+             "zbv": ScheduleZBVZeroBubble}
+    if spec.schedule in single:
+        sched = single[spec.schedule](pstages[0], n_microbatches=m, loss_fn=lossf)
+    else:
+        sched = multi[spec.schedule](pstages, n_microbatches=m, loss_fn=lossf)
+    params = [q for mod in modules for q in mod.parameters()]
+    opt = torch.optim.SGD(params, lr=1e-3)
+    holds_first, holds_last = 0 in ids, stages - 1 in ids
+    samples = spec.plan.micro_batch * m
+    out: dict[str, Any] = {}
+    for step in range(spec.steps):
+        x, y = batch(spec.model, samples, spec.seed, step)
+        losses: list[torch.Tensor] = []
+        dist.barrier()
+        t0 = time.monotonic()
+        _maybe_fault(spec, rank, step)
+        args = (x,) if holds_first else ()
+        kwargs: dict[str, Any] = {"target": y, "losses": losses} if holds_last else {}
+        sched.step(*args, **kwargs)
+        t1 = time.monotonic()
+        if step == 0 and spec.check_grads:
+            out["loss"] = float(torch.stack(losses).mean()) if holds_last else None
+            out["grads"] = {global_name(n, sid, stages, spec.model.layers): q.grad.detach().clone()
+                            for sid, mod in zip(ids, modules, strict=True)
+                            for n, q in mod.named_parameters() if q.grad is not None}
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t2 = time.monotonic()
+        rec.add("optimizer", "opt", -1, 0, t1, t2)
+        rec.add(f"step {step}", "step", -1, step, t0, t2)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- reference
+def reference_check(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, float]:
+    """Loss and gradients of one single-process step on the same model and data, against the run's."""
+    torch.manual_seed(spec.seed)
+    model = build_stage(spec.model, spec.seed, 0, 1)
+    x, y = batch(spec.model, spec.plan.global_batch, spec.seed, 0)
+    loss = loss_fn(spec.model)(model(x), y)
+    loss.backward()
+    grads: dict[str, torch.Tensor] = {}
+    run_loss = None
+    for r in results:
+        grads.update(r.get("grads", {}))
+        if r.get("loss") is not None:
+            run_loss = r["loss"]
+    worst, worst_name = 0.0, ""
+    missing = []
+    # Relative to each gradient's own scale, floored at 1e-3 of the largest: some gradients are zero in exact
+    # arithmetic (a key bias under softmax) and only rounding noise in float.
+    scale = max(float(q.grad.abs().max()) for q in model.parameters() if q.grad is not None)
+    for name, param in model.named_parameters():
+        ref = param.grad
+        if name not in grads or ref is None:
+            missing.append(name)
+            continue
+        err = float((grads[name] - ref).abs().max()) / max(float(ref.abs().max()), 1e-3 * scale)
+        if err > worst:
+            worst, worst_name = err, name
+    if missing:
+        raise RuntimeError(f"gradients missing from the run: {', '.join(missing[:5])}")
+    assert run_loss is not None
+    return {"loss": run_loss, "reference_loss": float(loss), "max_grad_rel_error": worst,
+            "worst_param": worst_name, "loss_abs_error": abs(run_loss - float(loss))}
+
+
+# --------------------------------------------------------------------------------------------------------- main
+def run_rank(spec: RunSpec, rank: int, world: int) -> dict[str, Any]:
+    rec = Recorder(spec.instrument)
+    if spec.plan.pp > 1:
+        extra = run_pipeline(spec, rank, world, rec)
+    elif spec.plan.tp > 1:
+        extra = run_tensor_parallel(spec, rank, world, rec)
+    else:
+        extra = run_data_parallel(spec, rank, world, rec)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"rank": rank, "events": rec.events, "peak_rss_bytes": rss, **extra}
+
+
+def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step time and bubble per step (the first step is warm-up when there are more than two), peak RSS."""
+    steps: dict[int, list[Event]] = {}
+    step_spans: dict[int, tuple[float, float]] = {}
+    for r in results:
+        for ev in r["events"]:
+            name, kind, stage, mb, start, end = ev
+            if kind == "step":
+                s0, s1 = step_spans.get(mb, (start, end))
+                step_spans[mb] = (min(s0, start), max(s1, end))
+    for r in results:
+        for ev in r["events"]:
+            if ev[1] in ("F", "B", "W"):
+                k = next(i for i, (s0, s1) in step_spans.items() if s0 <= ev[4] <= s1)
+                steps.setdefault(k, []).append((*ev[:4], ev[4], ev[5]) if True else ev)
+    counted = sorted(step_spans)[1:] if len(step_spans) > 2 else sorted(step_spans)
+    step_times = [step_spans[k][1] - step_spans[k][0] for k in counted]
+    bubbles, idle = [], []
+    for k in counted:
+        evs = [ev for r in results for ev in r["events"] if ev[1] in ("F", "B", "W")
+               and step_spans[k][0] <= ev[4] <= step_spans[k][1]]
+        if not evs:
+            continue
+        by_rank = {r["rank"]: sum(ev[5] - ev[4] for ev in r["events"] if ev[1] in ("F", "B", "W")
+                                  and step_spans[k][0] <= ev[4] <= step_spans[k][1]) for r in results}
+        start = min(ev[4] for ev in evs)
+        span = max(ev[5] for ev in evs) - start
+        busiest = max(by_rank.values())
+        bubbles.append((span - busiest) / busiest if busiest else 0.0)
+        idle.append({rk: span - b for rk, b in by_rank.items()})
+    return {
+        "step_time_s": statistics.median(step_times),
+        "step_times_s": step_times,
+        "bubble_fraction": statistics.median(bubbles) if bubbles else 0.0,
+        "idle_s_per_rank": {str(rk): statistics.median(d[rk] for d in idle) for rk in idle[0]} if idle else {},
+        "peak_rss_bytes_per_rank": [r["peak_rss_bytes"] for r in sorted(results, key=lambda r: r["rank"])],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = argument_parser().parse_args(argv)
+    try:
+        spec = spec_from_args(ns)
+    except RunSpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world != spec.ranks:
+        print(f"error: the plan needs {spec.ranks} ranks but WORLD_SIZE={world}", file=sys.stderr)
+        sys.exit(2)
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cpus and int(os.environ.get("LOCAL_WORLD_SIZE", world)) <= len(cpus):
+        os.sched_setaffinity(0, {cpus[local % len(cpus)]})  # one rank per core: ranks do not share a core
+    torch.set_num_threads(1)
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("XPUSIM_BACKEND") != "gloo" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=spec.timeout_s))
+    try:
+        result = run_rank(spec, rank, world)
+        gathered: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object(result, gathered, dst=0)
+        if rank == 0:
+            assert gathered is not None
+            report: dict[str, Any] = {"spec": spec.to_argv(), "ranks": world, "backend": backend,
+                                      "measured": summarize(spec, gathered),
+                                      "events": [{"rank": r["rank"], "events": r["events"]} for r in gathered]}
+            if spec.check_grads:
+                report["check"] = reference_check(spec, gathered)
+            text = json.dumps(report)
+            if ns.result:
+                tmp = f"{ns.result}.tmp"
+                with open(tmp, "w") as f:
+                    f.write(text)
+                os.replace(tmp, ns.result)
+            else:
+                print(text)
+    finally:
+        dist.destroy_process_group()
