@@ -627,6 +627,76 @@ def parallel_cmd(
         raise typer.Exit(2) from None
 
 
+@app.command("run")
+def run_cmd(
+    plan: str = typer.Option("pp=2", "--plan", help="dp=N, tp=N or pp=N (one kind of parallelism per run)."),
+    model: str = typer.Option("mlp:layers=8,width=1024", "--model",
+                              help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..]."),
+    schedule: str = typer.Option("1f1b", "--schedule",
+                                 help="Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zbv."),
+    micro_batches: int = typer.Option(8, "--micro-batches", help="Micro-batches per step (per replica)."),
+    micro_batch: int = typer.Option(16, "--micro-batch", help="Samples per micro-batch."),
+    virtual_stages: int = typer.Option(2, "--virtual-stages", help="Stages per rank for interleaved."),
+    steps: int = typer.Option(5, "--steps", help="Optimizer steps (the first is warm-up when there are 3+)."),
+    zero: int = typer.Option(0, "--zero", help="With dp: 2 or 3 runs FSDP2 without / with resharding after "
+                                                "forward; 0 runs DDP."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="With dp: FSDP2 fully_shard (ZeRO-3 unless --zero 2)."),
+    seed: int = typer.Option(0, "--seed"),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds for the whole run once the ranks are up."),
+    do_compare: bool = typer.Option(False, "--compare", help="Simulate the pipeline with the measured action "
+                                                             "times; print measured vs simulated."),
+    check_grads: bool = typer.Option(False, "--check-grads", help="Compare loss and gradients after one step "
+                                                                  "with a single-process run."),
+    instrument: bool = typer.Option(True, "--instrument/--no-instrument", help="Per-action timestamps."),
+    trace: Path | None = typer.Option(None, "--trace", help="Write the measured timeline as a Chrome/Perfetto "
+                                                            "trace (.json)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """Run a parallel plan for real on torch.distributed (one process per rank, gloo on CPU), record the
+    timeline, and with --compare hold the simulator to it."""
+    from xpusim.parallel.real.compare import compare, measured_timeline
+    from xpusim.parallel.real.launch import RunError, launch
+    from xpusim.parallel.real.spec import RunSpecError, make_spec
+    from xpusim.report.parallel import print_run, write_trace
+    from xpusim.report.tables import dumps
+
+    try:
+        if fmt is Format.csv:
+            raise UserError("--format csv is not available for run; use table or json")
+        vs = virtual_stages if schedule == "interleaved" else 1
+        spec = make_spec(model=model, plan=plan, schedule=schedule, micro_batches=micro_batches,
+                         micro_batch=micro_batch, virtual_stages=vs, steps=steps, seed=seed, zero=zero, fsdp=fsdp,
+                         timeout_s=timeout, check_grads=check_grads, instrument=instrument or do_compare)
+        if do_compare and spec.plan.pp < 2:
+            raise UserError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
+        if trace is not None and not trace.parent.exists():
+            raise UserError(f"--trace {str(trace)!r}: directory {str(trace.parent)!r} does not exist")
+        err.print(f"starting {spec.ranks} ranks ({spec.plan.label()}, {spec.model.text()}), {steps} steps ...")
+        report = launch(spec)
+        simulated = compare(spec, report) if do_compare else None
+        if trace is not None:
+            write_trace(measured_timeline(report), trace, f"xpusim run {spec.plan.label()} (measured)")
+            err.print(f"wrote {trace}")
+        result = {"plan": spec.plan.to_dict() | {"schedule": spec.schedule}, "model": spec.model.text(),
+                  "ranks": report["ranks"], "backend": report["backend"], "measured": report["measured"],
+                  "trace": str(trace) if trace is not None else None}
+        if simulated is not None:
+            result["simulated"] = simulated
+        if "check" in report:
+            result["check"] = report["check"]
+        if fmt is Format.json:
+            write_output(dumps(result), output)
+        else:
+            print_run(out_console(), result)
+    except RunError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except (UserError, RunSpecError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""

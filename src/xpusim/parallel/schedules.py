@@ -43,13 +43,15 @@ class PipelineSchedule:
     """Per pipeline rank, the actions in the order the rank runs them."""
     split_backward: bool
     """True when B is the input gradient only and W the weight gradient (zero-bubble schedules)."""
+    placement: tuple[int, ...] | None = None
+    """Rank of each stage when not Megatron's looping ``stage mod p`` (ZBV's V shape)."""
 
     @property
     def stages(self) -> int:
         return self.p * self.v
 
     def rank_of(self, stage: int) -> int:
-        return stage % self.p
+        return self.placement[stage] if self.placement is not None else stage % self.p
 
     def compact(self) -> list[str]:
         """One line per rank: ``0F0 0F1 ... 0B0``."""

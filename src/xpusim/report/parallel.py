@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +131,45 @@ def gantt(timeline: Timeline, path: Path, title: str) -> None:
     ax.legend(handles=[Patch(color=KIND_COLORS[k], label=KIND_LABELS[k]) for k in KIND_COLORS if k in by_kind],
               loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.02 * (6 / height)), ncol=5, frameon=False)
     save_atomic(fig, path)
+
+
+def print_run(console: Console, r: dict[str, Any]) -> None:
+    """Measured (and simulated) summary of a real run."""
+    meas, sim = r["measured"], r.get("simulated")
+    plan = r["plan"]
+    console.print(f"[bold]{r['model']}[/bold], {r['ranks']} ranks ({r['backend']}): dp={plan['dp']} tp={plan['tp']} "
+                  f"pp={plan['pp']}" + (f" v={plan['vp']}" if plan["vp"] > 1 else "")
+                  + f", {plan['micro_batches']} micro-batches of {plan['micro_batch']}, schedule {plan['schedule']}")
+    t = Table(box=None)
+    t.add_column("")
+    t.add_column("measured", justify="right")
+    if sim is not None:
+        t.add_column("simulated", justify="right")
+        t.add_column("error", justify="right")
+
+    def row(label: str, m: float, s: float | None, fmt: Callable[[float], str]) -> None:
+        cells = [label, fmt(m)]
+        if sim is not None:
+            cells += [fmt(s) if s is not None else "", f"{100 * (s - m) / m:+.1f}%" if s is not None and m else ""]
+        t.add_row(*cells)
+
+    row("step time", meas["step_time_s"], sim["step_time_s"] if sim else None, _s)
+    row("bubble fraction", meas["bubble_fraction"], sim["bubble_fraction"] if sim else None,
+        lambda x: f"{100 * x:.1f}%")
+    for rank, idle in meas.get("idle_s_per_rank", {}).items():
+        row(f"idle, rank {rank}", idle, sim["idle_s_per_rank"].get(rank) if sim else None, _s)
+    console.print(t)
+    rss = ", ".join(f"{b / 2**20:,.0f}" for b in meas["peak_rss_bytes_per_rank"])
+    console.print(f"peak RSS per rank: {rss} MiB; step times: "
+                  + ", ".join(_s(x) for x in meas["step_times_s"]) + " (first step excluded as warm-up when 3+)")
+    if sim is not None:
+        console.print("simulated: the simulator run on the action order each rank really executed, with each "
+                      "(stage, kind)'s mean measured time, transfers free, plus the measured optimizer step")
+        own = sim.get("xpusim_schedule")
+        if own:
+            console.print(f"with xpusim's own {plan['schedule']} order: step {_s(own['step_time_s'])}, bubble "
+                          f"{100 * own['bubble_fraction']:.1f}%")
+    chk = r.get("check")
+    if chk:
+        console.print(f"vs one process: loss {chk['loss']:.6f} vs {chk['reference_loss']:.6f}, largest gradient "
+                      f"error {chk['max_grad_rel_error']:.2e} (relative, {chk['worst_param']})")
