@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import defaultdict
 from typing import Any
 
 from xpusim.parallel.events import Event, Timeline, run_schedule
-from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.real.spec import RunSpec
+from xpusim.parallel.schedules import Action, PipelineSchedule, build
 
 COMPUTE = ("F", "B", "W")
 
@@ -34,7 +35,8 @@ def measured_timeline(report: dict[str, Any]) -> Timeline:
     """Every recorded event of every rank, times from the start of the first step."""
     spans = _step_windows(report)
     t0 = min(s for s, _ in spans.values())
-    events, busy = [], defaultdict(float)
+    events: list[Event] = []
+    busy: dict[int, float] = defaultdict(float)
     for rank in report["events"]:
         r = rank["rank"]
         for name, kind, _, _, start, end in rank["events"]:
@@ -83,7 +85,7 @@ def _as_run(spec: RunSpec, report: dict[str, Any], step: int) -> tuple[PipelineS
         ranks.append(tuple(acts))
     delays, overheads = [], []
     for rows in per_rank:
-        for (k0, *_, end0), (k, stage, kind, mb, start, _) in zip(rows, rows[1:], strict=False):
+        for (k0, *_, end0), (k, stage, kind, mb, start, _) in itertools.pairwise(rows):
             if k not in counted or k0 != k:
                 continue
             if kind == "F":

@@ -4,6 +4,7 @@ failure is reported with the end of that rank's error output, and no process is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,26 +40,34 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join(kept[-lines:])
 
 
+_PEER_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed",
+                "ECONNRESET", "EPIPE")
+
+
+def _error_line(path: Path) -> str:
+    """The exception line of a rank's traceback (``RuntimeError: ...``), without torchrun's ``[rankN]:``."""
+    lines = [ln.split("]: ", 1)[-1] if ln.startswith("[rank") else ln for ln in _tail(path, 400).splitlines()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
+            return ln.strip()
+    return lines[-1].strip() if lines else "no error output"
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     """Terminate every rank's process group, then kill what is left; reap them all."""
     for p in procs:
         if p.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + 3.0
     for p in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     for p in procs:
         if p.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait()
 
 
@@ -98,16 +107,22 @@ def launch(spec: RunSpec, *, on_start: Any = None) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     alive = [r for r, c in enumerate(codes) if c is None]
                     _stop(procs)
-                    detail = next((t for t in (_tail(logs[r]) for r in range(world)) if t), "")
                     raise RunError(f"the run did not finish within {spec.timeout_s:g} s (+{STARTUP_ALLOWANCE_S:g} s "
-                                   f"start-up); ranks {', '.join(map(str, alive))} still running were stopped"
-                                   + (f"\n{detail}" if detail else ""))
+                                   f"start-up); ranks {', '.join(map(str, alive))} still running were stopped")
                 time.sleep(0.05)
             if failed is not None:
+                time.sleep(0.2)  # let near-simultaneous failures land, then tell the cause from its echoes
+                codes = [p.poll() for p in procs]
+                running = [r for r, c in enumerate(codes) if c is None]
+                bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
                 _stop(procs)
-                rank, code = failed
-                raise RunError(f"rank {rank} failed (exit code {code}); every rank was stopped. Its last output:\n"
-                               f"{_tail(logs[rank])}")
+                rank, code = min(bad, key=lambda rc: (any(e in _error_line(logs[rc[0]]) for e in _PEER_ERRORS), rc[0]))
+                names = f"rank{'s' if len(running) > 1 else ''} {', '.join(map(str, running))}"
+                timed_out = "timed out" in _error_line(logs[rank]).lower()
+                still = (f" ({names} never reached the collective: hung)" if timed_out else
+                         f" ({names} still running)") if running else ""
+                raise RunError(f"rank {rank} failed (exit code {code}): {_error_line(logs[rank])}; every rank was "
+                               f"stopped{still}")
             if not result.exists():
                 raise RunError("the ranks exited without writing a result")
             report: dict[str, Any] = json.loads(result.read_text())

@@ -69,7 +69,7 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
-            assert self.pos is not None
+            assert isinstance(self.pos, nn.Embedding)
             x = self.embed(x) + self.pos.weight[: x.shape[1]]
         for layer in self.layers:
             x = layer(x)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from xpusim.parallel.plan import SCHEDULES, ParallelPlan
 
-RUN_SCHEDULES = SCHEDULES + ("zbv",)
+RUN_SCHEDULES = (*SCHEDULES, "zbv")
 
 
 class RunSpecError(ValueError):
@@ -158,10 +158,10 @@ def make_spec(*, model: str, plan: str, schedule: str = "1f1b", micro_batches: i
     if fault and (fault.partition(":")[0] not in ("raise", "hang") or not fault.partition(":")[2].isdigit()):
         raise RunSpecError(f"--fault {fault!r}: expected raise:RANK or hang:RANK")
     plan_schedule = schedule if schedule in SCHEDULES else "zb-h1"
-    plan = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], vp=vp, micro_batch=micro_batch,
+    parallel = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], vp=vp, micro_batch=micro_batch,
                         global_batch=micro_batch * micro_batches * degrees["dp"],
                         schedule=plan_schedule, zero=zero)  # type: ignore[arg-type]
-    return RunSpec(model=m, plan=plan, schedule=schedule, steps=steps, seed=seed, fsdp=fsdp or zero > 0,
+    return RunSpec(model=m, plan=parallel, schedule=schedule, steps=steps, seed=seed, fsdp=fsdp or zero > 0,
                    timeout_s=timeout_s, check_grads=check_grads, instrument=instrument, fault=fault)
 
 

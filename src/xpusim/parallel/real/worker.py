@@ -74,7 +74,8 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
         reshard = spec.plan.zero >= 3
         for layer in model.layers:
             fully_shard(layer, reshard_after_forward=reshard)
-        wrapped: nn.Module = fully_shard(model, reshard_after_forward=reshard)
+        fully_shard(model, reshard_after_forward=reshard)
+        wrapped: nn.Module = model
         named = dict(model.named_parameters())
     else:
         from torch.nn.parallel import DistributedDataParallel
@@ -104,17 +105,13 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
             mean = loss.detach().clone()
             dist.all_reduce(mean)
             out["loss"] = float(mean) / world
-            out["grads"] = {n: _full(p.grad) for n, p in named.items() if p.grad is not None} if rank == 0 or \
-                spec.fsdp else {}
-            if not spec.fsdp and rank != 0:
-                out["grads"] = {}
+            grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # FSDP: a collective
+            out["grads"] = grads if rank == 0 else {}
         opt.step()
         opt.zero_grad(set_to_none=True)
         t3 = time.monotonic()
         rec.add("optimizer", "opt", 0, 0, t2, t3)
         rec.add(f"step {step}", "step", 0, step, t0, t3)
-    if spec.fsdp and rank != 0:
-        out["grads"] = {}
     return out
 
 
@@ -211,10 +208,11 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
     single = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
     multi = {"interleaved": ScheduleInterleaved1F1B, "zb-h1": ScheduleInterleavedZeroBubble,
              "zbv": ScheduleZBVZeroBubble}
+    sched: Any
     if spec.schedule in single:
         sched = single[spec.schedule](pstages[0], n_microbatches=m, loss_fn=lossf)
     else:
-        sched = multi[spec.schedule](pstages, n_microbatches=m, loss_fn=lossf)
+        sched = multi[spec.schedule](list[Any](pstages), n_microbatches=m, loss_fn=lossf)
     params = [q for mod in modules for q in mod.parameters()]
     opt = torch.optim.SGD(params, lr=1e-3)
     holds_first, holds_last = 0 in ids, stages - 1 in ids
@@ -291,38 +289,31 @@ def run_rank(spec: RunSpec, rank: int, world: int) -> dict[str, Any]:
 
 
 def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Step time and bubble per step (the first step is warm-up when there are more than two), peak RSS."""
-    steps: dict[int, list[Event]] = {}
-    step_spans: dict[int, tuple[float, float]] = {}
+    """Step time, bubble and idle time per rank (medians over the steps that count: the first is warm-up when
+    there are more than two), and peak RSS per rank."""
+    spans: dict[int, tuple[float, float]] = {}
     for r in results:
-        for ev in r["events"]:
-            name, kind, stage, mb, start, end = ev
+        for _, kind, _, mb, start, end in r["events"]:
             if kind == "step":
-                s0, s1 = step_spans.get(mb, (start, end))
-                step_spans[mb] = (min(s0, start), max(s1, end))
-    for r in results:
-        for ev in r["events"]:
-            if ev[1] in ("F", "B", "W"):
-                k = next(i for i, (s0, s1) in step_spans.items() if s0 <= ev[4] <= s1)
-                steps.setdefault(k, []).append((*ev[:4], ev[4], ev[5]) if True else ev)
-    counted = sorted(step_spans)[1:] if len(step_spans) > 2 else sorted(step_spans)
-    step_times = [step_spans[k][1] - step_spans[k][0] for k in counted]
+                s0, s1 = spans.get(mb, (start, end))
+                spans[mb] = (min(s0, start), max(s1, end))
+    counted = sorted(spans)[1:] if len(spans) > 2 else sorted(spans)
     bubbles, idle = [], []
     for k in counted:
-        evs = [ev for r in results for ev in r["events"] if ev[1] in ("F", "B", "W")
-               and step_spans[k][0] <= ev[4] <= step_spans[k][1]]
+        lo, hi = spans[k]
+        busy = {r["rank"]: [(ev[4], ev[5]) for ev in r["events"] if ev[1] in ("F", "B", "W") and lo <= ev[4] <= hi]
+                for r in results}
+        evs = [iv for ivs in busy.values() for iv in ivs]
         if not evs:
             continue
-        by_rank = {r["rank"]: sum(ev[5] - ev[4] for ev in r["events"] if ev[1] in ("F", "B", "W")
-                                  and step_spans[k][0] <= ev[4] <= step_spans[k][1]) for r in results}
-        start = min(ev[4] for ev in evs)
-        span = max(ev[5] for ev in evs) - start
-        busiest = max(by_rank.values())
+        span = max(e for _, e in evs) - min(s for s, _ in evs)
+        per_rank = {rk: sum(e - s for s, e in ivs) for rk, ivs in busy.items()}
+        busiest = max(per_rank.values())
         bubbles.append((span - busiest) / busiest if busiest else 0.0)
-        idle.append({rk: span - b for rk, b in by_rank.items()})
+        idle.append({rk: span - b for rk, b in per_rank.items()})
     return {
-        "step_time_s": statistics.median(step_times),
-        "step_times_s": step_times,
+        "step_time_s": statistics.median(spans[k][1] - spans[k][0] for k in counted),
+        "step_times_s": [spans[k][1] - spans[k][0] for k in sorted(spans)],
         "bubble_fraction": statistics.median(bubbles) if bubbles else 0.0,
         "idle_s_per_rank": {str(rk): statistics.median(d[rk] for d in idle) for rk in idle[0]} if idle else {},
         "peak_rss_bytes_per_rank": [r["peak_rss_bytes"] for r in sorted(results, key=lambda r: r["rank"])],
