@@ -634,8 +634,10 @@ def run_cmd(
                               help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..]."),
     schedule: str = typer.Option("1f1b", "--schedule",
                                  help="Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zbv."),
-    micro_batches: int = typer.Option(8, "--micro-batches", help="Micro-batches per step (per replica)."),
-    micro_batch: int = typer.Option(16, "--micro-batch", help="Samples per micro-batch."),
+    micro_batches: int = typer.Option(8, "--micro-batches", help="Micro-batches per step and replica (pipeline "
+                                                                  "micro-batches, or gradient accumulation)."),
+    micro_batch: int | None = typer.Option(None, "--micro-batch",
+                                           help="Samples per micro-batch (default 16 for mlp, 1 for gpt)."),
     virtual_stages: int = typer.Option(2, "--virtual-stages", help="Stages per rank for interleaved."),
     steps: int = typer.Option(5, "--steps", help="Optimizer steps (the first is warm-up when there are 3+)."),
     zero: int = typer.Option(0, "--zero", help="With dp: 2 or 3 runs FSDP2 without / with resharding after "
@@ -665,6 +667,8 @@ def run_cmd(
         if fmt is Format.csv:
             raise UserError("--format csv is not available for run; use table or json")
         vs = virtual_stages if schedule == "interleaved" else 1
+        if micro_batch is None:
+            micro_batch = 1 if model.startswith("gpt") else 16
         spec = make_spec(model=model, plan=plan, schedule=schedule, micro_batches=micro_batches,
                          micro_batch=micro_batch, virtual_stages=vs, steps=steps, seed=seed, zero=zero, fsdp=fsdp,
                          timeout_s=timeout, check_grads=check_grads, instrument=instrument or do_compare)

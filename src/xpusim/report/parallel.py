@@ -147,15 +147,17 @@ def print_run(console: Console, r: dict[str, Any]) -> None:
         t.add_column("simulated", justify="right")
         t.add_column("error", justify="right")
 
-    def row(label: str, m: float, s: float | None, fmt: Callable[[float], str]) -> None:
+    def row(label: str, m: float, s: float | None, fmt: Callable[[float], str], points: bool = False) -> None:
         cells = [label, fmt(m)]
         if sim is not None:
-            cells += [fmt(s) if s is not None else "", f"{100 * (s - m) / m:+.1f}%" if s is not None and m else ""]
+            err = "" if s is None else f"{100 * (s - m):+.1f} points" if points else \
+                f"{100 * (s - m) / m:+.1f}%" if m else ""
+            cells += [fmt(s) if s is not None else "", err]
         t.add_row(*cells)
 
     row("step time", meas["step_time_s"], sim["step_time_s"] if sim else None, _s)
     row("bubble fraction", meas["bubble_fraction"], sim["bubble_fraction"] if sim else None,
-        lambda x: f"{100 * x:.1f}%")
+        lambda x: f"{100 * x:.1f}%", points=True)
     for rank, idle in meas.get("idle_s_per_rank", {}).items():
         row(f"idle, rank {rank}", idle, sim["idle_s_per_rank"].get(rank) if sim else None, _s)
     console.print(t)
@@ -163,8 +165,9 @@ def print_run(console: Console, r: dict[str, Any]) -> None:
     console.print(f"peak RSS per rank: {rss} MiB; step times: "
                   + ", ".join(_s(x) for x in meas["step_times_s"]) + " (first step excluded as warm-up when 3+)")
     if sim is not None:
-        console.print("simulated: the simulator run on the action order each rank really executed, with each "
-                      "(stage, kind)'s mean measured time, transfers free, plus the measured optimizer step")
+        console.print("simulated: the event simulator on the action order each rank really ran, with each (stage, "
+                      f"kind)'s mean measured time, the measured transfer ({_s(sim['transfer_s'])}) and per-action "
+                      f"overhead ({_s(sim['overhead_s_per_action'])}), plus the measured optimizer step")
         own = sim.get("xpusim_schedule")
         if own:
             console.print(f"with xpusim's own {plan['schedule']} order: step {_s(own['step_time_s'])}, bubble "

@@ -66,17 +66,41 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ data parallel
+def _accumulate(spec: RunSpec, rank: int, step: int, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
+                rec: Recorder, sync: Callable[[bool], Any]) -> tuple[float, float]:
+    """Forward and backward of each of the m micro-batches, gradients accumulated (the loss scaled by 1/m so that
+    they average); ``sync(last)`` lets the data-parallel wrapper reduce only after the last one. Returns the
+    mean loss and the end time."""
+    m, b = spec.plan.micro_batches, spec.plan.micro_batch
+    lossf = loss_fn(spec.model)
+    total = 0.0
+    end = time.monotonic()
+    for j in range(m):
+        sync(j == m - 1)
+        t0 = time.monotonic()
+        loss = lossf(model(xs[j * b:(j + 1) * b]), ys[j * b:(j + 1) * b]) / m
+        t1 = time.monotonic()
+        loss.backward()
+        end = time.monotonic()
+        rec.add(f"0F{j}", "F", 0, j, t0, t1)
+        rec.add(f"0B{j}", "B", 0, j, t1, end)
+        total += float(loss)
+    return total, end
+
+
 def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
     model = build_stage(spec.model, spec.seed, 0, 1)
+    sync: Callable[[bool], Any]
     if spec.fsdp:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard
 
         reshard = spec.plan.zero >= 3
         for layer in model.layers:
             fully_shard(layer, reshard_after_forward=reshard)
         fully_shard(model, reshard_after_forward=reshard)
         wrapped: nn.Module = model
-        named = dict(model.named_parameters())
+        assert isinstance(model, FSDPModule)
+        sync = model.set_requires_gradient_sync  # reduce-scatter only after the last micro-batch
     else:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -84,9 +108,12 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
         if rec.enabled:
             ddp.register_comm_hook(None, _timed_allreduce(rec, world))
         wrapped = ddp
-        named = dict(model.named_parameters())
+
+        def sync(last: bool) -> None:
+            ddp.require_backward_grad_sync = last  # what ddp.no_sync() toggles
+
+    named = dict(model.named_parameters())  # after fully_shard: its parameters are new DTensors
     opt = torch.optim.SGD(wrapped.parameters(), lr=1e-3)
-    lossf = loss_fn(spec.model)
     per_rank = spec.plan.micro_batch * spec.plan.micro_batches
     out: dict[str, Any] = {}
     for step in range(spec.steps):
@@ -95,14 +122,9 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
         dist.barrier()
         t0 = time.monotonic()
         _maybe_fault(spec, rank, step)
-        loss = lossf(wrapped(xs), ys)
-        t1 = time.monotonic()
-        loss.backward()
-        t2 = time.monotonic()
-        rec.add("0F0", "F", 0, 0, t0, t1)
-        rec.add("0B0", "B", 0, 0, t1, t2)
+        loss, t2 = _accumulate(spec, rank, step, wrapped, xs, ys, rec, sync)
         if step == 0 and spec.check_grads:
-            mean = loss.detach().clone()
+            mean = torch.tensor(loss)
             dist.all_reduce(mean)
             out["loss"] = float(mean) / world
             grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # FSDP: a collective
@@ -146,7 +168,6 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
                                          "attn.v": ColwiseParallel(), "attn.o": RowwiseParallel(),
                                          "fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    lossf = loss_fn(spec.model)
     samples = spec.plan.micro_batch * spec.plan.micro_batches
     out: dict[str, Any] = {}
     for step in range(spec.steps):
@@ -154,14 +175,9 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
         dist.barrier()
         t0 = time.monotonic()
         _maybe_fault(spec, rank, step)
-        loss = lossf(model(x), y)
-        t1 = time.monotonic()
-        loss.backward()
-        t2 = time.monotonic()
-        rec.add("0F0", "F", 0, 0, t0, t1)
-        rec.add("0B0", "B", 0, 0, t1, t2)
+        loss, t2 = _accumulate(spec, rank, step, model, x, y, rec, lambda last: None)
         if step == 0 and spec.check_grads:
-            out["loss"] = float(loss)
+            out["loss"] = loss
             grads = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
             out["grads"] = grads if rank == 0 else {}
         opt.step()
