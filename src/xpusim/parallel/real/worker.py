@@ -21,6 +21,9 @@ from torch import nn
 from xpusim.parallel.real.models import batch, build_stage, global_name, loss_fn
 from xpusim.parallel.real.spec import RunSpec, RunSpecError, argument_parser, spec_from_args
 
+DEVICE = torch.device("cpu")
+"""Where this rank computes: the CPU with gloo, or its own GPU (``cuda:LOCAL_RANK``) with NCCL."""
+
 Event = tuple[str, str, int, int, float, float]
 """(name, kind, stage, micro-batch, start, end): kind F, B, W, opt, dp (communication), step."""
 
@@ -89,7 +92,7 @@ def _accumulate(spec: RunSpec, rank: int, step: int, model: nn.Module, xs: torch
 
 
 def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
-    model = build_stage(spec.model, spec.seed, 0, 1)
+    model = build_stage(spec.model, spec.seed, 0, 1).to(DEVICE)
     sync: Callable[[bool], Any]
     if spec.fsdp:
         from torch.distributed.fsdp import FSDPModule, fully_shard
@@ -104,7 +107,7 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
     else:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(model)
+        ddp = DistributedDataParallel(model, device_ids=[DEVICE.index] if DEVICE.type == "cuda" else None)
         if rec.enabled:
             ddp.register_comm_hook(None, _timed_allreduce(rec, world))
         wrapped = ddp
@@ -117,7 +120,7 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
     per_rank = spec.plan.micro_batch * spec.plan.micro_batches
     out: dict[str, Any] = {}
     for step in range(spec.steps):
-        x, y = batch(spec.model, per_rank * world, spec.seed, step)
+        x, y = (t.to(DEVICE) for t in batch(spec.model, per_rank * world, spec.seed, step))
         xs, ys = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
         dist.barrier()
         t0 = time.monotonic()
@@ -161,8 +164,8 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    mesh = init_device_mesh("cpu", (world,))
-    model = build_stage(spec.model, spec.seed, 0, 1)
+    mesh = init_device_mesh(DEVICE.type, (world,))
+    model = build_stage(spec.model, spec.seed, 0, 1).to(DEVICE)
     for block in model.layers:  # Megatron: q, k, v and fc1 split by columns, o and fc2 by rows
         parallelize_module(block, mesh, {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
                                          "attn.v": ColwiseParallel(), "attn.o": RowwiseParallel(),
@@ -171,7 +174,7 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
     samples = spec.plan.micro_batch * spec.plan.micro_batches
     out: dict[str, Any] = {}
     for step in range(spec.steps):
-        x, y = batch(spec.model, samples, spec.seed, step)
+        x, y = (t.to(DEVICE) for t in batch(spec.model, samples, spec.seed, step))
         dist.barrier()
         t0 = time.monotonic()
         _maybe_fault(spec, rank, step)
@@ -209,8 +212,8 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
     p, v, m = spec.plan.pp, spec.plan.vp, spec.plan.micro_batches
     stages = p * v
     ids = stage_ids(spec.schedule, rank, p, v)
-    modules = [build_stage(spec.model, spec.seed, sid, stages) for sid in ids]
-    device = torch.device("cpu")
+    modules = [build_stage(spec.model, spec.seed, sid, stages).to(DEVICE) for sid in ids]
+    device = DEVICE
     pstages = []
     for sid, mod in zip(ids, modules, strict=True):
         st = PipelineStage(mod, sid, stages, device)
@@ -235,7 +238,7 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
     samples = spec.plan.micro_batch * m
     out: dict[str, Any] = {}
     for step in range(spec.steps):
-        x, y = batch(spec.model, samples, spec.seed, step)
+        x, y = (t.to(DEVICE) for t in batch(spec.model, samples, spec.seed, step))
         losses: list[torch.Tensor] = []
         dist.barrier()
         t0 = time.monotonic()
@@ -301,7 +304,9 @@ def run_rank(spec: RunSpec, rank: int, world: int) -> dict[str, Any]:
     else:
         extra = run_data_parallel(spec, rank, world, rec)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {"rank": rank, "events": rec.events, "peak_rss_bytes": rss, **extra}
+    gpu = torch.cuda.max_memory_allocated(DEVICE) if DEVICE.type == "cuda" else None
+    extra["grads"] = {n: g.cpu() for n, g in extra.get("grads", {}).items()}
+    return {"rank": rank, "events": rec.events, "peak_rss_bytes": rss, "peak_cuda_bytes": gpu, **extra}
 
 
 def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -333,6 +338,7 @@ def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
         "bubble_fraction": statistics.median(bubbles) if bubbles else 0.0,
         "idle_s_per_rank": {str(rk): statistics.median(d[rk] for d in idle) for rk in idle[0]} if idle else {},
         "peak_rss_bytes_per_rank": [r["peak_rss_bytes"] for r in sorted(results, key=lambda r: r["rank"])],
+        "peak_cuda_bytes_per_rank": [r["peak_cuda_bytes"] for r in sorted(results, key=lambda r: r["rank"])],
     }
 
 
@@ -352,7 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     if cpus and int(os.environ.get("LOCAL_WORLD_SIZE", world)) <= len(cpus):
         os.sched_setaffinity(0, {cpus[local % len(cpus)]})  # one rank per core: ranks do not share a core
     torch.set_num_threads(1)
+    global DEVICE
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("XPUSIM_BACKEND") != "gloo" else "gloo"
+    if backend == "nccl":
+        DEVICE = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(DEVICE)
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=spec.timeout_s))
     try:
         result = run_rank(spec, rank, world)
