@@ -701,6 +701,58 @@ def run_cmd(
         raise typer.Exit(2) from None
 
 
+DEFAULT_QUANTS = ["w8a8", "w4a8:per-channel", "w2", "w2:qat", "codebook16", "fp8-e4m3"]
+
+
+@app.command("compress")
+def compress_cmd(
+    task: str = typer.Argument("digits-cnn", help="Built-in task: digits-cnn."),
+    quant: list[str] | None = typer.Option(None, "--quant", "-q",
+                                           help="A variant (repeatable): w8a8, w4a8:per-channel, w4:group=16, "
+                                                "w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, ternary."),
+    seed: int = typer.Option(0, "--seed"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+) -> None:
+    """Quantize a model several ways and measure each on real data: accuracy, file size, parameters, MACs."""
+    from rich.table import Table
+
+    from xpusim.compress.api import CompressError, baseline, check_variant, load_task, run_variant
+    from xpusim.compress.quant import QuantError
+    from xpusim.compress.variants import parse_variant
+    from xpusim.report.tables import dumps
+
+    try:
+        if fmt is Format.csv:
+            raise UserError("--format csv is not available for compress; use table or json")
+        variants = [parse_variant(q) for q in (quant or DEFAULT_QUANTS)]
+        t = load_task(task, seed)
+        for v in variants:  # every setting checked on every layer before anything runs
+            check_variant(t.model, v)
+        base = baseline(t)
+        results = []
+        for v in variants:
+            err.print(f"{v.name} ...")
+            results.append(run_variant(t, v, seed))
+        if fmt is Format.json:
+            write_output(dumps({"task": t.name, "metric": t.metric,
+                                "baseline": {"value": base.value, "size_bytes": base.size_bytes,
+                                             "params": base.params, "macs": base.macs},
+                                "variants": [r.to_dict() for r in results]}), output)
+            return
+        table = Table(title=f"{t.name}: {t.metric} on the held-out split", title_justify="left")
+        for col in ("variant", t.metric, "Δ vs float", "size", "× smaller", "params", "MACs", "zeros", "time"):
+            table.add_column(col, justify="left" if col == "variant" else "right")
+        for r in [base, *results]:
+            table.add_row(r.name, f"{r.value:.2f}", f"{r.value - base.value:+.2f}", f"{r.size_bytes:,} B",
+                          f"{base.size_bytes / r.size_bytes:.1f}", f"{r.params:,}", f"{r.macs:,}",
+                          f"{100 * r.sparsity:.0f}%", f"{r.seconds:.1f} s")
+        out_console().print(table)
+    except (UserError, CompressError, QuantError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""

@@ -1,0 +1,178 @@
+"""Compress a task's model with each variant and measure it: the task metric, the size of the compressed file,
+parameters, MACs, sparsity."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xpusim.compress.quant import kmeans_codebook, quantize_uniform
+from xpusim.compress.tasks import TASKS, Task, train
+from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_observing
+
+QAT_EPOCHS = 8
+QAT_LR = 1e-3
+
+
+class CompressError(ValueError):
+    """A compression request that cannot run; the message names the option and what is allowed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measured:
+    name: str
+    value: float
+    size_bytes: int
+    params: int
+    macs: int
+    sparsity: float
+    seconds: float
+    hardware: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "size_bytes": self.size_bytes, "params": self.params,
+                "macs": self.macs, "sparsity": self.sparsity, "hardware": self.hardware}
+
+
+def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned integers < 2^bits packed densely into bytes (big-endian bit order within a byte)."""
+    u8 = values.reshape(-1).to(torch.uint8).numpy()
+    planes = np.unpackbits(u8[:, None], axis=1)[:, 8 - bits:]
+    return torch.from_numpy(np.packbits(planes.reshape(-1)).copy())
+
+
+def encode_weight(w: torch.Tensor, v: Variant) -> dict[str, torch.Tensor]:
+    """What a deployment would store for this weight under ``v``."""
+    w = w.detach()
+    if v.kind == "uniform":
+        assert v.uniform is not None
+        q, scale, zero = quantize_uniform(w, v.uniform)
+        out = {"codes": pack_bits((q - v.uniform.qmin).to(torch.int64), v.weight_bits), "scale": scale.float()}
+        if not v.uniform.symmetric:
+            out["zero"] = zero.to(torch.int16)
+        return out
+    if v.kind == "codebook":
+        cent, idx = kmeans_codebook(w, v.codebook)
+        return {"index": pack_bits(idx, v.weight_bits), "codebook": cent.float()}
+    if v.kind == "float":
+        from xpusim.compress.quant import round_float
+
+        r = round_float(w, v.float_format)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8-e4m3": torch.float8_e4m3fn,
+                 "fp8-e5m2": torch.float8_e5m2, "tf32": torch.float32}[v.float_format]
+        return {"value": r.to(dtype)}  # type: ignore[arg-type]
+    if v.kind == "pow2":
+        from xpusim.compress.quant import fake_pow2
+
+        r = fake_pow2(w, v.weight_bits)
+        k = torch.where(r == 0, torch.zeros_like(r), torch.log2(r.abs().clamp_min(1e-30)))
+        top = k.max()
+        code = torch.where(r == 0, torch.zeros_like(k), (top - k) + 1).to(torch.int64)  # 0 = zero, 1.. = exponents
+        return {"code": pack_bits(code, v.weight_bits - 1), "sign": pack_bits((r < 0).to(torch.int64), 1),
+                "top": top.reshape(1)}
+    sign = (w >= 0).to(torch.int64)
+    alpha = w.abs().reshape(w.shape[0], -1).mean(dim=1)
+    if v.kind == "binary":
+        return {"sign": pack_bits(sign, 1), "alpha": alpha}
+    from xpusim.compress.quant import fake_ternary
+
+    t = fake_ternary(w)
+    return {"trit": pack_bits((torch.sign(t) + 1).to(torch.int64), 2), "alpha": t.abs().max().reshape(1)}
+
+
+def to_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """A compact file: an 8-byte header length, a JSON header (name, dtype, shape, byte offset of each tensor),
+    then the tensors' raw bytes back to back — so the size is the payload, not per-tensor pickle overhead."""
+    entries, blobs, offset = [], [], 0
+    for name, t in state.items():
+        raw = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        entries.append({"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                        "offset": offset, "bytes": len(raw)})
+        blobs.append(raw)
+        offset += len(raw)
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    return len(header).to_bytes(8, "little") + header + b"".join(blobs)
+
+
+def deployable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state as a deployment stores it: quantized layers as their encodings, the rest in float32."""
+    state: dict[str, torch.Tensor] = {}
+    quantized = {name for name, mod in model.named_modules() if isinstance(mod, QuantLayer)}
+    for name, mod in model.named_modules():
+        if isinstance(mod, QuantLayer):
+            for k, t in encode_weight(mod.inner.weight, mod.variant).items():
+                state[f"{name}.weight.{k}"] = t
+            if mod.inner.bias is not None:
+                state[f"{name}.bias"] = mod.inner.bias.detach()
+        elif not any(name == q or name.startswith(q + ".") for q in quantized):
+            for pname, p in mod.named_parameters(recurse=False):
+                state[f"{name}.{pname}" if name else pname] = p.detach()
+    return state
+
+
+def saved_size(model: nn.Module) -> int:
+    return len(to_bytes(deployable_state(model)))
+
+
+def _sparsity(model: nn.Module) -> float:
+    zeros = total = 0
+    for mod in model.modules():
+        if isinstance(mod, QuantLayer):
+            w = mod.weight_fn(mod.inner.weight)
+            zeros += int((w == 0).sum())
+            total += w.numel()
+        elif isinstance(mod, (nn.Linear, nn.Conv2d)):
+            zeros += int((mod.weight == 0).sum())
+            total += mod.weight.numel()
+    return zeros / total if total else 0.0
+
+
+def _macs(model: nn.Module, example: torch.Tensor) -> int:
+    from xpusim.workload.capture import capture
+
+    return capture(model, (example,)).totals().macs
+
+
+def check_variant(model: nn.Module, variant: Variant) -> None:
+    """Raise QuantError if ``variant`` cannot apply to some layer of ``model`` (nothing is kept)."""
+    quantize_model(copy.deepcopy(model), variant)
+
+
+def run_variant(task: Task, variant: Variant, seed: int = 0) -> Measured:
+    start = time.perf_counter()
+    model = quantize_model(copy.deepcopy(task.model), variant)
+    if variant.act_bits:
+        set_observing(model, True)
+        with torch.no_grad():
+            model(task.calibration_batch())
+        set_observing(model, False)
+    if variant.qat:
+        torch.manual_seed(seed)
+        train(model, task.train_x, task.train_y, epochs=QAT_EPOCHS, lr=QAT_LR, seed=seed)
+    value = task.evaluate(model)
+    params = sum(p.numel() for p in task.model.parameters())
+    return Measured(name=variant.name, value=value, size_bytes=saved_size(model), params=params,
+                    macs=_macs(task.model, task.example), sparsity=_sparsity(model),
+                    seconds=time.perf_counter() - start)
+
+
+def baseline(task: Task) -> Measured:
+    start = time.perf_counter()
+    size = len(to_bytes(dict(task.model.state_dict())))
+    return Measured(name="float32", value=task.evaluate(task.model), size_bytes=size,
+                    params=sum(p.numel() for p in task.model.parameters()), macs=_macs(task.model, task.example),
+                    sparsity=_sparsity(task.model), seconds=time.perf_counter() - start)
+
+
+def load_task(name: str, seed: int = 0) -> Task:
+    if name not in TASKS:
+        raise CompressError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+    return TASKS[name](seed)
+
