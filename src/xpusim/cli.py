@@ -706,49 +706,71 @@ DEFAULT_QUANTS = ["w8a8", "w4a8:per-channel", "w2", "w2:qat", "codebook16", "fp8
 
 @app.command("compress")
 def compress_cmd(
-    task: str = typer.Argument("digits-cnn", help="Built-in task: digits-cnn."),
+    task: str = typer.Argument("digits-cnn", help="Built-in task: digits-cnn, mnist1d-cnn, minilm."),
     quant: list[str] | None = typer.Option(None, "--quant", "-q",
-                                           help="A variant (repeatable): w8a8, w4a8:per-channel, w4:group=16, "
-                                                "w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, ternary."),
+                                           help="A quantization variant (repeatable): w8a8, w4a8:per-channel, "
+                                                "w4:group=16, w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, "
+                                                "ternary."),
+    prune: list[str] | None = typer.Option(None, "--prune", "-p",
+                                           help="A pruning variant (repeatable): 0.5, 0.5:global, 2:4, "
+                                                "0.5:structured, with :ft=N fine-tuning epochs."),
+    chip: list[str] | None = typer.Option(None, "--chip", "-c", help="Project each variant onto this chip "
+                                                                      "(repeatable): latency and energy."),
+    batch: int = typer.Option(64, "--batch", min=1, help="Batch for the chip projection."),
     seed: int = typer.Option(0, "--seed"),
+    plot: Path | None = typer.Option(None, "--plot", help="Accuracy vs size (and vs latency on the first chip): "
+                                                          ".png/.svg/.pdf."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
     output: Path | None = typer.Option(None, "--output", "-o"),
 ) -> None:
-    """Quantize a model several ways and measure each on real data: accuracy, file size, parameters, MACs."""
-    from rich.table import Table
-
-    from xpusim.compress.api import CompressError, baseline, check_variant, load_task, run_variant
+    """Quantize and prune a model, measure each variant on real data (accuracy, file size, parameters, MACs,
+    sparsity) and project it onto chips. Without --quant/--prune: a default set of six variants."""
+    from xpusim.compress.api import (
+        CompressError,
+        baseline,
+        check_variant,
+        load_task,
+        run_prune,
+        run_variant,
+    )
+    from xpusim.compress.prune import parse_prune
     from xpusim.compress.quant import QuantError
     from xpusim.compress.variants import parse_variant
+    from xpusim.hardware.chip import load_chip
+    from xpusim.report.compress import compress_table, pareto_plot
     from xpusim.report.tables import dumps
 
     try:
         if fmt is Format.csv:
             raise UserError("--format csv is not available for compress; use table or json")
-        variants = [parse_variant(q) for q in (quant or DEFAULT_QUANTS)]
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UserError(f"--plot {str(plot)!r}: the suffix must be .png, .svg or .pdf")
+        variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
+        prunes = [parse_prune(p) for p in (prune or [])]
+        chips = [load_chip(c).name for c in (chip or [])]
         t = load_task(task, seed)
         for v in variants:  # every setting checked on every layer before anything runs
             check_variant(t.model, v)
-        base = baseline(t)
+        base = baseline(t, chips, batch)
         results = []
         for v in variants:
             err.print(f"{v.name} ...")
-            results.append(run_variant(t, v, seed))
+            results.append(run_variant(t, v, seed, chips, batch))
+        for p in prunes:
+            err.print(f"prune {p.name} ...")
+            results.append(run_prune(t, p, seed, chips, batch))
+        report = {"task": t.name, "metric": t.metric,
+                  "baseline": {"value": base.value, "size_bytes": base.size_bytes, "params": base.params,
+                               "macs": base.macs, "hardware": base.hardware, "cpu_latency_s": base.cpu_latency_s},
+                  "variants": [r.to_dict() for r in results]}
         if fmt is Format.json:
-            write_output(dumps({"task": t.name, "metric": t.metric,
-                                "baseline": {"value": base.value, "size_bytes": base.size_bytes,
-                                             "params": base.params, "macs": base.macs},
-                                "variants": [r.to_dict() for r in results]}), output)
-            return
-        table = Table(title=f"{t.name}: {t.metric} on the held-out split", title_justify="left")
-        for col in ("variant", t.metric, "Δ vs float", "size", "× smaller", "params", "MACs", "zeros", "time"):
-            table.add_column(col, justify="left" if col == "variant" else "right")
-        for r in [base, *results]:
-            table.add_row(r.name, f"{r.value:.2f}", f"{r.value - base.value:+.2f}", f"{r.size_bytes:,} B",
-                          f"{base.size_bytes / r.size_bytes:.1f}", f"{r.params:,}", f"{r.macs:,}",
-                          f"{100 * r.sparsity:.0f}%", f"{r.seconds:.1f} s")
-        out_console().print(table)
-    except (UserError, CompressError, QuantError) as exc:
+            write_output(dumps(report), output)
+        else:
+            compress_table(out_console(), t, base, results, chips, prunes)
+        if plot is not None:
+            pareto_plot(t, base, results, chips[0] if chips else None, plot)
+            err.print(f"wrote {plot}")
+    except (UserError, CompressError, QuantError, ChipError) as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +15,14 @@ import torch
 from torch import nn
 
 from xpusim.compress.quant import kmeans_codebook, quantize_uniform
-from xpusim.compress.tasks import TASKS, Task, train
+from xpusim.compress.hardware import project
+from xpusim.compress.prune import PruneSpec, dense_layers, prune_model
+from xpusim.compress.tasks import TASKS, Task
 from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_observing
 
 QAT_EPOCHS = 8
 QAT_LR = 1e-3
+PRUNE_FT_LR = 1e-3
 
 
 class CompressError(ValueError):
@@ -34,11 +38,16 @@ class Measured:
     macs: int
     sparsity: float
     seconds: float
-    hardware: dict[str, dict[str, float]] = field(default_factory=dict)
+    hardware: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cpu_latency_s: float | None = None
+    """Measured on this machine (float and structurally pruned models)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "size_bytes": self.size_bytes, "params": self.params,
-                "macs": self.macs, "sparsity": self.sparsity, "hardware": self.hardware}
+        d = {"name": self.name, "value": self.value, "size_bytes": self.size_bytes, "params": self.params,
+             "macs": self.macs, "sparsity": self.sparsity, "hardware": self.hardware}
+        if self.cpu_latency_s is not None:
+            d["cpu_latency_s"] = self.cpu_latency_s
+        return d
 
 
 def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
@@ -145,7 +154,8 @@ def check_variant(model: nn.Module, variant: Variant) -> None:
     quantize_model(copy.deepcopy(model), variant)
 
 
-def run_variant(task: Task, variant: Variant, seed: int = 0) -> Measured:
+def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | None = None,
+                batch: int = 64) -> Measured:
     start = time.perf_counter()
     model = quantize_model(copy.deepcopy(task.model), variant)
     if variant.act_bits:
@@ -155,20 +165,54 @@ def run_variant(task: Task, variant: Variant, seed: int = 0) -> Measured:
         set_observing(model, False)
     if variant.qat:
         torch.manual_seed(seed)
-        train(model, task.train_x, task.train_y, epochs=QAT_EPOCHS, lr=QAT_LR, seed=seed)
+        task.finetune(model, QAT_EPOCHS, QAT_LR, seed)
     value = task.evaluate(model)
     params = sum(p.numel() for p in task.model.parameters())
     return Measured(name=variant.name, value=value, size_bytes=saved_size(model), params=params,
                     macs=_macs(task.model, task.example), sparsity=_sparsity(model),
-                    seconds=time.perf_counter() - start)
+                    seconds=time.perf_counter() - start,
+                    hardware=project(task.model, task.example, variant, chips or [], batch))
 
 
-def baseline(task: Task) -> Measured:
+def cpu_latency_s(model: nn.Module, x: torch.Tensor, repeats: int = 15) -> float:
+    """Median wall time of one forward over ``x`` on this CPU (after warm-up)."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 3):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run_prune(task: Task, spec: PruneSpec, seed: int = 0, chips: list[str] | None = None,
+              batch: int = 64) -> Measured:
+    start = time.perf_counter()
+    model = copy.deepcopy(task.model)
+    torch.manual_seed(seed)
+    prune_model(model, spec, task.example, task.classifier,
+                lambda m, epochs: task.finetune(m, epochs, PRUNE_FT_LR, seed))
+    model.eval()
+    dense = dense_layers(task.model, spec)
+    name = f"prune {spec.name}" + (f" ({dense} layer{'s' if dense > 1 else ''} left dense)" if dense else "")
+    return Measured(name=name, value=task.evaluate(model),
+                    size_bytes=len(to_bytes(dict(model.state_dict()))),
+                    params=sum(p.numel() for p in model.parameters()), macs=_macs(model, task.example),
+                    sparsity=_sparsity(model), seconds=time.perf_counter() - start,
+                    hardware=project(model, task.example, None, chips or [], batch),
+                    cpu_latency_s=cpu_latency_s(model, task.test_x))
+
+
+def baseline(task: Task, chips: list[str] | None = None, batch: int = 64) -> Measured:
     start = time.perf_counter()
     size = len(to_bytes(dict(task.model.state_dict())))
     return Measured(name="float32", value=task.evaluate(task.model), size_bytes=size,
                     params=sum(p.numel() for p in task.model.parameters()), macs=_macs(task.model, task.example),
-                    sparsity=_sparsity(task.model), seconds=time.perf_counter() - start)
+                    sparsity=_sparsity(task.model), seconds=time.perf_counter() - start,
+                    hardware=project(task.model, task.example, None, chips or [], batch),
+                    cpu_latency_s=cpu_latency_s(task.model, task.test_x))
 
 
 def load_task(name: str, seed: int = 0) -> Task:

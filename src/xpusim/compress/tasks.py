@@ -48,6 +48,8 @@ class Task:
     """The trained float model."""
     example: torch.Tensor
     """One input batch for costing."""
+    classifier: str
+    """Name of the output layer (kept whole by structured pruning)."""
 
     def evaluate(self, model: nn.Module) -> float:
         """Accuracy on the held-out split, in percent."""
@@ -58,6 +60,9 @@ class Task:
 
     def calibration_batch(self, n: int = 256) -> torch.Tensor:
         return self.train_x[:n]
+
+    def finetune(self, model: nn.Module, epochs: int, lr: float, seed: int) -> None:
+        train(model, self.train_x, self.train_y, epochs=epochs, lr=lr, seed=seed)
 
 
 def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,7 +112,7 @@ def digits_task(seed: int = 0, epochs: int = 30) -> Task:
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     return Task(name="digits-cnn", metric="accuracy %", train_x=xtr, train_y=ytr, test_x=xte, test_y=yte,
-                model=model, example=xte[:1])
+                model=model, example=xte[:1], classifier="fc2")
 
 
 TASKS = {"digits-cnn": digits_task}

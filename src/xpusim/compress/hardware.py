@@ -1,0 +1,64 @@
+"""What a compressed model buys on a chip: its ops at the new widths through the roofline engine.
+
+The model is captured once in float32 (``xpusim.workload``); each variant rewrites the ops' dtype and bytes:
+weights at the stored bits, activations at 8 bits when they are quantized (else 16 for weight-only formats, which
+dequantize into a 16-bit matmul), compute on the matching peak (int8 for WxA8, fp8 for FP8, bf16/fp16, fp32).
+Structurally pruned models are captured as they are (fewer MACs); masks are costed dense (NB: the roofline has
+no sparse-tensor-core speedup for 2:4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from xpusim.compress.variants import Variant
+from xpusim.engines.roofline import roofline
+from xpusim.hardware.chip import ChipError, load_chip
+from xpusim.workload.capture import capture
+from xpusim.workload.model import Workload
+
+
+def compute_dtype(v: Variant | None) -> tuple[str, int, int]:
+    """(torch-style compute dtype, weight bits, activation bits) a variant runs with."""
+    if v is None:
+        return "float32", 32, 32
+    if v.kind == "float":
+        return {"tf32": ("float32", 32, 32), "bf16": ("bfloat16", 16, 16), "fp16": ("float16", 16, 16),
+                "fp8-e4m3": ("float8_e4m3fn", 8, 8), "fp8-e5m2": ("float8_e5m2", 8, 8)}[v.float_format]
+    if v.kind == "uniform" and v.act_bits:
+        return "int8", v.weight_bits, 8
+    return "float16", v.weight_bits, 16  # weight-only: dequantize into a 16-bit matmul
+
+
+def retype(wl: Workload, dtype: str, weight_bits: int, act_bits: int) -> Workload:
+    """A float32 capture's ops recomputed at ``dtype`` with weights at ``weight_bits`` and activations at
+    ``act_bits``."""
+    fw, fa = weight_bits / 32, act_bits / 32
+    ops = tuple(replace(o, dtype=dtype, weight_bytes=round(o.weight_bytes * fw),
+                        activation_bytes_read=round(o.activation_bytes_read * fa),
+                        bytes_written=round(o.bytes_written * fa)) for o in wl.ops)
+    return replace(wl, dtype=dtype, ops=ops)
+
+
+def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, chips: list[str],
+            batch: int) -> dict[str, dict[str, float | str | None]]:
+    """Latency and energy per inference batch on each chip (roofline, ideal efficiency)."""
+    if not chips:
+        return {}
+    x = example.expand(batch, *example.shape[1:]) if example.shape[0] == 1 else example
+    wl = capture(model, (x,), name="compressed")
+    dtype, wb, ab = compute_dtype(variant)
+    wl = retype(wl, dtype, wb, ab)
+    out: dict[str, dict[str, float | str | None]] = {}
+    for name in chips:
+        chip = load_chip(name)
+        try:
+            est = roofline(wl, chip, tf32=variant is not None and variant.float_format == "tf32", batch=batch)
+        except ChipError as exc:  # e.g. FP8 on a chip without an FP8 peak
+            out[chip.name] = {"latency_s": None, "energy_j": None, "dtype": dtype, "note": str(exc)}
+            continue
+        out[chip.name] = {"latency_s": est.latency_s, "energy_j": est.energy_j, "dtype": est.dtype}
+    return out
