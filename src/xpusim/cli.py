@@ -701,21 +701,22 @@ def run_cmd(
         raise typer.Exit(2) from None
 
 
-DEFAULT_QUANTS = ["w8a8", "w4a8:per-channel", "w2", "w2:qat", "codebook16", "fp8-e4m3"]
+DEFAULT_QUANTS = ["w8a8", "w4a8", "w2:per-tensor", "w2:per-tensor:qat", "codebook16", "fp8-e4m3"]
 
 
 @app.command("compress")
 def compress_cmd(
     task: str = typer.Argument("digits-cnn", help="Built-in task: digits-cnn, mnist1d-cnn, minilm."),
     quant: list[str] | None = typer.Option(None, "--quant", "-q",
-                                           help="A quantization variant (repeatable): w8a8, w4a8:per-channel, "
+                                           help="A quantization variant (repeatable): w8a8, w4a8:per-tensor, "
                                                 "w4:group=16, w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, "
-                                                "ternary."),
+                                                "ternary (weights per channel unless :per-tensor)."),
     prune: list[str] | None = typer.Option(None, "--prune", "-p",
                                            help="A pruning variant (repeatable): 0.5, 0.5:global, 2:4, "
                                                 "0.5:structured, with :ft=N fine-tuning epochs."),
     chip: list[str] | None = typer.Option(None, "--chip", "-c", help="Project each variant onto this chip "
-                                                                      "(repeatable): latency and energy."),
+                                                                      "(repeatable; default t4; 'none' for no "
+                                                                      "projection): latency and energy."),
     batch: int = typer.Option(64, "--batch", min=1, help="Batch for the chip projection."),
     seed: int = typer.Option(0, "--seed"),
     plot: Path | None = typer.Option(None, "--plot", help="Accuracy vs size (and vs latency on the first chip): "
@@ -728,6 +729,7 @@ def compress_cmd(
     from xpusim.compress.api import (
         CompressError,
         baseline,
+        check_prune,
         check_variant,
         load_task,
         run_prune,
@@ -747,10 +749,12 @@ def compress_cmd(
             raise UserError(f"--plot {str(plot)!r}: the suffix must be .png, .svg or .pdf")
         variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
         prunes = [parse_prune(p) for p in (prune or [])]
-        chips = [load_chip(c).name for c in (chip or [])]
+        chips = [] if chip == ["none"] else [load_chip(c).name for c in (chip or ["t4"])]
         t = load_task(task, seed)
         for v in variants:  # every setting checked on every layer before anything runs
-            check_variant(t.model, v)
+            check_variant(t, v)
+        for pr in prunes:
+            check_prune(t, pr)
         base = baseline(t, chips, batch)
         results = []
         for v in variants:

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from xpusim.compress.quant import kmeans_codebook, quantize_uniform
-from xpusim.compress.hardware import project
+from xpusim.compress.hardware import capture_any, project
 from xpusim.compress.prune import PruneSpec, dense_layers, prune_model
+from xpusim.compress.quant import kmeans_codebook, quantize_uniform
 from xpusim.compress.tasks import TASKS, Task
 from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_observing
 
@@ -134,24 +134,32 @@ def _sparsity(model: nn.Module) -> float:
     zeros = total = 0
     for mod in model.modules():
         if isinstance(mod, QuantLayer):
-            w = mod.weight_fn(mod.inner.weight)
+            mod.eval()
+            w = mod.quantized_weight()
             zeros += int((w == 0).sum())
             total += w.numel()
-        elif isinstance(mod, (nn.Linear, nn.Conv2d)):
+        elif isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             zeros += int((mod.weight == 0).sum())
             total += mod.weight.numel()
     return zeros / total if total else 0.0
 
 
 def _macs(model: nn.Module, example: torch.Tensor) -> int:
-    from xpusim.workload.capture import capture
-
-    return capture(model, (example,)).totals().macs
+    return capture_any(model, example).totals().macs
 
 
-def check_variant(model: nn.Module, variant: Variant) -> None:
-    """Raise QuantError if ``variant`` cannot apply to some layer of ``model`` (nothing is kept)."""
-    quantize_model(copy.deepcopy(model), variant)
+def check_variant(task: Task, variant: Variant) -> None:
+    """Raise QuantError/CompressError if ``variant`` cannot apply to ``task`` (nothing is kept)."""
+    if variant.qat and not task.trainable:
+        raise CompressError(f"--quant {variant.name}: {task.name} has no training data for QAT; use post-training "
+                            "quantization (drop :qat)")
+    quantize_model(copy.deepcopy(task.model), variant)
+
+
+def check_prune(task: Task, spec: PruneSpec) -> None:
+    if not task.trainable and (spec.mode == "structured" or spec.finetune_epochs):
+        raise CompressError(f"--prune {spec.name}: {task.name} has no training data to fine-tune after pruning; "
+                            "use a masking mode without :ft (e.g. 0.3, 0.3:global, 2:4)")
 
 
 def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | None = None,

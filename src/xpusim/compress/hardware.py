@@ -17,7 +17,7 @@ from torch import nn
 from xpusim.compress.variants import Variant
 from xpusim.engines.roofline import roofline
 from xpusim.hardware.chip import ChipError, load_chip
-from xpusim.workload.capture import capture
+from xpusim.workload.capture import CaptureError, capture
 from xpusim.workload.model import Workload
 
 
@@ -43,13 +43,22 @@ def retype(wl: Workload, dtype: str, weight_bits: int, act_bits: int) -> Workloa
     return replace(wl, dtype=dtype, ops=ops)
 
 
+def capture_any(model: nn.Module, x: torch.Tensor) -> Workload:
+    """Capture on the meta device, or on real tensors for models whose forward reads values (Hugging Face masks
+    call ``.item()``)."""
+    try:
+        return capture(model, (x,), name="compressed")
+    except CaptureError:
+        return capture(model, (x,), name="compressed", device="eager")
+
+
 def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, chips: list[str],
             batch: int) -> dict[str, dict[str, float | str | None]]:
     """Latency and energy per inference batch on each chip (roofline, ideal efficiency)."""
     if not chips:
         return {}
     x = example.expand(batch, *example.shape[1:]) if example.shape[0] == 1 else example
-    wl = capture(model, (x,), name="compressed")
+    wl = capture_any(model, x)
     dtype, wb, ab = compute_dtype(variant)
     wl = retype(wl, dtype, wb, ab)
     out: dict[str, dict[str, float | str | None]] = {}

@@ -69,11 +69,14 @@ def parse_prune(text: str) -> PruneSpec:
     return PruneSpec(name=text, mode=mode, ratio=ratio, finetune_epochs=ft)
 
 
-def _layers(model: nn.Module) -> list[nn.Module]:
+Prunable = nn.Linear | nn.Conv1d | nn.Conv2d
+
+
+def _layers(model: nn.Module) -> list[Prunable]:
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
 
 
-def masks_for(model: nn.Module, spec: PruneSpec) -> dict[nn.Module, torch.Tensor]:
+def masks_for(model: nn.Module, spec: PruneSpec) -> dict[Prunable, torch.Tensor]:
     """Keep-masks (1 = keep) per layer for the unstructured and N:M modes; N:M skips layers whose inputs per
     output are not a multiple of M (see ``dense_layers``)."""
     layers = _layers(model)
@@ -100,7 +103,7 @@ def masks_for(model: nn.Module, spec: PruneSpec) -> dict[nn.Module, torch.Tensor
     return out
 
 
-def apply_masks(masks: dict[nn.Module, torch.Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
+def apply_masks(masks: dict[Prunable, torch.Tensor]) -> list[torch.utils.hooks.RemovableHandle]:
     """Zero the pruned weights and keep them zero while training (gradient masked)."""
     handles = []
     for layer, mask in masks.items():
@@ -160,4 +163,4 @@ def dense_layers(model: nn.Module, spec: PruneSpec) -> int:
     """How many prunable layers an N:M spec leaves dense."""
     if spec.mode != "nm":
         return 0
-    return sum(1 for m in _layers(model) if m.weight[0].numel() % spec.m)
+    return sum(1 for m in _layers(model) if m.weight[0].numel() % spec.m != 0)

@@ -178,23 +178,30 @@ def fake_pow2(t: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where(x.abs() < smallest / 2, torch.zeros_like(x), out).to(t.dtype)
 
 
-def kmeans_codebook(t: torch.Tensor, values: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_codebook(t: torch.Tensor, values: int, iters: int = 30,
+                    sample: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
     """(codebook of ``values`` floats, index of each weight): 1-D Lloyd's algorithm from linearly spaced centroids
-    (Han et al. 2016, "Deep Compression")."""
+    (Han et al. 2016, "Deep Compression"), fitted on at most ``sample`` weights (a fixed random subset), then
+    every weight assigned to its nearest centroid (a binary search over the midpoints: it is 1-D)."""
     if values < 2 or values > 256:
         raise QuantError(f"codebook of {values} values: expected 2 to 256")
     x = t.detach().reshape(-1).float()
-    cent = torch.linspace(float(x.min()), float(x.max()), values)
-    idx = torch.zeros_like(x, dtype=torch.long)
+    fit = x if x.numel() <= sample else x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
+    cent = torch.linspace(float(fit.min()), float(fit.max()), values)
+
+    def assign(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(v, (c[1:] + c[:-1]) / 2)
+
     for _ in range(iters):
-        idx = torch.argmin((x[:, None] - cent[None, :]).abs(), dim=1)
-        sums = torch.zeros(values).index_add_(0, idx, x)
-        counts = torch.zeros(values).index_add_(0, idx, torch.ones_like(x))
+        idx = assign(fit, cent)
+        sums = torch.zeros(values).index_add_(0, idx, fit)
+        counts = torch.zeros(values).index_add_(0, idx, torch.ones_like(fit))
         new = torch.where(counts > 0, sums / counts.clamp_min(1), cent)
+        new, _ = torch.sort(new)
         if torch.allclose(new, cent):
             break
         cent = new
-    return cent, idx.reshape(t.shape)
+    return cent, assign(x, cent).reshape(t.shape)
 
 
 def fake_kmeans(t: torch.Tensor, values: int) -> torch.Tensor:

