@@ -186,7 +186,8 @@ def kmeans_codebook(t: torch.Tensor, values: int, iters: int = 30,
     if values < 2 or values > 256:
         raise QuantError(f"codebook of {values} values: expected 2 to 256")
     x = t.detach().reshape(-1).float()
-    fit = x if x.numel() <= sample else x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
+    pick = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:sample]
+    fit = x[pick] if x.numel() > sample else x
     cent = torch.linspace(float(fit.min()), float(fit.max()), values)
 
     def assign(v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
