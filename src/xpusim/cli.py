@@ -706,7 +706,12 @@ DEFAULT_QUANTS = ["w8a8", "w4a8", "w2:per-tensor", "w2:per-tensor:qat", "codeboo
 
 @app.command("compress")
 def compress_cmd(
-    task: str = typer.Argument("digits-cnn", help="Built-in task: digits-cnn, mnist1d-cnn, minilm."),
+    task: str = typer.Argument("digits-cnn", help="Built-in task (digits-cnn, mnist1d-cnn, minilm) or a user model "
+                                                  "file.py:factory with --data."),
+    data: str | None = typer.Option(None, "--data", help="file.py:factory returning (train_x, train_y, test_x, "
+                                                          "test_y) tensors, for a user model."),
+    epochs: int = typer.Option(0, "--epochs", min=0, help="Train a user model this many epochs first (0: it is "
+                                                           "already trained)."),
     quant: list[str] | None = typer.Option(None, "--quant", "-q",
                                            help="A quantization variant (repeatable): w8a8, w4a8:per-tensor, "
                                                 "w4:group=16, w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, "
@@ -750,7 +755,7 @@ def compress_cmd(
         variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
         prunes = [parse_prune(p) for p in (prune or [])]
         chips = [] if chip == ["none"] else [load_chip(c).name for c in (chip or ["t4"])]
-        t = load_task(task, seed)
+        t = load_task(task, seed, data, epochs)
         for v in variants:  # every setting checked on every layer before anything runs
             check_variant(t, v)
         for pr in prunes:

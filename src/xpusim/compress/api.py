@@ -17,7 +17,7 @@ from torch import nn
 from xpusim.compress.hardware import capture_any, project
 from xpusim.compress.prune import PruneSpec, dense_layers, prune_model
 from xpusim.compress.quant import kmeans_codebook, quantize_uniform
-from xpusim.compress.tasks import TASKS, Task
+from xpusim.compress.tasks import TASKS, Task, user_task
 from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_observing
 
 QAT_EPOCHS = 8
@@ -223,8 +223,16 @@ def baseline(task: Task, chips: list[str] | None = None, batch: int = 64) -> Mea
                     cpu_latency_s=cpu_latency_s(task.model, task.test_x))
 
 
-def load_task(name: str, seed: int = 0) -> Task:
+def load_task(name: str, seed: int = 0, data: str | None = None, epochs: int = 0) -> Task:
+    """A built-in task by name, or a user model ``file.py:factory`` with ``data`` ``file.py:factory``."""
+    if name.partition(":")[0].endswith(".py"):
+        if data is None:
+            raise CompressError(f"{name}: a user model needs --data file.py:factory returning "
+                                "(train_x, train_y, test_x, test_y)")
+        return user_task(name, data, CompressError, epochs=epochs, seed=seed)
+    if data is not None:
+        raise CompressError(f"--data is for user models (file.py:factory); {name} brings its own data")
     if name not in TASKS:
-        raise CompressError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}")
+        raise CompressError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}, or file.py:factory")
     return TASKS[name](seed)
 

@@ -210,4 +210,45 @@ def minilm_task(seed: int = 0) -> Task:
                 test_y=torch.zeros(0), model=model, example=ids[:1], classifier="", reference=ref)
 
 
+def user_task(model_spec: str, data_spec: str, error: type[ValueError], epochs: int = 0, seed: int = 0) -> Task:
+    """A classifier from ``file.py:factory`` (an nn.Module; trained here for ``epochs`` when > 0) and data from
+    ``file.py:factory`` returning (train_x, train_y, test_x, test_y) tensors, labels as class indices. The data's
+    shapes are checked against the model before anything else runs."""
+    from xpusim.workload.zoo import call_user_factory
+
+    model = call_user_factory(model_spec, error, "model")
+    if not isinstance(model, nn.Module):
+        raise error(f"{model_spec}() returned {type(model).__name__}, expected a torch.nn.Module")
+    data = call_user_factory(data_spec, error, "data")
+    if not (isinstance(data, (tuple, list)) and len(data) == 4 and all(isinstance(t, torch.Tensor) for t in data)):
+        raise error(f"{data_spec}() must return (train_x, train_y, test_x, test_y) tensors, got "
+                    f"{type(data).__name__}{'' if not isinstance(data, (tuple, list)) else f' of {len(data)}'}")
+    xtr, ytr, xte, yte = data
+    for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if x.shape[0] != y.shape[0] or y.dim() != 1 or x.shape[0] == 0:
+            raise error(f"{data_spec}(): {name}_x has {x.shape[0]} samples and {name}_y shape {tuple(y.shape)}; "
+                        "expected as many class indices (1-D) as samples")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise error(f"{data_spec}(): train_x samples are {tuple(xtr.shape[1:])} but test_x samples are "
+                    f"{tuple(xte.shape[1:])}")
+    try:
+        with torch.no_grad():
+            out = model.eval()(xte[:2].float())
+    except Exception as exc:
+        raise error(f"{model_spec} cannot take the inputs {data_spec}() yields (samples of shape "
+                    f"{tuple(xte.shape[1:])}): {type(exc).__name__}: {exc}") from None
+    classes = int(max(ytr.max(), yte.max())) + 1
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < classes:
+        raise error(f"{model_spec} returns {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+                    f" for a batch of 2; a classifier over the {classes} labels of {data_spec}() must return "
+                    f"(2, >= {classes}) logits")
+    if epochs:
+        torch.manual_seed(seed)
+        train(model, xtr.float(), ytr.long(), epochs=epochs, lr=1e-3, seed=seed)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return Task(name=model_spec, metric="accuracy %", train_x=xtr.float(), train_y=ytr.long(), test_x=xte.float(),
+                test_y=yte.long(), model=model.eval(), example=xte[:1].float(),
+                classifier=linears[-1] if linears else "")
+
+
 TASKS = {"digits-cnn": digits_task, "mnist1d-cnn": mnist1d_task, "minilm": minilm_task}

@@ -160,38 +160,41 @@ def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
     return BuiltModel(name=name, module=module, args=(), kwargs=kwargs, family=task)
 
 
-def _build_user(spec: str, *, batch: int, input_shape: tuple[int, ...] | None) -> BuiltModel:
-    """``file.py:factory``: import the file the user named and call ``factory()``.
-
-    The factory returns a module, or a ``(module, example_inputs)`` pair. Without example inputs the user
-    must give ``input_shape``.
-    """
-    path_s, factory_name = spec.rsplit(":", 1)
+def call_user_factory(spec: str, error: type[ValueError] = ValueError, kind: str = "model") -> Any:
+    """``file.py:factory``: import the file the user named and return ``factory()`` (user code runs only
+    because the user named it). Every failure is an ``error`` naming the file, the name and what went wrong."""
+    path_s, sep, factory_name = spec.rpartition(":")
+    if not sep or not path_s.endswith(".py"):
+        raise error(f"{spec!r}: expected file.py:factory")
     path = Path(path_s)
     if not path.is_file():
-        raise ModelSpecError(f"model file {path_s!r} does not exist")
+        raise error(f"{kind} file {path_s!r} does not exist")
     if not factory_name.isidentifier():
-        raise ModelSpecError(f"factory {factory_name!r} in {spec!r} is not a Python name")
+        raise error(f"factory {factory_name!r} in {spec!r} is not a Python name")
     mod_name = f"xpusim_user_{abs(hash(path.resolve()))}"
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     if loader_spec is None or loader_spec.loader is None:
-        raise ModelSpecError(f"cannot import {path_s!r} as a Python file")
+        raise error(f"cannot import {path_s!r} as a Python file")
     user_mod = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = user_mod
     try:
         loader_spec.loader.exec_module(user_mod)
     except Exception as exc:
-        raise ModelSpecError(f"importing {path_s} failed: {type(exc).__name__}: {exc}") from exc
+        raise error(f"importing {path_s} failed: {type(exc).__name__}: {exc}") from exc
     factory: Callable[[], Any] | None = getattr(user_mod, factory_name, None)
     if not callable(factory):
         names = [n for n, v in vars(user_mod).items() if callable(v) and not n.startswith("_")]
-        raise ModelSpecError(
-            f"{path_s} has no callable {factory_name!r}; callables there: {', '.join(sorted(names)) or 'none'}"
-        )
+        raise error(f"{path_s} has no callable {factory_name!r}; callables there: {', '.join(sorted(names)) or 'none'}")
     try:
-        made = factory()
+        return factory()
     except Exception as exc:
-        raise ModelSpecError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+        raise error(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def _build_user(spec: str, *, batch: int, input_shape: tuple[int, ...] | None) -> BuiltModel:
+    """``file.py:factory``: the factory returns a module, or a ``(module, example_inputs)`` pair. Without example
+    inputs the user must give ``input_shape``."""
+    made = call_user_factory(spec, ModelSpecError)
     example: Any = None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         made, example = made
