@@ -57,7 +57,8 @@ def test_uniform_round_trip_within_half_a_step(spec: UniformSpec, seed: int) -> 
     w = torch.randn(12, 32, generator=g) * (seed + 1) + (0.5 if not spec.symmetric else 0.0)
     q, scale, zero = quantize_uniform(w, spec)
     assert q.min() >= spec.qmin and q.max() <= spec.qmax and torch.equal(q, q.round())
-    rows = w.reshape(1, -1) if spec.granularity == "tensor" else w.reshape(-1, 32 if spec.granularity == "channel" else 8)
+    width = {"tensor": w.numel(), "channel": 32, "group": 8}[spec.granularity]
+    rows = w.reshape(-1, width)
     deq = (q.reshape(rows.shape) - zero[:, None]) * scale[:, None]
     assert ((deq - rows).abs() <= scale[:, None] / 2 * (1 + 1e-5) + 1e-7).all()  # min-max: nothing is clipped
     assert torch.allclose(fake_uniform(w, spec).reshape(rows.shape), deq, atol=1e-6)
@@ -104,7 +105,8 @@ def test_codebook16_accuracy_and_file_size(digits) -> None:  # type: ignore[no-u
     base = baseline(digits)
     r = run_variant(digits, parse_variant("codebook16"))
     assert r.value >= base.value - 1.0
-    quantized = sum(m.weight.numel() for m in digits.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    layers = [m for m in digits.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    quantized = sum(m.weight.numel() for m in layers)
     others = sum(p.numel() for p in digits.model.parameters()) - quantized
     payload = quantized * 4 / 8 + others * 4 + 5 * 16 * 4  # 4-bit indices, fp32 biases, a 16-entry codebook per layer
     assert payload <= r.size_bytes <= payload + 4096  # plus the header
