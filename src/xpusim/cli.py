@@ -357,14 +357,14 @@ def llm_cmd(
         raise typer.Exit(2) from None
 
 
-def _parse_array(text: str) -> tuple[int, int]:
+def _parse_array(text: str, option: str = "--array") -> tuple[int, int]:
     rows_s, sep, cols_s = text.lower().partition("x")
     try:
         rows, cols = int(rows_s), int(cols_s)
     except ValueError:
         rows = cols = 0
     if not sep or rows < 1 or cols < 1:
-        raise UserError(f"--array {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
+        raise UserError(f"{option} {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
     return rows, cols
 
 
@@ -723,6 +723,8 @@ def compress_cmd(
                                                                       "(repeatable; default t4; 'none' for no "
                                                                       "projection): latency and energy."),
     batch: int = typer.Option(64, "--batch", min=1, help="Batch for the chip projection."),
+    npu: str | None = typer.Option(None, "--npu", help="Also project onto a ROWSxCOLS systolic array (xpusim npu's "
+                                                       "engine, best dataflow per layer; 2:4 masks skipped)."),
     seed: int = typer.Option(0, "--seed"),
     plot: Path | None = typer.Option(None, "--plot", help="Accuracy vs size (and vs latency on the first chip): "
                                                           ".png/.svg/.pdf."),
@@ -743,6 +745,7 @@ def compress_cmd(
     from xpusim.compress.prune import parse_prune
     from xpusim.compress.quant import QuantError
     from xpusim.compress.variants import parse_variant
+    from xpusim.engines.npu import NpuError
     from xpusim.hardware.chip import load_chip
     from xpusim.report.compress import compress_table, pareto_plot
     from xpusim.report.tables import dumps
@@ -755,19 +758,20 @@ def compress_cmd(
         variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
         prunes = [parse_prune(p) for p in (prune or [])]
         chips = [] if chip == ["none"] else [load_chip(c).name for c in (chip or ["t4"])]
+        array = _parse_array(npu, "--npu") if npu is not None else None
         t = load_task(task, seed, data, epochs)
         for v in variants:  # every setting checked on every layer before anything runs
             check_variant(t, v)
         for pr in prunes:
             check_prune(t, pr)
-        base = baseline(t, chips, batch)
+        base = baseline(t, chips, batch, array)
         results = []
         for v in variants:
             err.print(f"{v.name} ...")
-            results.append(run_variant(t, v, seed, chips, batch))
+            results.append(run_variant(t, v, seed, chips, batch, array))
         for p in prunes:
             err.print(f"prune {p.name} ...")
-            results.append(run_prune(t, p, seed, chips, batch))
+            results.append(run_prune(t, p, seed, chips, batch, array))
         report = {"task": t.name, "metric": t.metric,
                   "baseline": {"value": base.value, "size_bytes": base.size_bytes, "params": base.params,
                                "macs": base.macs, "hardware": base.hardware, "cpu_latency_s": base.cpu_latency_s},
@@ -775,11 +779,11 @@ def compress_cmd(
         if fmt is Format.json:
             write_output(dumps(report), output)
         else:
-            compress_table(out_console(), t, base, results, chips, prunes)
+            compress_table(out_console(), t, base, results, chips + ([f"npu-{npu}"] if npu else []), prunes)
         if plot is not None:
             pareto_plot(t, base, results, chips[0] if chips else None, plot)
             err.print(f"wrote {plot}")
-    except (UserError, CompressError, QuantError, ChipError) as exc:
+    except (UserError, CompressError, QuantError, ChipError, NpuError) as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None
 

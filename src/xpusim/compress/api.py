@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xpusim.compress.hardware import capture_any, project
+from xpusim.compress.hardware import capture_any, project, project_npu
 from xpusim.compress.prune import PruneSpec, dense_layers, prune_model
 from xpusim.compress.quant import kmeans_codebook, quantize_uniform
 from xpusim.compress.tasks import TASKS, Task, user_task
@@ -162,8 +162,16 @@ def check_prune(task: Task, spec: PruneSpec) -> None:
                             "use a masking mode without :ft (e.g. 0.3, 0.3:global, 2:4)")
 
 
+def _hardware(task: Task, model: nn.Module, variant: Variant | None, chips: list[str] | None, batch: int,
+              npu: tuple[int, int] | None, sparsity: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
+    out = project(model, task.example, variant, chips or [], batch)
+    if npu is not None:
+        out[f"npu-{npu[0]}x{npu[1]}"] = project_npu(model, task.example, variant, npu, batch, sparsity)
+    return out
+
+
 def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | None = None,
-                batch: int = 64) -> Measured:
+                batch: int = 64, npu: tuple[int, int] | None = None) -> Measured:
     start = time.perf_counter()
     model = quantize_model(copy.deepcopy(task.model), variant)
     if variant.act_bits:
@@ -179,7 +187,7 @@ def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | 
     return Measured(name=variant.name, value=value, size_bytes=saved_size(model), params=params,
                     macs=_macs(task.model, task.example), sparsity=_sparsity(model),
                     seconds=time.perf_counter() - start,
-                    hardware=project(task.model, task.example, variant, chips or [], batch))
+                    hardware=_hardware(task, task.model, variant, chips, batch, npu))
 
 
 def cpu_latency_s(model: nn.Module, x: torch.Tensor, repeats: int = 15) -> float:
@@ -196,7 +204,7 @@ def cpu_latency_s(model: nn.Module, x: torch.Tensor, repeats: int = 15) -> float
 
 
 def run_prune(task: Task, spec: PruneSpec, seed: int = 0, chips: list[str] | None = None,
-              batch: int = 64) -> Measured:
+              batch: int = 64, npu: tuple[int, int] | None = None) -> Measured:
     start = time.perf_counter()
     model = copy.deepcopy(task.model)
     torch.manual_seed(seed)
@@ -209,17 +217,19 @@ def run_prune(task: Task, spec: PruneSpec, seed: int = 0, chips: list[str] | Non
                     size_bytes=len(to_bytes(dict(model.state_dict()))),
                     params=sum(p.numel() for p in model.parameters()), macs=_macs(model, task.example),
                     sparsity=_sparsity(model), seconds=time.perf_counter() - start,
-                    hardware=project(model, task.example, None, chips or [], batch),
+                    hardware=_hardware(task, model, None, chips, batch, npu,
+                                       (spec.n, spec.m) if spec.mode == "nm" else None),
                     cpu_latency_s=cpu_latency_s(model, task.test_x))
 
 
-def baseline(task: Task, chips: list[str] | None = None, batch: int = 64) -> Measured:
+def baseline(task: Task, chips: list[str] | None = None, batch: int = 64,
+             npu: tuple[int, int] | None = None) -> Measured:
     start = time.perf_counter()
     size = len(to_bytes(dict(task.model.state_dict())))
     return Measured(name="float32", value=task.evaluate(task.model), size_bytes=size,
                     params=sum(p.numel() for p in task.model.parameters()), macs=_macs(task.model, task.example),
                     sparsity=_sparsity(task.model), seconds=time.perf_counter() - start,
-                    hardware=project(task.model, task.example, None, chips or [], batch),
+                    hardware=_hardware(task, task.model, None, chips, batch, npu),
                     cpu_latency_s=cpu_latency_s(task.model, task.test_x))
 
 

@@ -71,3 +71,31 @@ def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, ch
             continue
         out[chip.name] = {"latency_s": est.latency_s, "energy_j": est.energy_j, "dtype": est.dtype}
     return out
+
+
+def npu_word(v: Variant | None) -> tuple[str, int]:
+    """(NPU word type, MACs per PE) for a variant: int8 words for WxA8 (the array's word is the widest operand,
+    the 8-bit activations), 8-bit float words for FP8, 16-bit words when a weight-only format dequantizes, fp32
+    for the float model."""
+    if v is None:
+        return "fp32", 1
+    if v.kind == "float":
+        return {"tf32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8-e4m3": "fp8", "fp8-e5m2": "fp8"}[v.float_format], 1
+    if v.kind == "uniform" and v.act_bits:
+        return "int8", 1
+    return "fp16", 1
+
+
+def project_npu(model: nn.Module, example: torch.Tensor, variant: Variant | None, array: tuple[int, int],
+                batch: int, sparsity: tuple[int, int] | None = None) -> dict[str, float | str | None]:
+    """Cycles, latency and energy on a rows × cols systolic array (``xpusim npu``'s engine, best dataflow per
+    layer), at the variant's word width; N:M masks are skipped when ``sparsity`` says the array can."""
+    from xpusim.engines.npu import NpuConfig, lower_workload
+    from xpusim.engines.npu import simulate as npu_simulate
+
+    x = example.expand(batch, *example.shape[1:]) if example.shape[0] == 1 else example
+    layers, _ = lower_workload(capture_any(model, x))
+    word, per_pe = npu_word(variant)
+    cfg = NpuConfig(rows=array[0], cols=array[1], dtype=word, macs_per_pe=per_pe, sparsity=sparsity)
+    run = npu_simulate(layers, cfg, "auto")
+    return {"latency_s": run.time_s, "energy_j": run.energy_j, "dtype": word, "cycles": run.total_cycles}
