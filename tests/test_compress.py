@@ -221,3 +221,33 @@ def test_bad_data_factory_shape(tmp_path: Path) -> None:
 def test_per_channel_needs_a_channel_axis() -> None:
     with pytest.raises(QuantError, match=r"output-channel axis; this tensor has shape \(7,\)"):
         fake_uniform(torch.randn(7), UniformSpec(bits=4, granularity="channel"))
+
+
+def test_adder_layer_is_negative_l1_distance() -> None:
+    from xpusim.compress.adder import AdderConv2d, to_adder
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1, stride=2)
+    a = AdderConv2d(conv)
+    x = torch.randn(2, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    y = a(x)
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for o, i, j in ((0, 0, 0), (3, 2, 1), (1, 3, 3)):  # hand: −Σ|patch − filter| at output (i, j)
+        patch = xp[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+        assert float(y[0, o, i, j]) == pytest.approx(float(-(patch - conv.weight[o]).abs().sum()), rel=1e-5)
+    y.sum().backward()  # AdderNet's gradients: ∂Y/∂W = X − W flows
+    assert a.weight.grad is not None and a.weight.grad.abs().sum() > 0
+    m = to_adder(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
+    assert isinstance(m[0][0], AdderConv2d) and not any(isinstance(x, torch.nn.Conv2d) for x in m.modules())
+
+
+def test_iterative_pruning_reaches_the_target(digits) -> None:  # type: ignore[no-untyped-def]
+    r = run_prune(digits, parse_prune("0.6:structured:steps=2:ft=2"))
+    assert 0.35 <= r.params / baseline(digits).params <= 0.45
+    masks = run_prune(digits, parse_prune("0.7:steps=3"))
+    assert masks.sparsity == pytest.approx(0.7, abs=0.03)
+
+
+def test_activation_calibration_options(digits) -> None:  # type: ignore[no-untyped-def]
+    v = parse_variant("w4a4:a-percentile")
+    assert v.act_calibration == "percentile" and v.act_bits == 4
+    assert run_variant(digits, v).value >= run_variant(digits, parse_variant("w4a4")).value - 1.0

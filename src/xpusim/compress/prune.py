@@ -3,7 +3,8 @@ really removes channels (Torch-Pruning's dependency graph keeps every connected 
 
 Names: ``0.5`` (50% of each layer's weights by magnitude), ``0.5:global`` (50% over all layers at once), ``2:4``
 (N:M, keep the 2 largest of every 4 consecutive inputs), ``0.5:structured`` (channels removed until about 50% of
-the parameters are gone); ``:ft=N``
+the parameters are gone); ``:steps=K`` prunes in K rounds (ratio·k/K each) with the fine-tuning split between
+them; ``:ft=N``
 fine-tunes N epochs afterwards (default 8 for structured, 0 otherwise), masks held fixed.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -30,6 +31,8 @@ class PruneSpec:
     n: int = 0
     m: int = 0
     finetune_epochs: int = 0
+    steps: int = 1
+    """Iterative schedule: prune to ratio·k/steps and fine-tune finetune_epochs/steps, for k = 1 … steps."""
 
     @property
     def changes_size(self) -> bool:
@@ -39,9 +42,14 @@ class PruneSpec:
 def parse_prune(text: str) -> PruneSpec:
     head, *opts = text.strip().split(":")
     ft = None
+    steps = 1
     rest = []
     for o in opts:
-        if o.startswith("ft="):
+        if o.startswith("steps="):
+            steps = int(o[6:]) if o[6:].isdigit() else 0
+            if steps < 1:
+                raise QuantError(f"--prune {text!r}: steps={o[6:]} must be a whole number >= 1")
+        elif o.startswith("ft="):
             try:
                 ft = int(o[3:])
             except ValueError:
@@ -66,7 +74,7 @@ def parse_prune(text: str) -> PruneSpec:
         raise QuantError(f"--prune {text!r}: mode {':'.join(rest)!r} is not global or structured")
     if ft is None:
         ft = DEFAULT_STRUCTURED_FT if mode == "structured" else 0
-    return PruneSpec(name=text, mode=mode, ratio=ratio, finetune_epochs=ft)
+    return PruneSpec(name=text, mode=mode, ratio=ratio, finetune_epochs=ft, steps=steps)
 
 
 Prunable = nn.Linear | nn.Conv1d | nn.Conv2d
@@ -146,16 +154,21 @@ def prune_model(model: nn.Module, spec: PruneSpec, example: torch.Tensor, classi
                 finetune: Callable[[nn.Module, int], None]) -> nn.Module:
     """Prune ``model`` (in place) and fine-tune it for the spec's epochs with ``finetune(model, epochs)``.
     ``classifier`` names the output layer, which structured pruning keeps whole."""
-    if spec.mode == "structured":
-        prune_structured(model, example, spec.ratio, classifier)
-        if spec.finetune_epochs:
-            finetune(model, spec.finetune_epochs)
-        return model
-    handles = apply_masks(masks_for(model, spec))
-    if spec.finetune_epochs:
-        finetune(model, spec.finetune_epochs)
-    for h in handles:
-        h.remove()
+    total = sum(p.numel() for p in model.parameters())
+    epochs = [spec.finetune_epochs // spec.steps + (1 if k < spec.finetune_epochs % spec.steps else 0)
+              for k in range(spec.steps)]
+    for k in range(1, spec.steps + 1):
+        target = spec.ratio * k / spec.steps  # of the original parameters
+        if spec.mode == "structured":
+            now = sum(p.numel() for p in model.parameters())
+            prune_structured(model, example, 1 - (1 - target) * total / now, classifier)
+            handles = []
+        else:
+            handles = apply_masks(masks_for(model, replace(spec, ratio=target)))
+        if epochs[k - 1]:
+            finetune(model, epochs[k - 1])
+        for h in handles:
+            h.remove()
     return model
 
 

@@ -102,6 +102,11 @@ def _range(rows: torch.Tensor, spec: UniformSpec) -> tuple[torch.Tensor, torch.T
     return lo, hi
 
 
+def calibrated_range(rows: torch.Tensor, spec: UniformSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (low, high) range by the spec's calibration (min-max, percentile or MSE search)."""
+    return _range(rows, spec)
+
+
 def scale_zero(lo: torch.Tensor, hi: torch.Tensor, spec: UniformSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Step size and integer zero point for a [lo, hi] range."""
     if spec.symmetric:

@@ -4,7 +4,8 @@ Names: ``w8a8``, ``w4a16``, ``w4a8:per-tensor``, ``w4:group=64``, ``w2:qat``, ``
 ``bf16``, ``fp16``, ``tf32``, ``codebook16`` (k-means, 16 values), ``pow2:4`` (power-of-two, 4 bits), ``binary``,
 ``ternary``. Uniform weights are symmetric per output channel unless told otherwise; activations (``aB``) per
 tensor, asymmetric, from min-max calibration. Options after ``:``: ``per-channel`` (default) | ``per-tensor`` |
-``group=G``, ``asym``, ``minmax`` | ``percentile`` | ``mse``,
+``group=G``, ``asym``, ``minmax`` | ``percentile`` | ``mse`` (weights), ``a-minmax`` | ``a-percentile`` | ``a-mse``
+(activations),
 ``qat`` (quantization-aware fine-tuning with the straight-through estimator; its weight range is refit by MSE at
 every step unless a calibration is named).
 """
@@ -44,6 +45,8 @@ class Variant:
     """Bits per stored weight (index bits for a codebook)."""
     act_bits: int = 0
     """Activation bits (uniform, per tensor); 0 keeps activations in float."""
+    act_calibration: str = "minmax"
+    """How the activation range is set from the calibration batch: minmax, percentile or mse."""
     uniform: UniformSpec | None = None
     float_format: str = ""
     codebook: int = 0
@@ -99,6 +102,7 @@ def parse_variant(text: str) -> Variant:
         raise QuantError(f"--quant {text!r}: activation bits {ab}; use 2 to 8, or 16 for float activations")
     # Weights per output channel by default (as deployed int8 kernels do); QAT refits the clipping by MSE.
     spec = UniformSpec(bits=wb, granularity="channel", calibration="mse" if qat else "minmax")
+    act_cal = "minmax"
     for o in opts:
         if o == "per-channel":
             spec = replace(spec, granularity="channel")
@@ -115,10 +119,14 @@ def parse_variant(text: str) -> Variant:
             spec = replace(spec, symmetric=False)
         elif o in ("minmax", "percentile", "mse"):
             spec = replace(spec, calibration=o)  # type: ignore[arg-type]
+        elif o in ("a-minmax", "a-percentile", "a-mse"):
+            act_cal = o[2:]
         else:
             raise QuantError(f"--quant {text!r}: unknown option {o!r}; options: per-channel (default), per-tensor, "
-                             "group=G, asym, minmax, percentile, mse, qat")
-    return Variant(name=text, kind="uniform", weight_bits=wb, act_bits=ab if ab < 16 else 0, uniform=spec, qat=qat)
+                             "group=G, asym, minmax, percentile, mse (weights), a-minmax, a-percentile, a-mse "
+                             "(activations), qat")
+    return Variant(name=text, kind="uniform", weight_bits=wb, act_bits=ab if ab < 16 else 0, uniform=spec, qat=qat,
+                   act_calibration=act_cal)
 
 
 def _ste(x: torch.Tensor, fq: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -127,21 +135,43 @@ def _ste(x: torch.Tensor, fq: Callable[[torch.Tensor], torch.Tensor]) -> torch.T
 
 
 class ActQuant(nn.Module):
-    """Per-tensor asymmetric activation fake-quantizer: observes min/max while calibrating, then fixed."""
+    """Per-tensor asymmetric activation fake-quantizer: observes the calibration batch (min/max, or a sample of
+    values for percentile and MSE), then its range is fixed."""
 
-    def __init__(self, bits: int) -> None:
+    SAMPLE = 1 << 18
+
+    def __init__(self, bits: int, calibration: str = "minmax") -> None:
         super().__init__()
-        self.spec = UniformSpec(bits=bits, symmetric=False)
+        self.spec = UniformSpec(bits=bits, symmetric=False, calibration=calibration)  # type: ignore[arg-type]
         self.lo: torch.Tensor
         self.hi: torch.Tensor
         self.register_buffer("lo", torch.tensor(float("inf")))
         self.register_buffer("hi", torch.tensor(float("-inf")))
-        self.observing = True
+        self.seen: list[torch.Tensor] = []
+        self._observing = True
+
+    @property
+    def observing(self) -> bool:
+        return self._observing
+
+    @observing.setter
+    def observing(self, value: bool) -> None:
+        if self._observing and not value and self.seen and self.spec.calibration != "minmax":
+            from xpusim.compress.quant import calibrated_range
+
+            lo, hi = calibrated_range(torch.cat(self.seen)[None, :], self.spec)
+            self.lo, self.hi = lo[0], hi[0]
+        self.seen = []
+        self._observing = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self.lo = torch.minimum(self.lo, x.detach().min())
             self.hi = torch.maximum(self.hi, x.detach().max())
+            if self.spec.calibration != "minmax":
+                flat = x.detach().reshape(-1)
+                pick = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[: self.SAMPLE]
+                self.seen.append(flat[pick])
             return x
         lo, hi = self.lo.clamp(max=0), self.hi.clamp(min=0)
         scale = (hi - lo).clamp_min(1e-12) / (self.spec.qmax - self.spec.qmin)
@@ -165,7 +195,7 @@ class QuantLayer(nn.Module):
         self.inner = inner
         self.variant = variant
         self.weight_fn = variant.weight_fn()
-        self.act = ActQuant(variant.act_bits) if variant.act_bits else None
+        self.act = ActQuant(variant.act_bits, variant.act_calibration) if variant.act_bits else None
         self._frozen: torch.Tensor | None = None
         self.weight_fn(inner.weight)  # fail early on a bad setting (per-channel on a vector, group not dividing)
 
