@@ -26,8 +26,9 @@ def compress_table(console: Console, task: Any, base: Any, results: Sequence[Any
         cols += [f"{chip} latency", f"{chip} energy"]
     for c in cols:
         t.add_column(c, justify="left" if c == "variant" else "right")
+    digits = 4 if task.metric.startswith("cosine") else 2
     for r in [base, *results]:
-        row = [r.name, f"{r.value:.2f}", f"{r.value - base.value:+.2f}", f"{r.size_bytes:,} B",
+        row = [r.name, f"{r.value:.{digits}f}", f"{r.value - base.value:+.{digits}f}", f"{r.size_bytes:,} B",
                f"{base.size_bytes / r.size_bytes:.1f}", f"{r.params:,}", f"{r.macs:,}", f"{100 * r.sparsity:.0f}%",
                f"{r.cpu_latency_s * 1e3:.2f}" if r.cpu_latency_s is not None else ""]
         for chip in chips:
