@@ -234,7 +234,7 @@ def test_adder_layer_is_negative_l1_distance() -> None:
     for o, i, j in ((0, 0, 0), (3, 2, 1), (1, 3, 3)):  # hand: −Σ|patch − filter| at output (i, j)
         patch = xp[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
         assert float(y[0, o, i, j].detach()) == pytest.approx(float(-(patch - conv.weight[o]).abs().sum()), rel=1e-5)
-    y.sum().backward()  # AdderNet's gradients: ∂Y/∂W = X − W flows
+    y.sum().backward()
     assert a.weight.grad is not None and a.weight.grad.abs().sum() > 0
     m = to_adder(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
     assert isinstance(m[0][0], AdderConv2d) and not any(isinstance(x, torch.nn.Conv2d) for x in m.modules())
@@ -251,3 +251,12 @@ def test_activation_calibration_options(digits) -> None:  # type: ignore[no-unty
     v = parse_variant("w4a4:a-percentile")
     assert v.act_calibration == "percentile" and v.act_bits == 4
     assert run_variant(digits, v).value >= run_variant(digits, parse_variant("w4a4")).value - 1.0
+
+
+@pytest.mark.slow
+def test_adder_variant_learns(digits) -> None:  # type: ignore[no-untyped-def]
+    # 6 epochs are far from the 30 the default uses (94% here), but well above chance (10%).
+    r = run_variant(digits, parse_variant("adder:ft=6"))
+    assert r.value > 40 and r.params > baseline(digits).params  # + batch norms
+    with pytest.raises(QuantError, match="adder takes :ft=N"):
+        parse_variant("adder:fast")

@@ -23,6 +23,7 @@ from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_ob
 QAT_EPOCHS = 8
 QAT_LR = 1e-3
 PRUNE_FT_LR = 1e-3
+ADDER_LR = 3e-3
 
 
 class CompressError(ValueError):
@@ -150,6 +151,12 @@ def _macs(model: nn.Module, example: torch.Tensor) -> int:
 
 def check_variant(task: Task, variant: Variant) -> None:
     """Raise QuantError/CompressError if ``variant`` cannot apply to ``task`` (nothing is kept)."""
+    if variant.kind == "adder":
+        if not task.trainable:
+            raise CompressError(f"--quant {variant.name}: {task.name} has no training data to fine-tune adder layers")
+        if not any(isinstance(m, nn.Conv2d) for m in task.model.modules()):
+            raise CompressError(f"--quant {variant.name}: {task.name} has no Conv2d layer to turn into an adder layer")
+        return
     if variant.qat and not task.trainable:
         raise CompressError(f"--quant {variant.name}: {task.name} has no training data for QAT; use post-training "
                             "quantization (drop :qat)")
@@ -173,6 +180,8 @@ def _hardware(task: Task, model: nn.Module, variant: Variant | None, chips: list
 def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | None = None,
                 batch: int = 64, npu: tuple[int, int] | None = None) -> Measured:
     start = time.perf_counter()
+    if variant.kind == "adder":
+        return _run_adder(task, variant, seed, chips, batch, npu, start)
     model = quantize_model(copy.deepcopy(task.model), variant)
     if variant.act_bits:
         set_observing(model, True)
@@ -188,6 +197,23 @@ def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | 
                     macs=_macs(task.model, task.example), sparsity=_sparsity(model),
                     seconds=time.perf_counter() - start,
                     hardware=_hardware(task, task.model, variant, chips, batch, npu))
+
+
+def _run_adder(task: Task, variant: Variant, seed: int, chips: list[str] | None, batch: int,
+               npu: tuple[int, int] | None, start: float) -> Measured:
+    """AdderNet: every Conv2d becomes an L1-distance layer + batch norm, then fine-tuned. Costed on chips as the
+    convolutions it replaces (NB: the chip files have no adder-specific peak; an adder needs no multiplier)."""
+    from xpusim.compress.adder import to_adder
+
+    model = to_adder(copy.deepcopy(task.model))
+    torch.manual_seed(seed)
+    task.finetune(model, variant.finetune_epochs, ADDER_LR, seed)
+    model.eval()
+    return Measured(name=variant.name, value=task.evaluate(model), size_bytes=len(to_bytes(dict(model.state_dict()))),
+                    params=sum(p.numel() for p in model.parameters()), macs=_macs(task.model, task.example),
+                    sparsity=_sparsity(model), seconds=time.perf_counter() - start,
+                    hardware=_hardware(task, task.model, None, chips, batch, npu),
+                    cpu_latency_s=cpu_latency_s(model, task.test_x))
 
 
 def cpu_latency_s(model: nn.Module, x: torch.Tensor, repeats: int = 15) -> float:

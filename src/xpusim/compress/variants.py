@@ -2,7 +2,8 @@
 
 Names: ``w8a8``, ``w4a16``, ``w4a8:per-tensor``, ``w4:group=64``, ``w2:qat``, ``w4a8:asym:mse``, ``fp8-e4m3``,
 ``bf16``, ``fp16``, ``tf32``, ``codebook16`` (k-means, 16 values), ``pow2:4`` (power-of-two, 4 bits), ``binary``,
-``ternary``. Uniform weights are symmetric per output channel unless told otherwise; activations (``aB``) per
+``ternary``, ``adder`` (AdderNet: convolutions become L1-distance layers, then ``:ft=N`` epochs of fine-tuning,
+default 30). Uniform weights are symmetric per output channel unless told otherwise; activations (``aB``) per
 tensor, asymmetric, from min-max calibration. Options after ``:``: ``per-channel`` (default) | ``per-tensor`` |
 ``group=G``, ``asym``, ``minmax`` | ``percentile`` | ``mse`` (weights), ``a-minmax`` | ``a-percentile`` | ``a-mse``
 (activations),
@@ -34,6 +35,7 @@ from xpusim.compress.quant import (
 )
 
 _W = re.compile(r"^w(\d+)(?:a(\d+))?$")
+ADDER_EPOCHS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,8 @@ class Variant:
     float_format: str = ""
     codebook: int = 0
     qat: bool = False
+    finetune_epochs: int = 0
+    """Adder: epochs of fine-tuning after the swap."""
 
     def weight_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.kind == "uniform":
@@ -84,6 +88,13 @@ def parse_variant(text: str) -> Variant:
         if values < 2 or values > 256 or values & (values - 1):
             raise QuantError(f"--quant {text!r}: a codebook needs a power of two of values from 2 to 256")
         return Variant(name=text, kind="codebook", weight_bits=int(math.log2(values)), codebook=values, qat=qat)
+    if head == "adder":
+        ft = ADDER_EPOCHS
+        for o in opts:
+            if not (o.startswith("ft=") and o[3:].isdigit() and int(o[3:]) > 0):
+                raise QuantError(f"--quant {text!r}: adder takes :ft=N (fine-tuning epochs, N >= 1), not {o!r}")
+            ft = int(o[3:])
+        return Variant(name=text, kind="adder", weight_bits=32, finetune_epochs=ft)
     if head in ("binary", "ternary"):
         return Variant(name=text, kind=head, weight_bits=1 if head == "binary" else 2, qat=qat)
     if head == "pow2":
