@@ -233,7 +233,8 @@ def test_adder_layer_is_negative_l1_distance() -> None:
     xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
     for o, i, j in ((0, 0, 0), (3, 2, 1), (1, 3, 3)):  # hand: −Σ|patch − filter| at output (i, j)
         patch = xp[0, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
-        assert float(y[0, o, i, j].detach()) == pytest.approx(float(-(patch - conv.weight[o]).abs().sum()), rel=1e-5)
+        expected = float(-(patch - conv.weight[o].detach()).abs().sum())
+        assert float(y[0, o, i, j].detach()) == pytest.approx(expected, rel=1e-5)
     y.sum().backward()
     assert a.weight.grad is not None and a.weight.grad.abs().sum() > 0
     m = to_adder(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
