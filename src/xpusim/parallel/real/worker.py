@@ -49,6 +49,16 @@ class Recorder:
         return timed
 
 
+def _optimizer_step(opt: torch.optim.Optimizer, rec: Recorder, step: int, t0: float, t_grads: float, *,
+                    stage: int) -> None:
+    """Apply and clear the gradients; record the optimizer span and the whole step (from ``t0``)."""
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    end = time.monotonic()
+    rec.add("optimizer", "opt", stage, 0, t_grads, end)
+    rec.add(f"step {step}", "step", stage, step, t0, end)
+
+
 def _maybe_fault(spec: RunSpec, rank: int, step: int) -> None:
     """Testing aid (``--fault``): fail in the middle of step 2 on one rank."""
     if not spec.fault or step != 1:
@@ -132,11 +142,7 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
             out["loss"] = float(mean) / world
             grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # FSDP: a collective
             out["grads"] = grads if rank == 0 else {}
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t3 = time.monotonic()
-        rec.add("optimizer", "opt", 0, 0, t2, t3)
-        rec.add(f"step {step}", "step", 0, step, t0, t3)
+        _optimizer_step(opt, rec, step, t0, t2, stage=0)
     return out
 
 
@@ -183,11 +189,7 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
             out["loss"] = loss
             grads = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
             out["grads"] = grads if rank == 0 else {}
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t3 = time.monotonic()
-        rec.add("optimizer", "opt", 0, 0, t2, t3)
-        rec.add(f"step {step}", "step", 0, step, t0, t3)
+        _optimizer_step(opt, rec, step, t0, t2, stage=0)
     return out
 
 
@@ -252,11 +254,7 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
             out["grads"] = {global_name(n, sid, stages, spec.model.layers): q.grad.detach().clone()
                             for sid, mod in zip(ids, modules, strict=True)
                             for n, q in mod.named_parameters() if q.grad is not None}
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t2 = time.monotonic()
-        rec.add("optimizer", "opt", -1, 0, t1, t2)
-        rec.add(f"step {step}", "step", -1, step, t0, t2)
+        _optimizer_step(opt, rec, step, t0, t1, stage=-1)
     return out
 
 
