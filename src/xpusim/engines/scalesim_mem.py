@@ -1,0 +1,399 @@
+"""SCALE-Sim 3.0.0's memory model with a user-given DRAM bandwidth, replayed from a layer's geometry.
+
+With ``InterfaceBandwidth: USER`` SCALE-Sim times every cycle of a layer through three double-buffered SRAMs, and
+its stall count follows the details of that model rather than bytes over bandwidth — so a closed form misses it
+by tens of percent on small SRAMs (docs/npu.md). This module rebuilds the same memory system as data so that
+``xpusim npu --scalesim-config`` reports SCALE-Sim's stall cycles for the same files. Its rules, as observed in
+SCALE-Sim 3.0.0 (``memory/read_buffer.py``, ``write_buffer.py``, ``double_buffered_scratchpad_mem.py``):
+
+**Demand.** Cycle by cycle, the addresses each array edge reads (ifmap, filter) and writes (ofmap): the operand
+matrices cut into array-sized folds, padded, and skewed one cycle per row/column (the diagonal wavefront).
+
+**Read SRAMs.** The operand's prefetch order (the fold-stacked matrix, in anti-diagonal order for the streamed
+operands) is cut into "lines" of ⌈SRAM words / 100⌉ addresses each (a line is a set: an address repeated by
+im2col inside one line is held once, across lines it is held again). Half the SRAM holds the active lines, half
+the prefetch lines. A demanded address that no active line holds triggers a prefetch, which slides the active
+window forward by the prefetch lines and takes ⌈prefetch words / bandwidth⌉ + 1 cycles after the previous
+prefetch finished — prefetches run back to back from the last one, whatever the array's clock. The request's
+delay grows by the prefetch's lateness, and by the lateness again when it is positive (a late prefetch counts
+twice; an early one earns cycles back within that cycle's requests).
+
+**Write SRAM.** Outputs fill bandwidth-wide lines; when more than half the SRAM is taken, half of it drains to
+DRAM, one line per cycle with no write latency; an output written while a drain is still running and no space is left waits for it.
+
+**Clock.** Each cycle's stall is the largest of the three SRAMs' delays; the array's clock moves on by it.
+
+Only the timing matters here, so addresses are kept as integers per operand and never written out. Work is
+vectorised over the demand stream; the clock loop visits only cycles where something misses or is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from xpusim.engines.npu import NpuError
+
+ACTIVE_FRACTION = 0.5
+"""SCALE-Sim's single_layer_sim: ``active_buf_frac = 0.5`` for all three SRAMs."""
+LINES_PER_SRAM = 100
+"""read_buffer.prepare_hashed_buffer: a line holds ⌈SRAM words / 100⌉ addresses."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvShape:
+    """A SCALE-Sim topology row: ifmap H×W×C, filter Fh×Fw, Nf filters, one stride (no padding). A GEMM row
+    M, N, K is the conv H=M, W=K, Fh=1, Fw=K, C=1, Nf=N, stride 1, as SCALE-Sim reads it."""
+
+    h: int
+    w: int
+    fh: int
+    fw: int
+    c: int
+    nf: int
+    stride: int
+
+    @property
+    def oh(self) -> int:
+        return math.ceil((self.h - self.fh + self.stride) / self.stride)
+
+    @property
+    def ow(self) -> int:
+        return math.ceil((self.w - self.fw + self.stride) / self.stride)
+
+    @property
+    def pixels(self) -> int:
+        return self.oh * self.ow
+
+    @property
+    def window(self) -> int:
+        return self.fh * self.fw * self.c
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryTiming:
+    """One layer through SCALE-Sim's memory model."""
+
+    compute_cycles: int
+    stall_cycles: int
+    total_cycles: int
+    """SCALE-Sim's "Total Cycles": the last output write, stalls included."""
+    dram_reads_ifmap: int
+    dram_reads_filter: int
+    dram_writes_ofmap: int
+    prefetches_ifmap: int
+    prefetches_filter: int
+
+
+def operand_matrices(s: ConvShape) -> tuple[np.ndarray, np.ndarray]:
+    """(ifmap im2col addresses [pixels × window], filter addresses [window × Nf]); -1 where a window runs past the
+    ifmap (SCALE-Sim's ceil output-size rule can place one)."""
+    pix = np.arange(s.pixels)[:, None]
+    j = np.arange(s.window)[None, :]
+    orow, ocol = np.divmod(pix, s.ow)
+    r, rem = np.divmod(j, s.fw * s.c)
+    col, ch = np.divmod(rem, s.c)
+    y, x = orow * s.stride + r, ocol * s.stride + col
+    ifmap = np.where((y < s.h) & (x < s.w), (y * s.w + x) * s.c + ch, -1)
+    filt = np.arange(s.nf)[None, :] * s.window + np.arange(s.window)[:, None]
+    return ifmap.astype(np.int64), filt.astype(np.int64)
+
+
+def _folds(n: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _pad_cols(block: np.ndarray, width: int) -> np.ndarray:
+    if block.shape[1] == width:
+        return block
+    return np.concatenate([block, np.full((block.shape[0], width - block.shape[1]), -1, np.int64)], axis=1)
+
+
+def _stack_folds(mat: np.ndarray, size: int) -> np.ndarray:
+    """Column folds of ``mat`` (each padded to ``size`` columns) stacked vertically: a fetch order."""
+    return np.concatenate([_pad_cols(mat[:, a:b], size) for a, b in _folds(mat.shape[1], size)], axis=0)
+
+
+def _antidiagonal(mat: np.ndarray) -> np.ndarray:
+    """Elements of ``mat`` by anti-diagonal (r + c), bottom row first within one: the skewed stream order."""
+    r, c = np.indices(mat.shape)
+    order = np.lexsort((-r.ravel(), (r + c).ravel()))
+    return mat.ravel()[order]
+
+
+@dataclass(frozen=True)
+class _Stream:
+    rows: np.ndarray
+    """Demand cycle of each valid request, in request order (cycle, then array edge position)."""
+    addrs: np.ndarray
+
+
+def _fold_stream(block: np.ndarray, base_row: int, prefix: int, skew: bool, flip: bool) -> tuple[np.ndarray, ...]:
+    """(cycle, edge position, address) of one fold's valid requests."""
+    if flip:
+        block = block[::-1]
+    t, c = np.nonzero(block >= 0)
+    rows = base_row + prefix + t + (c if skew else 0)
+    return rows, c, block[t, c]
+
+
+def _collect(parts: list[tuple[np.ndarray, ...]]) -> _Stream:
+    rows = np.concatenate([p[0] for p in parts])
+    cols = np.concatenate([p[1] for p in parts])
+    addrs = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((cols, rows))
+    return _Stream(rows=rows[order], addrs=addrs[order])
+
+
+@dataclass(frozen=True)
+class _Demand:
+    ifmap_fetch: np.ndarray
+    filter_fetch: np.ndarray
+    ifmap: _Stream
+    filter: _Stream
+    ofmap_rows: np.ndarray
+    """Cycle of each output write."""
+    n_rows: int
+
+
+def demand(s: ConvShape, dataflow: str, rows: int, cols: int) -> _Demand:
+    """Fetch orders and per-cycle demand of the three operands, as SCALE-Sim's compute modules lay them out."""
+    ifm, flt = operand_matrices(s)
+    R, C = rows, cols
+    if dataflow == "os":
+        t = s.window
+        pix_folds, filt_folds = _folds(s.pixels, R), _folds(s.nf, C)
+        per_fold = t + R + C - 2
+        i_parts, f_parts, o_rows = [], [], []
+        fold = 0
+        for fa, fb in filt_folds:
+            for pa, pb in pix_folds:
+                base = fold * per_fold
+                i_parts.append(_fold_stream(ifm[pa:pb].T, base, 0, True, False))
+                f_parts.append(_fold_stream(flt[:, fa:fb], base, 0, True, False))
+                ones = np.zeros((pb - pa, fb - fa), np.int64)
+                o_parts = _fold_stream(ones, base, t - 1, True, True)
+                o_rows.append(o_parts[0] + (R - (pb - pa)))  # the flip runs over the padded R rows
+                fold += 1
+        return _Demand(ifmap_fetch=_antidiagonal(_stack_folds(ifm.T, R)),
+                       filter_fetch=_antidiagonal(_stack_folds(flt, C)),
+                       ifmap=_collect(i_parts), filter=_collect(f_parts), ofmap_rows=np.concatenate(o_rows),
+                       n_rows=fold * per_fold)
+    if dataflow not in ("ws", "is"):
+        raise NpuError(f"unknown dataflow {dataflow!r}; SCALE-Sim knows os, ws and is")
+    # ws and is mirror each other: one operand stays in the array (stationary, K × S_c), the other streams
+    # (T × K); ws keeps the filter and streams the ifmap, is keeps the ifmap and streams the filter.
+    stationary, streaming = (flt, ifm) if dataflow == "ws" else (ifm.T, flt.T)
+    k, s_c = stationary.shape
+    t = streaming.shape[0]
+    row_folds, col_folds = _folds(k, R), _folds(s_c, C)
+    per_fold = 2 * R + C + t - 2
+    st_parts, sm_parts, o_rows = [], [], []
+    fold = 0
+    for ca, cb in col_folds:
+        for ra, rb in row_folds:
+            base = fold * per_fold
+            sm_parts.append(_fold_stream(streaming[:, ra:rb], base, R, True, False))
+            block = stationary[ra:rb, ca:cb]
+            flipped = _fold_stream(block, base, 0, False, True)
+            st_parts.append((flipped[0] + (R - (rb - ra)), *flipped[1:]))  # padded rows sit on top after the flip
+            o_rows.append(_fold_stream(np.zeros((t, cb - ca), np.int64), base, 2 * R - 1, True, False)[0])
+            fold += 1
+    st_fetch = _stack_folds(stationary, C)
+    sm_fetch = _antidiagonal(_stack_folds(streaming, R))
+    st, sm = _collect(st_parts), _collect(sm_parts)
+    if dataflow == "ws":
+        return _Demand(ifmap_fetch=sm_fetch, filter_fetch=st_fetch.ravel(), ifmap=sm, filter=st,
+                       ofmap_rows=np.concatenate(o_rows), n_rows=fold * per_fold)
+    return _Demand(ifmap_fetch=st_fetch.ravel(), filter_fetch=sm_fetch, ifmap=st, filter=sm,
+                   ofmap_rows=np.concatenate(o_rows), n_rows=fold * per_fold)
+
+
+@dataclass(frozen=True)
+class _ReadEvents:
+    rows: np.ndarray
+    """Cycle of each prefetch, in order (a cycle can have several)."""
+    cycles_per_prefetch: int
+    dram_reads: int
+
+
+def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: int) -> _ReadEvents:
+    """The prefetches one read SRAM makes while serving ``stream``: which demand cycle triggers each."""
+    active_words = math.ceil(sram_words * ACTIVE_FRACTION)
+    prefetch_words = sram_words - active_words
+    per_line = math.ceil(sram_words / LINES_PER_SRAM)
+    valid = fetch[fetch >= 0]
+    n_lines = len(valid) // per_line + 1  # the last (possibly empty) line counts too
+    active = min(n_lines, math.ceil(active_words / per_line))
+    step = min(n_lines - active, math.ceil(prefetch_words / per_line))
+    fetch_rows = math.ceil(len(fetch) / bw)
+    first_fill = min(math.ceil(active_words / bw), fetch_rows) * bw
+    prefetch_lines = math.ceil(prefetch_words / bw)
+    empty = _ReadEvents(rows=np.zeros(0, np.int64), cycles_per_prefetch=prefetch_lines + 1, dram_reads=first_fill)
+    if active >= n_lines or len(stream.addrs) == 0:
+        return empty
+
+    # Each address's lines (a sorted, de-duplicated CSR), to test "in the active window" for many at once.
+    line = np.arange(len(valid)) // per_line
+    pairs = np.unique(valid * n_lines + line)
+    addr_of, line_of = np.divmod(pairs, n_lines)
+    top = int(max(valid.max(), stream.addrs.max())) + 2
+    ptr = np.zeros(top, np.int64)
+    np.add.at(ptr, addr_of + 1, 1)
+    ptr = np.cumsum(ptr)
+    counts = ptr[stream.addrs + 1] - ptr[stream.addrs]
+    if (counts == 0).any():
+        bad = int(stream.addrs[np.argmax(counts == 0)])
+        raise NpuError(f"address {bad} is demanded but never fetched (internal error in the demand layout)")
+    if step == 0:
+        raise NpuError("prefetch buffer holds no line: the SRAM is too small for SCALE-Sim's model")
+
+    def hits(lo: int, hi: int, start: int) -> np.ndarray:
+        a = stream.addrs[lo:hi]
+        n = counts[lo:hi]
+        owner = np.repeat(np.arange(hi - lo), n)
+        first = np.repeat(ptr[a], n)
+        idx = first + (np.arange(len(owner)) - np.repeat(np.cumsum(n) - n, n))
+        inside = ((line_of[idx] - start) % n_lines) < active
+        out = np.zeros(hi - lo, bool)
+        np.logical_or.at(out, owner, inside)
+        return out
+
+    events: list[int] = []
+    start, pos, chunk, total = 0, 0, 256, len(stream.addrs)
+    while pos < total:
+        hi = min(total, pos + chunk)
+        h = hits(pos, hi, start)
+        if h.all():
+            pos, chunk = hi, min(chunk * 2, 1 << 16)
+            continue
+        miss = pos + int(np.argmin(h))
+        lines = line_of[ptr[stream.addrs[miss]]:ptr[stream.addrs[miss] + 1]]
+        row = int(stream.rows[miss])
+        for _ in range(n_lines + 1):
+            start = (start + step) % n_lines
+            events.append(row)
+            if (((lines - start) % n_lines) < active).any():
+                break
+        else:  # pragma: no cover - the window covers every line within n_lines slides
+            raise NpuError("read buffer replay did not converge")
+        pos, chunk = miss + 1, max(64, (miss - pos) * 2)
+    rows_arr = np.asarray(events, np.int64)
+    return _ReadEvents(rows=rows_arr, cycles_per_prefetch=prefetch_lines + 1,
+                       dram_reads=first_fill + len(events) * prefetch_lines * bw)
+
+
+class _WriteBuffer:
+    """The ofmap SRAM: fills bandwidth-wide lines, drains half of itself to DRAM when more than half is full."""
+
+    def __init__(self, sram_words: int, bw: int) -> None:
+        self.total = sram_words
+        self.active = math.ceil(sram_words * ACTIVE_FRACTION)
+        self.drain_words = sram_words - self.active
+        self.bw = bw
+        self.drain_lines = math.ceil(self.drain_words / bw)
+        self.free = sram_words
+        self.drain_end = 0
+        self.line_fill = 0
+        self.lines: list[int] = []  # words in each line handed to the drain queue
+        self.drained = 0
+        self.dram_writes = 0
+
+    def _store(self, n: int) -> None:
+        self.free -= n
+        fill = self.line_fill + n
+        full, self.line_fill = divmod(fill, self.bw)
+        self.lines.extend([self.bw] * full)
+
+    def _drain(self, cycle: int) -> int:
+        if self.line_fill:
+            self.lines.append(self.line_fill)
+            self.line_fill = 0
+        end = min(self.drained + self.drain_lines, len(self.lines))
+        n = end - self.drained
+        if n == 0:
+            return cycle
+        words = n * self.bw - (self.bw - self.lines[end - 1])
+        self.free += words
+        self.dram_writes += words
+        self.drained = end
+        return cycle + n - 1  # one line per cycle; SCALE-Sim's write port has no latency
+
+    def write(self, cycle: int, n: int) -> int:
+        """Store ``n`` outputs demanded at ``cycle``; returns the cycles the array waits."""
+        cur, left = cycle, n
+        while left:
+            if cur < self.drain_end:
+                k = min(left, max(self.free, 1))  # the store that leaves no space waits for the drain
+                self._store(k)
+                left -= k
+                if self.free <= 0:
+                    cur = self.drain_end
+            else:
+                k = min(left, max(self.free - self.active + 1, 1))  # up to the store that crosses half full
+                self._store(k)
+                left -= k
+                if self.free < self.active:
+                    self.drain_end = self._drain(cur)
+        return cur - cycle
+
+    def flush(self) -> None:
+        if self.line_fill:
+            self.lines.append(self.line_fill)
+            self.line_fill = 0
+        while self.drained < len(self.lines):
+            self._drain(0)
+
+
+def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words: tuple[int, int, int],
+                   bandwidth: tuple[int, int, int]) -> MemoryTiming:
+    """Stall, total cycles and DRAM traffic of one layer in SCALE-Sim's USER-bandwidth memory model.
+
+    ``sram_words``/``bandwidth``: (ifmap, filter, ofmap) SRAM sizes in words and DRAM words per cycle (SCALE-Sim
+    takes the ifmap/filter ones from its [layout] bank bandwidths and the ofmap one from ``Bandwidth``).
+    """
+    for name, v in (("rows", rows), ("cols", cols), *zip(("ifmap SRAM", "filter SRAM", "ofmap SRAM"), sram_words,
+                                                          strict=True),
+                    *zip(("ifmap bandwidth", "filter bandwidth", "ofmap bandwidth"), bandwidth, strict=True)):
+        if v < 1:
+            raise NpuError(f"{name} = {v} must be >= 1")
+    d = demand(s, dataflow, rows, cols)
+    ev_i = read_buffer_events(d.ifmap_fetch, d.ifmap, sram_words[0], bandwidth[0])
+    ev_f = read_buffer_events(d.filter_fetch, d.filter, sram_words[1], bandwidth[1])
+    wb = _WriteBuffer(sram_words[2], bandwidth[2])
+
+    o_rows, o_counts = np.unique(d.ofmap_rows, return_counts=True)
+    writes = dict(zip(o_rows.tolist(), o_counts.tolist(), strict=True))
+    by_row: dict[int, list[list[int]]] = {}
+    for which, ev in enumerate((ev_i, ev_f)):
+        for k, r in enumerate(ev.rows.tolist()):
+            by_row.setdefault(r, [[], []])[which].append(k + 1)  # k+1-th prefetch of that SRAM
+    last_prefetch = (ev_i.cycles_per_prefetch, ev_f.cycles_per_prefetch)
+
+    stall = 0
+    finish = 0
+    last_row = d.n_rows - 1
+    for r in sorted(set(writes) | set(by_row)):
+        if r == last_row:  # the last cycle's own stall does not delay it
+            finish = max(finish, r + stall)
+        cycle = r + stall
+        delay = 0
+        for which, ks in enumerate(by_row.get(r, ((), ()))):
+            offset = 1
+            for k in ks:
+                ready = -1 + k * last_prefetch[which]  # prefetches run back to back from the first fill at -1
+                late = ready - (cycle + offset)
+                offset += 2 * late if late > 0 else late
+            delay = max(delay, offset - 1)
+        wait = wb.write(cycle, writes[r]) if r in writes else 0
+        finish = max(finish, cycle + wait)
+        stall += max(delay, wait)
+    if last_row not in writes and last_row not in by_row:
+        finish = max(finish, last_row + stall)
+    wb.flush()
+    return MemoryTiming(compute_cycles=d.n_rows - 1, stall_cycles=stall, total_cycles=int(finish),
+                        dram_reads_ifmap=ev_i.dram_reads, dram_reads_filter=ev_f.dram_reads,
+                        dram_writes_ofmap=wb.dram_writes, prefetches_ifmap=len(ev_i.rows),
+                        prefetches_filter=len(ev_f.rows))
