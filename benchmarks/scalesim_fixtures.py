@@ -27,6 +27,14 @@ conv_c, 8, 8, 1, 1, 32, 24, 1,
 conv_d, 10, 10, 5, 5, 3, 12, 1,
 """
 
+# A depthwise row (SCALE-Sim runs one layer per channel), a stride-2 row whose last window runs past the ifmap
+# under SCALE-Sim's ceil output-size rule, and a non-square filter.
+MIXED_TOPOLOGY = """Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
+dw_DP, 10, 10, 3, 3, 3, 1, 1,
+edge_s2, 12, 12, 3, 3, 3, 6, 2,
+wide, 6, 20, 1, 5, 6, 10, 1,
+"""
+
 GEMM_TOPOLOGY = """Layer, M, N, K,
 gemm_a, 64, 32, 48,
 gemm_b, 17, 9, 33,
@@ -45,7 +53,7 @@ OfmapSramSzkB: {sram_kb}
 IfmapOffset: 0
 FilterOffset: 10000000
 OfmapOffset: 20000000
-Bandwidth: {bw}
+Bandwidth: {ofmap_bw}
 Dataflow: {df}
 ReadRequestBuffer: 32
 WriteRequestBuffer: 32
@@ -72,18 +80,24 @@ InterfaceBandwidth: {mode}
 UseRamulatorTrace: False
 """
 
-# (case name, rows, cols, dataflow, topology, SRAM KiB each, bandwidth words/cycle or None for CALC)
+DFS = ("os", "ws", "is")
+# (case name, rows, cols, dataflow, topology, SRAM KiB each, ifmap/filter bandwidth words/cycle or None for CALC,
+#  ofmap bandwidth)
 CASES = [
-    *[(f"conv_{df}_{r}x{c}", r, c, df, "conv", 64, None) for df in ("os", "ws", "is") for r, c in ((8, 8), (16, 4))],
-    *[(f"gemm_{df}_{r}x{c}", r, c, df, "gemm", 64, None) for df in ("os", "ws", "is") for r, c in ((8, 8), (4, 16))],
-    *[(f"stall_{df}_8x8_bw{bw}", 8, 8, df, "conv", 1, bw) for df in ("os", "ws", "is") for bw in (1, 4)],
+    *[(f"conv_{df}_{r}x{c}", r, c, df, "conv", 64, None, 10) for df in DFS for r, c in ((8, 8), (16, 4))],
+    *[(f"gemm_{df}_{r}x{c}", r, c, df, "gemm", 64, None, 10) for df in DFS for r, c in ((8, 8), (4, 16))],
+    *[(f"stall_{df}_8x8_bw{bw}", 8, 8, df, "conv", 1, bw, bw) for df in DFS for bw in (1, 4)],
+    *[(f"stall_gemm_{df}_16x4_bw2", 16, 4, df, "gemm", 2, 2, 2) for df in DFS],
+    *[(f"stall_mixed_{df}_4x16_bw3x5", 4, 16, df, "mixed", 1, 3, 5) for df in DFS],
 ]
+TOPOLOGIES = {"conv": CONV_TOPOLOGY, "gemm": GEMM_TOPOLOGY, "mixed": MIXED_TOPOLOGY}
 
 
-def run_case(name: str, rows: int, cols: int, df: str, topo: str, sram_kb: int, bw: int | None) -> None:
-    cfg_text = CFG.format(name=name, rows=rows, cols=cols, sram_kb=sram_kb, bw=bw or 10, df=df,
+def run_case(name: str, rows: int, cols: int, df: str, topo: str, sram_kb: int, bw: int | None,
+             ofmap_bw: int) -> None:
+    cfg_text = CFG.format(name=name, rows=rows, cols=cols, sram_kb=sram_kb, bw=bw or 10, ofmap_bw=ofmap_bw, df=df,
                           mode="USER" if bw else "CALC")
-    topo_text = CONV_TOPOLOGY if topo == "conv" else GEMM_TOPOLOGY
+    topo_text = TOPOLOGIES[topo]
     (OUT / f"{name}.cfg").write_text(cfg_text)
     (OUT / f"{topo}_topology.csv").write_text(topo_text)
     with tempfile.TemporaryDirectory() as d:

@@ -13,11 +13,18 @@ from typer.testing import CliRunner
 from xpusim.cli import app
 from xpusim.engines.npu import GemmLayer, NpuConfig, NpuError, best_dataflow, simulate_gemm
 from xpusim.engines.npu_check import check_conv, check_linear, tiled_gemm
-from xpusim.engines.scalesim_io import read_compute_report, read_config, read_topology
+from xpusim.engines.scalesim_io import read_compute_report, read_config, read_layers, read_topology, simulate_scalesim
+from xpusim.engines.scalesim_mem import ConvShape, operand_matrices, simulate_layer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scalesim"
 runner = CliRunner()
 STALL_FREE_CASES = sorted(p.stem for p in FIXTURES.glob("*.cfg") if not p.stem.startswith("stall"))
+STALL_CASES = sorted(p.stem for p in FIXTURES.glob("stall_*.cfg"))
+
+
+def _topology(case: str) -> Path:
+    kind = next((k for k in ("gemm", "mixed") if f"_{k}_" in case or case.startswith(k)), "conv")
+    return FIXTURES / f"{kind}_topology.csv"
 
 
 @pytest.mark.parametrize("case", STALL_FREE_CASES)
@@ -35,12 +42,67 @@ def test_stall_free_cycles_equal_scalesim(case: str) -> None:
 
 
 def test_stall_free_part_of_stalled_runs_is_exact_too() -> None:
-    for cfg_path in FIXTURES.glob("stall_*.cfg"):
-        sc = read_config(cfg_path)
-        layers = read_topology(FIXTURES / "conv_topology.csv")
-        for layer, row in zip(layers, read_compute_report(FIXTURES / f"{cfg_path.stem}.compute.csv"), strict=True):
-            res = simulate_gemm(layer, sc.npu, sc.dataflow)
-            assert res.compute_cycles == row["Total Cycles"] - row["Stall Cycles"]
+    for case in STALL_CASES:
+        sc = read_config(FIXTURES / f"{case}.cfg")
+        layers = read_topology(_topology(case))
+        report = read_compute_report(FIXTURES / f"{case}.compute.csv")
+        rows = [r for layer in layers for r in [layer] * layer.groups]  # SCALE-Sim runs a DP row per channel
+        for layer, row in zip(rows, report, strict=True):
+            one = GemmLayer(name=layer.name, m=layer.m, n=layer.n, k=layer.k)
+            assert simulate_gemm(one, sc.npu, sc.dataflow).compute_cycles == row["Total Cycles"] - row["Stall Cycles"]
+
+
+@pytest.mark.parametrize("case", STALL_CASES)
+def test_stall_cycles_equal_scalesim_with_small_srams(case: str) -> None:
+    """Expected values: SCALE-Sim 3.0.0's COMPUTE_REPORT (Stall Cycles, Total Cycles) and DETAILED_ACCESS_REPORT
+    (DRAM reads/writes per operand) for 1–2 KiB SRAMs at 1–5 words/cycle; conv, GEMM, depthwise and a window past
+    the edge; 8x8, 16x4 and 4x16 arrays; ifmap/filter and ofmap bandwidths apart (benchmarks/scalesim_fixtures.py)."""
+    sc = read_config(FIXTURES / f"{case}.cfg")
+    assert not sc.calc_bandwidth
+    report = read_compute_report(FIXTURES / f"{case}.compute.csv")
+    access = read_compute_report(FIXTURES / f"{case}.access.csv")
+    npu = sc.npu
+    i = 0
+    for layer in read_layers(_topology(case)):
+        t = simulate_layer(layer.shape, sc.dataflow, npu.rows, npu.cols,
+                           (npu.ifmap_sram_bytes, npu.filter_sram_bytes, npu.ofmap_sram_bytes), sc.bandwidth_words)
+        for _ in range(layer.gemm.groups):  # a depthwise row is one SCALE-Sim layer per channel, all alike
+            row, acc = report[i], access[i]
+            where = f"{case} {layer.gemm.name} (report row {i})"
+            assert t.stall_cycles == row["Stall Cycles"], where
+            assert t.total_cycles == row["Total Cycles"], where
+            assert t.dram_reads_ifmap == acc["DRAM IFMAP Reads"], where
+            assert t.dram_reads_filter == acc["DRAM Filter Reads"], where
+            assert t.dram_writes_ofmap == acc["DRAM OFMAP Writes"], where
+            i += 1
+    assert i == len(report) >= 3
+
+
+def test_scalesim_user_mode_run_reports_its_stalls_end_to_end() -> None:
+    case = "stall_mixed_ws_4x16_bw3x5"
+    sc = read_config(FIXTURES / f"{case}.cfg")
+    assert sc.bandwidth_words == (3, 3, 5)
+    run = simulate_scalesim(sc, read_layers(_topology(case)))
+    report = read_compute_report(FIXTURES / f"{case}.compute.csv")
+    assert sum(r.stall_cycles for r in run.layers) == sum(r["Stall Cycles"] for r in report)
+    dw = run.layers[0]
+    assert dw.groups == 3 and dw.scalesim is not None
+    assert dw.stall_cycles == sum(r["Stall Cycles"] for r in report[:3])
+    assert dw.dram_reads.ifmap == 10 * 10 * 3  # xpusim's own DRAM count keeps each input once
+    auto = simulate_scalesim(sc, read_layers(_topology(case)), dataflow="auto")
+    assert all(a.total_cycles <= r.total_cycles for a, r in zip(auto.layers, run.layers, strict=True))
+
+
+def test_scalesim_ifmap_addresses_by_hand() -> None:
+    """12x12x3 ifmap, 3x3 filter, stride 2: SCALE-Sim's ceil rule gives 6x6 outputs, so the last window in each
+    row starts at column 10 and its third column (12) is past the edge: -1, never fetched."""
+    s = ConvShape(h=12, w=12, fh=3, fw=3, c=3, nf=6, stride=2)
+    ifm, flt = operand_matrices(s)
+    assert ifm.shape == (36, 27) and flt.shape == (27, 6)
+    assert ifm[0, :6].tolist() == [0, 1, 2, 3, 4, 5]  # (y, x, c) = (0, 0, 0..2), (0, 1, 0..2)
+    assert ifm[1, 0] == (0 * 12 + 2) * 3  # second output pixel: column 2
+    assert ifm[5, 6] == -1 and ifm[5, 3] == (0 * 12 + 11) * 3  # window at x=10: x=12 is outside, x=11 is not
+    assert flt[26, 5] == 5 * 27 + 26
 
 
 def test_fold_formula_by_hand() -> None:

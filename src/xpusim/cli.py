@@ -392,26 +392,34 @@ def npu_cmd(
     output: Path | None = typer.Option(None, "--output", "-o"),
 ) -> None:
     """A systolic-array NPU: cycles, stalls, SRAM/DRAM traffic and energy per layer (SCALE-Sim-compatible)."""
-    from dataclasses import replace
-
     from xpusim.engines.npu import NpuConfig, NpuError, NpuRun, lower_workload, simulate
     from xpusim.report.hardware import print_npu
     from xpusim.report.tables import dumps
 
     try:
+        run: NpuRun | None = None
         if scalesim_config is not None or scalesim_topology is not None:
-            from xpusim.engines.scalesim_io import read_config, read_topology
+            from xpusim.engines.scalesim_io import read_config, read_layers, simulate_scalesim
 
             if scalesim_config is None or scalesim_topology is None:
                 raise UserError("give both --scalesim-config and --scalesim-topology")
             sc = read_config(scalesim_config)
-            cfg = replace(sc.npu, clock_hz=clock_ghz * 1e9)
-            layers: list = list(read_topology(scalesim_topology))
+            ss_layers = read_layers(scalesim_topology)
             df = dataflow or sc.dataflow
-            title, notes = f"{scalesim_topology.name}", [
-                "SCALE-Sim inputs: 1-byte words, per-operand DRAM channels; total_cycles follow SCALE-Sim's "
-                "'Total Cycles' (stall-free part exact)" + (", CALC bandwidth: no stalls" if sc.calc_bandwidth else "")]
-            convention = "scalesim"
+            title = f"{scalesim_topology.name}"
+            if sc.calc_bandwidth:
+                notes = ["SCALE-Sim inputs, CALC bandwidth: 1-byte words; no stalls, as in SCALE-Sim; total_cycles "
+                         "follow its 'Total Cycles'"]
+            else:
+                bw_i, bw_f, bw_o = sc.bandwidth_words
+                notes = [f"SCALE-Sim inputs, USER bandwidth (ifmap {bw_i}, filter {bw_f}, ofmap {bw_o} words/cycle): "
+                         "stalls from SCALE-Sim 3.0.0's memory model replayed; total_cycles follow its 'Total Cycles'; "
+                         "dram_* count each input once, its own counts are under 'scalesim'"]
+            busy = not sc.calc_bandwidth and fmt is Format.table
+            with err.status(f"replaying SCALE-Sim's memory model for {len(ss_layers)} layers ...") if busy else _null():
+                run = simulate_scalesim(sc, ss_layers, df, objective, clock_hz=clock_ghz * 1e9)
+            cfg, convention = run.cfg, "scalesim"
+            layers: list = []
         else:
             if model is None:
                 raise UserError("give a MODEL, or --scalesim-config and --scalesim-topology")
@@ -435,7 +443,8 @@ def npu_cmd(
             wl = analyze(model, batch=batch, input_shape=shape, seq_len=seq_len)
             layers, notes = lower_workload(wl)
             df, title, convention = dataflow or "ws", model, "scalesim"
-        run = simulate(layers, cfg, df, objective)
+        if run is None:
+            run = simulate(layers, cfg, df, objective)
         run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention=convention,
                      notes=tuple(notes))
         checks = None

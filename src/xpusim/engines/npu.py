@@ -178,6 +178,8 @@ class LayerResult:
     dram_writes: Traffic
     energy_pj: float
     kind: str = "gemm"
+    scalesim: dict[str, Any] | None = None
+    """SCALE-Sim inputs in USER mode: its memory model's own counts (stalls, DRAM words, prefetches)."""
 
     @property
     def total_cycles(self) -> int:
@@ -195,7 +197,7 @@ class LayerResult:
             "sram_reads": self.sram_reads.to_dict(), "sram_writes": self.sram_writes.to_dict(),
             "dram_reads": self.dram_reads.to_dict(), "dram_writes": self.dram_writes.to_dict(),
             "energy_j": self.energy_pj * 1e-12,
-        }
+        } | ({"scalesim": self.scalesim} if self.scalesim is not None else {})
 
 
 def spatio_temporal(dataflow: str, m: int, n: int, k: int) -> tuple[int, int, int]:

@@ -4,6 +4,9 @@ Both are data: ``configparser`` and ``csv``, never code. Conv and GEMM topologie
 row (a GEMM header names M, N and K); rows end with a trailing comma; output sizes follow SCALE-Sim's rule
 ceil((H − F + S) / S), which differs from PyTorch's floor((H − F) / S) + 1 when (H − F) is not a multiple of S;
 a layer whose name contains ``DP`` is depthwise (one GEMM per channel), as SCALE-Sim treats it. Words are 1 byte.
+
+With ``InterfaceBandwidth: USER`` the stall cycles come from `xpusim.engines.scalesim_mem`, which replays
+SCALE-Sim's memory model from each row's geometry; with CALC nothing stalls, as in SCALE-Sim.
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import configparser
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xpusim.engines.npu import GemmLayer, NpuConfig, NpuError
+from xpusim.engines.npu import DATAFLOWS, GemmLayer, LayerResult, NpuConfig, NpuError, NpuRun, simulate_gemm
+from xpusim.engines.scalesim_mem import ConvShape, simulate_layer
 
 KIB = 1024
 
@@ -26,6 +30,18 @@ class ScaleSimConfig:
     calc_bandwidth: bool
     """InterfaceBandwidth = CALC: SCALE-Sim sizes the bandwidth so that nothing stalls."""
     run_name: str
+    bandwidth_words: tuple[int, int, int] = (10, 10, 10)
+    """USER mode: DRAM words per cycle of the (ifmap, filter, ofmap) SRAMs. SCALE-Sim 3.0.0 takes the first two
+    from [layout] IfmapSRAMBankBandwidth / FilterSRAMBankBandwidth and the third from Bandwidth."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleSimLayer:
+    """One topology row: the GEMM it lowers to and the geometry SCALE-Sim's memory model needs."""
+
+    gemm: GemmLayer
+    shape: ConvShape
+    """For a depthwise (``DP``) row: one channel's conv, run ``gemm.groups`` times."""
 
 
 def _get(cp: configparser.ConfigParser, path: str, section: str, key: str) -> str:
@@ -64,13 +80,28 @@ def read_config(path: str | Path) -> ScaleSimConfig:
     if mode not in ("CALC", "USER"):
         raise NpuError(f"{p}: [run_presets] InterfaceBandwidth = {mode!r}; use CALC or USER")
     bandwidth = math.inf  # CALC: SCALE-Sim sizes the bandwidth so that nothing stalls
+    words: tuple[int, int, int] = (10, 10, 10)
     if mode == "USER":
-        bandwidth = float(_int(_get(cp, p, arch, "Bandwidth").split(",")[0], f"{p}: [{arch}] Bandwidth"))
+        ofmap_bw = _int(_get(cp, p, arch, "Bandwidth").split(",")[0], f"{p}: [{arch}] Bandwidth")
+        if ofmap_bw < 1:
+            raise NpuError(f"{p}: [{arch}] Bandwidth = {ofmap_bw} must be >= 1")
+        bandwidth = float(ofmap_bw)
+
+        def bank(key: str) -> int:  # SCALE-Sim 3 reads these; older .cfg files have no [layout]: use Bandwidth
+            if not cp.has_option("layout", key):
+                return ofmap_bw
+            v = _int(cp.get("layout", key).strip(), f"{p}: [layout] {key}")
+            if v < 1:
+                raise NpuError(f"{p}: [layout] {key} = {v} must be >= 1")
+            return v
+
+        words = (bank("IfmapSRAMBankBandwidth"), bank("FilterSRAMBankBandwidth"), ofmap_bw)
     npu = NpuConfig(rows=num("ArrayHeight"), cols=num("ArrayWidth"), ifmap_sram_bytes=num("IfmapSramSzkB") * KIB,
                     filter_sram_bytes=num("FilterSramSzkB") * KIB, ofmap_sram_bytes=num("OfmapSramSzkB") * KIB,
                     dram_bytes_per_cycle=bandwidth, dtype="int8", dram_per_operand=True)
     run_name = cp.get("general", "run_name", fallback=Path(p).stem)
-    return ScaleSimConfig(npu=npu, dataflow=dataflow, calc_bandwidth=mode == "CALC", run_name=run_name)
+    return ScaleSimConfig(npu=npu, dataflow=dataflow, calc_bandwidth=mode == "CALC", run_name=run_name,
+                          bandwidth_words=words)
 
 
 CONV_FIELDS = ("IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter", "Strides")
@@ -79,6 +110,11 @@ GEMM_FIELDS = ("M", "N", "K")
 
 def read_topology(path: str | Path) -> list[GemmLayer]:
     """Layers of a SCALE-Sim topology file as GEMMs (conv rows lowered with SCALE-Sim's output-size rule)."""
+    return [row.gemm for row in read_layers(path)]
+
+
+def read_layers(path: str | Path) -> list[ScaleSimLayer]:
+    """Rows of a SCALE-Sim topology file: each one's GEMM and its conv geometry."""
     p = str(path)
     if not Path(p).is_file():
         raise NpuError(f"SCALE-Sim topology {p!r} does not exist")
@@ -103,8 +139,10 @@ def read_topology(path: str | Path) -> list[GemmLayer]:
             if v < 1:
                 raise NpuError(f"{p} line {lineno}, field {field!r}: {v} must be >= 1")
             vals[field] = v
-        if is_gemm:
-            layers.append(GemmLayer(name=name, m=vals["M"], n=vals["N"], k=vals["K"]))
+        if is_gemm:  # SCALE-Sim reads M, N, K as an M x K ifmap under one 1 x K filter
+            m, n, k = vals["M"], vals["N"], vals["K"]
+            layers.append(ScaleSimLayer(gemm=GemmLayer(name=name, m=m, n=n, k=k),
+                                        shape=ConvShape(h=m, w=k, fh=1, fw=k, c=1, nf=n, stride=1)))
             continue
         h, w, fh, fw = vals["IFMAP Height"], vals["IFMAP Width"], vals["Filter Height"], vals["Filter Width"]
         c, nf, s = vals["Channels"], vals["Num Filter"], vals["Strides"]
@@ -112,10 +150,49 @@ def read_topology(path: str | Path) -> list[GemmLayer]:
             raise NpuError(f"{p} line {lineno}: filter {fh}x{fw} is larger than the {h}x{w} ifmap")
         oh, ow = math.ceil((h - fh + s) / s), math.ceil((w - fw + s) / s)
         if "DP" in name:  # depthwise: one GEMM per channel
-            layers.append(GemmLayer(name=name, m=oh * ow, n=nf, k=fh * fw, groups=c, ifmap_unique_elems=h * w * c))
+            gemm = GemmLayer(name=name, m=oh * ow, n=nf, k=fh * fw, groups=c, ifmap_unique_elems=h * w * c)
+            shape = ConvShape(h=h, w=w, fh=fh, fw=fw, c=1, nf=nf, stride=s)
         else:
-            layers.append(GemmLayer(name=name, m=oh * ow, n=nf, k=fh * fw * c, ifmap_unique_elems=h * w * c))
+            gemm = GemmLayer(name=name, m=oh * ow, n=nf, k=fh * fw * c, ifmap_unique_elems=h * w * c)
+            shape = ConvShape(h=h, w=w, fh=fh, fw=fw, c=c, nf=nf, stride=s)
+        layers.append(ScaleSimLayer(gemm=gemm, shape=shape))
     return layers
+
+
+def _with_scalesim_memory(res: LayerResult, layer: ScaleSimLayer, sc: ScaleSimConfig) -> LayerResult:
+    """``res`` with SCALE-Sim's USER-mode stalls (and its own DRAM counts alongside ours, for comparison)."""
+    c = sc.npu
+    t = simulate_layer(layer.shape, res.dataflow, c.rows, c.cols,
+                       (c.ifmap_sram_bytes, c.filter_sram_bytes, c.ofmap_sram_bytes), sc.bandwidth_words)
+    g = layer.gemm.groups
+    return replace(res, stall_cycles=g * t.stall_cycles, scalesim={
+        "stall_cycles": g * t.stall_cycles, "total_cycles": t.total_cycles,
+        "dram_reads": {"ifmap": g * t.dram_reads_ifmap, "filter": g * t.dram_reads_filter},
+        "dram_writes": {"ofmap": g * t.dram_writes_ofmap},
+        "prefetches": {"ifmap": g * t.prefetches_ifmap, "filter": g * t.prefetches_filter}})
+
+
+def simulate_scalesim(sc: ScaleSimConfig, layers: list[ScaleSimLayer], dataflow: str | None = None,
+                      objective: str = "cycles", clock_hz: float | None = None) -> NpuRun:
+    """SCALE-Sim inputs end to end: compute cycles in its convention, and with USER bandwidth its memory model's
+    stalls; ``dataflow="auto"`` picks per layer on those cycles."""
+    cfg = replace(sc.npu, clock_hz=clock_hz) if clock_hz is not None else sc.npu
+    sc = replace(sc, npu=cfg)
+    df = dataflow or sc.dataflow
+    if df != "auto" and df not in DATAFLOWS:
+        raise NpuError(f"unknown dataflow {df!r}; use one of {', '.join(DATAFLOWS)} or auto")
+    if objective not in ("cycles", "energy"):
+        raise NpuError(f"objective {objective!r} is not cycles or energy")
+    out = []
+    for layer in layers:
+        tried = []
+        for one in (DATAFLOWS if df == "auto" else (df,)):
+            res = simulate_gemm(layer.gemm, cfg, one)
+            tried.append(replace(res, stall_cycles=0) if sc.calc_bandwidth else _with_scalesim_memory(res, layer, sc))
+        key = ((lambda r: (r.total_cycles, r.energy_pj)) if objective == "cycles"
+               else (lambda r: (r.energy_pj, r.total_cycles)))
+        out.append(min(tried, key=key))
+    return NpuRun(cfg=cfg, dataflow=df, layers=tuple(out), cycle_convention="scalesim")
 
 
 def read_compute_report(path: str | Path) -> list[dict[str, float]]:

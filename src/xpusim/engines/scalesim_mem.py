@@ -19,7 +19,7 @@ delay grows by the prefetch's lateness, and by the lateness again when it is pos
 twice; an early one earns cycles back within that cycle's requests).
 
 **Write SRAM.** Outputs fill bandwidth-wide lines; when more than half the SRAM is taken, half of it drains to
-DRAM, one line per cycle with no write latency; an output written while a drain is still running and no space is left waits for it.
+DRAM, one line per cycle with no write latency; an output that finds no space while a drain runs waits for it.
 
 **Clock.** Each cycle's stall is the largest of the three SRAMs' delays; the array's clock moves on by it.
 
