@@ -1,10 +1,13 @@
-"""xpusim npu vs SCALE-Sim 3.0.0 on the first 8 convolutions of ResNet-18 (128x128, weight stationary), and the
-whole of ResNet-50, timed.
+"""xpusim npu vs SCALE-Sim 3.0.0 on the first 8 convolutions of ResNet-18, and the whole of ResNet-50, timed.
 
-    .venv/bin/python benchmarks/bench_npu.py [--scalesim-python .scalesim/bin/python]
+    .venv/bin/python benchmarks/bench_npu.py [--scalesim-python .scalesim/bin/python] [--user-layers N]
 
-With --scalesim-python (an environment with scalesim==3.0.0 and numpy<2.4), SCALE-Sim runs the same files in a
-subprocess; the script prints both per-layer cycle counts, both wall times and the ratio.
+Two cases: 128x128 weight stationary with CALC bandwidth (no stalls: the closed forms), and 32x32 weight
+stationary with 64 KiB SRAMs and a USER bandwidth of 10 words/cycle (stalls: the replay of SCALE-Sim's memory
+model, `xpusim.engines.scalesim_mem`). With --scalesim-python (an environment with scalesim==3.0.0 and
+numpy<2.4), SCALE-Sim runs the same files in a subprocess; the script prints both per-layer cycle counts, both
+wall times and the ratio. --user-layers keeps the USER case to its first N layers (SCALE-Sim needs minutes per
+layer there).
 """
 
 from __future__ import annotations
@@ -20,14 +23,29 @@ import torch
 
 import xpusim
 from xpusim.engines.npu import NpuConfig, lower_workload, simulate
-from xpusim.engines.scalesim_io import read_compute_report, read_config, read_topology
+from xpusim.engines.scalesim_io import read_compute_report, read_config, read_layers, read_topology, simulate_scalesim
 
 DATA = Path(__file__).parent / "data"
+
+
+def run_scalesim(python: str, cfg_path: Path, topo_path: Path) -> tuple[list[dict[str, float]], float, float]:
+    """SCALE-Sim's COMPUTE_REPORT rows, its wall time in s and its peak RSS in MB."""
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "layout.csv").write_text("Layer name,\n")
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", python, "-m", "scalesim.scale", "-c", str(cfg_path),
+             "-t", str(topo_path), "-p", d, "-l", str(Path(d) / "layout.csv"), "-i", "conv"],
+            check=True, capture_output=True, text=True, timeout=4 * 3600)
+        seconds = time.perf_counter() - t0
+        rss_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+        return read_compute_report(next(Path(d).rglob("COMPUTE_REPORT.csv"))), seconds, rss_mb
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scalesim-python", default=None)
+    parser.add_argument("--user-layers", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg_path, topo_path = DATA / "ws_128x128.cfg", DATA / "resnet18_first8.csv"
@@ -35,18 +53,10 @@ def main() -> None:
     sc = read_config(cfg_path)
     ours = simulate(list(read_topology(topo_path)), sc.npu, sc.dataflow)
     ours_s = time.perf_counter() - t0
-    print(f"# {time.strftime('%Y-%m-%d')} · xpusim npu: {ours_s * 1e3:.2f} ms for {len(ours.layers)} layers")
+    print(f"# {time.strftime('%Y-%m-%d')} · CALC, 128x128 ws · xpusim npu: {ours_s * 1e3:.2f} ms for "
+          f"{len(ours.layers)} layers")
     if args.scalesim_python:
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "layout.csv").write_text("Layer name,\n")
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", args.scalesim_python, "-m", "scalesim.scale", "-c", str(cfg_path),
-                 "-t", str(topo_path), "-p", d, "-l", str(Path(d) / "layout.csv"), "-i", "conv"],
-                check=True, capture_output=True, text=True, timeout=3600)
-            ss_s = time.perf_counter() - t0
-            rss_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
-            report = read_compute_report(next(Path(d).rglob("COMPUTE_REPORT.csv")))
+        report, ss_s, rss_mb = run_scalesim(args.scalesim_python, cfg_path, topo_path)
         print("| layer | SCALE-Sim Total Cycles | xpusim total_cycles |")
         print("|---|---|---|")
         for layer, row in zip(ours.layers, report, strict=True):
@@ -54,6 +64,29 @@ def main() -> None:
         same = all(layer.total_cycles == row["Total Cycles"] for layer, row in zip(ours.layers, report, strict=True))
         print(f"\nidentical cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, xpusim "
               f"{ours_s * 1e3:.2f} ms: **{ss_s / ours_s:,.0f}x faster**")
+
+    user_cfg = DATA / "ws_32x32_user.cfg"
+    with tempfile.TemporaryDirectory() as d:
+        user_topo = Path(d) / "topology.csv"
+        lines = topo_path.read_text().splitlines()
+        user_topo.write_text("\n".join(lines[:1 + args.user_layers]) + "\n")
+        t0 = time.perf_counter()
+        usc = read_config(user_cfg)
+        user = simulate_scalesim(usc, read_layers(user_topo))
+        user_s = time.perf_counter() - t0
+        print(f"\n# USER, 32x32 ws, 64 KiB SRAMs, 10 words/cycle · xpusim npu (SCALE-Sim memory replay): "
+              f"{user_s:.2f} s for {len(user.layers)} layers")
+        if args.scalesim_python:
+            report, ss_s, rss_mb = run_scalesim(args.scalesim_python, user_cfg, user_topo)
+            print("| layer | SCALE-Sim Stall Cycles | xpusim stall_cycles | SCALE-Sim Total Cycles | xpusim total |")
+            print("|---|---|---|---|---|")
+            for layer, row in zip(user.layers, report, strict=True):
+                print(f"| {layer.name} | {int(row['Stall Cycles']):,} | {layer.stall_cycles:,} | "
+                      f"{int(row['Total Cycles']):,} | {layer.total_cycles:,} |")
+            same = all(layer.stall_cycles == row["Stall Cycles"] and layer.total_cycles == row["Total Cycles"]
+                       for layer, row in zip(user.layers, report, strict=True))
+            print(f"\nidentical stall and total cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, "
+                  f"xpusim {user_s:.2f} s: **{ss_s / user_s:,.0f}x faster**")
     t0 = time.perf_counter()
     wl = xpusim.analyze("resnet50")
     layers, _ = lower_workload(wl)

@@ -116,11 +116,19 @@ def _stack_folds(mat: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([_pad_cols(mat[:, a:b], size) for a, b in _folds(mat.shape[1], size)], axis=0)
 
 
+def _skew_order(rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of a rows × width block read along its skewed wavefront: element (t, c) is read at cycle
+    t + c, and within one cycle by column — the order of a skewed demand matrix read row by row."""
+    cyc, col = np.meshgrid(np.arange(rows + width - 1), np.arange(width), indexing="ij")
+    t = cyc - col
+    keep = (t >= 0) & (t < rows)
+    return t[keep], col[keep]
+
+
 def _antidiagonal(mat: np.ndarray) -> np.ndarray:
     """Elements of ``mat`` by anti-diagonal (r + c), bottom row first within one: the skewed stream order."""
-    r, c = np.indices(mat.shape)
-    order = np.lexsort((-r.ravel(), (r + c).ravel()))
-    return mat.ravel()[order]
+    r, c = _skew_order(*mat.shape)
+    return mat[r, c]
 
 
 @dataclass(frozen=True)
@@ -131,20 +139,22 @@ class _Stream:
 
 
 def _fold_stream(block: np.ndarray, base_row: int, prefix: int, skew: bool, flip: bool) -> tuple[np.ndarray, ...]:
-    """(cycle, edge position, address) of one fold's valid requests."""
+    """(cycle, address) of one fold's valid requests, in request order."""
     if flip:
         block = block[::-1]
-    t, c = np.nonzero(block >= 0)
-    rows = base_row + prefix + t + (c if skew else 0)
-    return rows, c, block[t, c]
+    if skew:
+        t, c = _skew_order(*block.shape)
+        rows, addrs = t + c, block[t, c]
+    else:
+        t, c = np.nonzero(block >= 0)
+        rows, addrs = t, block[t, c]
+    keep = addrs >= 0
+    return base_row + prefix + rows[keep], addrs[keep]
 
 
 def _collect(parts: list[tuple[np.ndarray, ...]]) -> _Stream:
-    rows = np.concatenate([p[0] for p in parts])
-    cols = np.concatenate([p[1] for p in parts])
-    addrs = np.concatenate([p[2] for p in parts])
-    order = np.lexsort((cols, rows))
-    return _Stream(rows=rows[order], addrs=addrs[order])
+    """Folds in fold order: their cycles do not overlap, so the concatenation is already in request order."""
+    return _Stream(rows=np.concatenate([p[0] for p in parts]), addrs=np.concatenate([p[1] for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -237,7 +247,8 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
 
     # Each address's lines (a sorted, de-duplicated CSR), to test "in the active window" for many at once.
     line = np.arange(len(valid)) // per_line
-    pairs = np.unique(valid * n_lines + line)
+    pairs = np.sort(valid * n_lines + line)
+    pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
     addr_of, line_of = np.divmod(pairs, n_lines)
     top = int(max(valid.max(), stream.addrs.max())) + 2
     ptr = np.zeros(top, np.int64)
@@ -249,17 +260,17 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
         raise NpuError(f"address {bad} is demanded but never fetched (internal error in the demand layout)")
     if step == 0:
         raise NpuError("prefetch buffer holds no line: the SRAM is too small for SCALE-Sim's model")
+    single = counts == 1
 
     def hits(lo: int, hi: int, start: int) -> np.ndarray:
         a = stream.addrs[lo:hi]
         n = counts[lo:hi]
-        owner = np.repeat(np.arange(hi - lo), n)
-        first = np.repeat(ptr[a], n)
-        idx = first + (np.arange(len(owner)) - np.repeat(np.cumsum(n) - n, n))
+        if single[lo:hi].all():  # the usual case: each address in one line
+            return ((line_of[ptr[a]] - start) % n_lines) < active
+        begin = np.cumsum(n) - n
+        idx = np.repeat(ptr[a] - begin, n) + np.arange(int(n.sum()))
         inside = ((line_of[idx] - start) % n_lines) < active
-        out = np.zeros(hi - lo, bool)
-        np.logical_or.at(out, owner, inside)
-        return out
+        return np.add.reduceat(inside, begin) > 0
 
     events: list[int] = []
     start, pos, chunk, total = 0, 0, 256, len(stream.addrs)
