@@ -265,3 +265,17 @@ def test_vector_layers_move_bytes_at_the_npu_word_size() -> None:
     fp16 = simulate(layers, NpuConfig(rows=8, cols=8, dtype="fp16"))
     assert int8.layers[0].dram_reads.ifmap == 401_408
     assert fp16.layers[0].dram_reads.ifmap == 802_816
+
+
+def test_scalesim_replay_too_large_falls_back_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xpusim.engines.scalesim_mem as mem
+
+    case = "stall_ws_8x8_bw1"
+    sc = read_config(FIXTURES / f"{case}.cfg")
+    layers = read_layers(_topology(case))
+    with pytest.raises(mem.ReplayTooLarge, match="15,552"):  # conv_a on ws: 100 x 72 x 2 + 72 x 16 = 15,552
+        simulate_layer(layers[0].shape, "ws", 8, 8, (1024,) * 3, (1, 1, 1), max_requests=15_000)
+    monkeypatch.setattr(mem, "MAX_REQUESTS", 15_000)
+    run = simulate_scalesim(sc, layers)
+    assert len(run.notes) == 1 and "conv_a (ws)" in run.notes[0]
+    assert run.layers[0].scalesim is None and run.layers[1].scalesim is not None

@@ -446,7 +446,7 @@ def npu_cmd(
         if run is None:
             run = simulate(layers, cfg, df, objective)
         run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention=convention,
-                     notes=tuple(notes))
+                     notes=(*notes, *run.notes))
         checks = None
         if check:
             if model is None:

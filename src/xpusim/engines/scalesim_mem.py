@@ -40,6 +40,12 @@ ACTIVE_FRACTION = 0.5
 """SCALE-Sim's single_layer_sim: ``active_buf_frac = 0.5`` for all three SRAMs."""
 LINES_PER_SRAM = 100
 """read_buffer.prepare_hashed_buffer: a line holds ⌈SRAM words / 100⌉ addresses."""
+MAX_REQUESTS = 20_000_000
+"""Largest number of SRAM read requests one layer's replay holds in memory (about 1 GB of index arrays)."""
+
+
+class ReplayTooLarge(NpuError):
+    """A layer whose request stream exceeds `MAX_REQUESTS`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,8 +364,18 @@ class _WriteBuffer:
             self._drain(0)
 
 
+def read_requests(s: ConvShape, dataflow: str, rows: int, cols: int) -> int:
+    """ifmap + filter SRAM read requests of one layer (an upper bound: edge windows counted)."""
+    npix, k, nf = s.pixels, s.window, s.nf
+    if dataflow == "ws":
+        return npix * k * math.ceil(nf / cols) + k * nf
+    if dataflow == "os":
+        return npix * k * math.ceil(nf / cols) + k * nf * math.ceil(npix / rows)
+    return k * npix + nf * k * math.ceil(npix / cols)
+
+
 def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words: tuple[int, int, int],
-                   bandwidth: tuple[int, int, int]) -> MemoryTiming:
+                   bandwidth: tuple[int, int, int], max_requests: int | None = None) -> MemoryTiming:
     """Stall, total cycles and DRAM traffic of one layer in SCALE-Sim's USER-bandwidth memory model.
 
     ``sram_words``/``bandwidth``: (ifmap, filter, ofmap) SRAM sizes in words and DRAM words per cycle (SCALE-Sim
@@ -370,6 +386,10 @@ def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words
                     *zip(("ifmap bandwidth", "filter bandwidth", "ofmap bandwidth"), bandwidth, strict=True)):
         if v < 1:
             raise NpuError(f"{name} = {v} must be >= 1")
+    requests = read_requests(s, dataflow, rows, cols)
+    limit = MAX_REQUESTS if max_requests is None else max_requests
+    if requests > limit:
+        raise ReplayTooLarge(f"{requests:,} SRAM read requests, more than the replay's {limit:,}")
     d = demand(s, dataflow, rows, cols)
     ev_i = read_buffer_events(d.ifmap_fetch, d.ifmap, sram_words[0], bandwidth[0])
     ev_f = read_buffer_events(d.filter_fetch, d.filter, sram_words[1], bandwidth[1])
