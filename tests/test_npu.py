@@ -210,6 +210,31 @@ def test_npu_cli_reads_scalesim_files() -> None:
     expected = [row["Total Cycles"] for row in read_compute_report(FIXTURES / "conv_ws_8x8.compute.csv")]
     assert [layer["total_cycles"] for layer in d["layers"]] == expected
     assert d["cycle_convention"] == "scalesim"
+    case = "stall_gemm_is_16x4_bw2"
+    r = runner.invoke(app, ["npu", "--scalesim-config", str(FIXTURES / f"{case}.cfg"),
+                            "--scalesim-topology", str(FIXTURES / "gemm_topology.csv"), "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    report = read_compute_report(FIXTURES / f"{case}.compute.csv")
+    assert [layer["stall_cycles"] for layer in d["layers"]] == [row["Stall Cycles"] for row in report]
+    assert [layer["total_cycles"] for layer in d["layers"]] == [row["Total Cycles"] for row in report]
+    assert all(layer["scalesim"]["stall_cycles"] == layer["stall_cycles"] for layer in d["layers"])
+    assert "USER bandwidth (ifmap 2, filter 2, ofmap 2 words/cycle)" in d["notes"][0]
+
+
+def test_scalesim_layout_bandwidth_errors_name_the_field(tmp_path: Path) -> None:
+    text = (FIXTURES / "stall_ws_8x8_bw1.cfg").read_text()
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(text.replace("FilterSRAMBankBandwidth: 1", "FilterSRAMBankBandwidth: 0"))
+    r = runner.invoke(app, ["npu", "--scalesim-config", str(bad), "--scalesim-topology",
+                            str(FIXTURES / "conv_topology.csv")])
+    assert r.exit_code == 2 and "[layout] FilterSRAMBankBandwidth = 0 must be >= 1" in r.stderr
+    bad.write_text(text.replace("IfmapSRAMBankBandwidth: 1", "IfmapSRAMBankBandwidth: wide"))
+    with pytest.raises(NpuError, match=r"\[layout\] IfmapSRAMBankBandwidth: 'wide' is not an integer"):
+        read_config(bad)
+    old = tmp_path / "old.cfg"  # SCALE-Sim 2 style: no [layout]; Bandwidth feeds all three SRAMs
+    old.write_text(text.split("[layout]")[0] + "[run_presets]\nInterfaceBandwidth: USER\n")
+    assert read_config(old).bandwidth_words == (1, 1, 1)
 
 
 @pytest.mark.parametrize(
