@@ -1,5 +1,11 @@
+import os
+
 import pytest
 import torch
+
+# Tests capture models afresh: a capture cached by an earlier run (or by a test) must not hide a change.
+# test_capture_cache.py turns the cache on for itself, in a temporary directory.
+os.environ["XPUSIM_CAPTURE_CACHE"] = "0"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -13,9 +13,10 @@ from rich.console import Console
 
 from xpusim.hardware.chip import DTYPES, ChipError
 from xpusim.units import default_file_mode
-from xpusim.workload.api import SWEEP_PARAMS, analyze, parse_dtype, sweep
-from xpusim.workload.capture import CaptureError
-from xpusim.workload.zoo import ModelSpecError, llm_configs, torchvision_names
+from xpusim.workload.errors import CaptureError, ModelSpecError
+
+# torch is imported only by the commands that capture a model (and not even then when the capture is cached):
+# importing it costs ~650 MB and about a second, which chips, llm and parallel never need.
 
 app = typer.Typer(
     add_completion=False,
@@ -67,6 +68,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def parse_sweep(text: str) -> tuple[str, list[int]]:
+    from xpusim.workload.api import SWEEP_PARAMS
+
     name, sep, values = text.partition("=")
     if not sep or name not in SWEEP_PARAMS:
         raise UserError(f"--sweep {text!r}: expected PARAM=V1,V2,... with PARAM one of {', '.join(SWEEP_PARAMS)}")
@@ -122,14 +125,20 @@ def analyze_cmd(
     plot: Path | None = typer.Option(None, "--plot", help="Also save a figure (.png, .svg or .pdf)."),
 ) -> None:
     """Per-layer MACs, FLOPs, params, bytes read/written and arithmetic intensity of a model."""
+    from xpusim.workload.cache import analyze_cached
+
     try:
         shape = parse_shape(input_shape) if input_shape else None
-        parse_dtype(dtype)
+        if dtype is not None:
+            from xpusim.workload.api import parse_dtype
+
+            parse_dtype(dtype)
         common = dict(batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len, dtype=dtype,
                       mode=mode.value, device=device.value)
         console = out_console()
         if sweep_spec:
             from xpusim.report.tables import dumps, print_sweep, sweep_dict
+            from xpusim.workload.api import sweep
 
             param, values = parse_sweep(sweep_spec)
             if shape is not None:
@@ -153,7 +162,7 @@ def analyze_cmd(
                 write_output("\n".join(rows) + "\n", output)
             return
         with err.status(f"capturing {model} ...") if fmt is Format.table else _null():
-            wl = analyze(model, **common)  # type: ignore[arg-type]
+            wl = analyze_cached(model, **common)
         if plot is not None:
             from xpusim.report.plots import layers_figure, save_atomic
 
@@ -247,6 +256,7 @@ def roofline_cmd(
     from xpusim.hardware.chip import load_chip
     from xpusim.report.hardware import print_roofline
     from xpusim.report.tables import dumps
+    from xpusim.workload.cache import analyze_cached
 
     try:
         the_chip = load_chip(chip)
@@ -261,7 +271,7 @@ def roofline_cmd(
         for model in models:
             capture_dtype = CHIP_TO_TORCH.get(dtype, "float16")
             with err.status(f"capturing {model} ...") if fmt is Format.table else _null():
-                wl = analyze(model, batch=batch, input_shape=shape, seq_len=seq_len, dtype=capture_dtype,
+                wl = analyze_cached(model, batch=batch, input_shape=shape, seq_len=seq_len, dtype=capture_dtype,
                              mode=mode.value)
             if dtype in ("int8", "int4"):
                 wl = wl.retyped(dtype, 8 if dtype == "int8" else 4)
@@ -395,6 +405,7 @@ def npu_cmd(
     from xpusim.engines.npu import NpuConfig, NpuError, NpuRun, lower_workload, simulate
     from xpusim.report.hardware import print_npu
     from xpusim.report.tables import dumps
+    from xpusim.workload.cache import analyze_cached
 
     try:
         run: NpuRun | None = None
@@ -440,7 +451,7 @@ def npu_cmd(
                             ofmap_sram_bytes=sizes[2] * 1024, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
                             clock_hz=clock_ghz * 1e9, macs_per_pe=macs_per_pe, sparsity=sp)
             shape = parse_shape(input_shape) if input_shape else None
-            wl = analyze(model, batch=batch, input_shape=shape, seq_len=seq_len)
+            wl = analyze_cached(model, batch=batch, input_shape=shape, seq_len=seq_len)
             layers, notes = lower_workload(wl)
             df, title, convention = dataflow or "ws", model, "scalesim"
         if run is None:
@@ -800,6 +811,8 @@ def compress_cmd(
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""
+    from xpusim.workload.zoo import llm_configs, torchvision_names
+
     console = out_console()
     console.print("[bold]language models[/bold] (configs shipped, built on the meta device):")
     for name, entry in llm_configs().items():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only the types: this module must not pull torch in
+    import torch
 
 KILO = 10**3
 MEGA = 10**6
@@ -24,9 +27,9 @@ def default_file_mode() -> int:
 
 def dtype_bytes(dtype: torch.dtype) -> float:
     """Bytes per element of ``dtype``; sub-byte types (int4 packed in uint8 etc.) are not torch dtypes here."""
-    if dtype == torch.bool:
+    if str(dtype) == "torch.bool":
         return 1.0
-    return dtype.itemsize
+    return float(dtype.itemsize)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

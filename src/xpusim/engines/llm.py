@@ -19,7 +19,7 @@ from typing import Any
 
 from xpusim.engines.roofline import OpEstimate, energy_table, estimate_op
 from xpusim.hardware.chip import Chip
-from xpusim.workload.formulas import (
+from xpusim.workload.flop_counts import (
     LAYER_NORM_FLOPS_PER_ELEMENT,
     POINTWISE_FLOPS,
     RMS_NORM_FLOPS_PER_ELEMENT,

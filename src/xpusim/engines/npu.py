@@ -37,6 +37,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 DATAFLOWS = ("os", "ws", "is")
+ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
+                 "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "complex64": 8}
+"""Bytes per element of a captured op's dtype name (the capture records names, so no torch is needed here)."""
 WORD_BITS = {"int4": 4, "int8": 8, "fp8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
 
 
@@ -396,10 +399,6 @@ def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]]
     Returns the layers and notes about anything approximated. Vector work is given as elements moved (the
     capture's bytes over its element size); `simulate` applies the NPU's word size.
     """
-    import torch
-
-    from xpusim.units import dtype_bytes  # local: keep this module free of torch at import
-
     layers: list[GemmLayer | tuple[str, int, int, str]] = []
     unlowered: dict[str, int] = {}
     for op in wl.ops:
@@ -408,10 +407,10 @@ def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]]
             layers.append(g)
         elif op.kind in ("matmul", "conv", "attention", "rnn", "fused") and op.macs:
             unlowered[op.op] = unlowered.get(op.op, 0) + 1
-            elem = dtype_bytes(getattr(torch, op.dtype, torch.float32))
+            elem = ELEMENT_BYTES.get(op.dtype, 4)
             layers.append((op.name, 2 * op.macs, int(op.bytes_total / elem), op.kind))
         elif op.flops or op.bytes_total:
-            elem = dtype_bytes(getattr(torch, op.dtype, torch.float32))
+            elem = ELEMENT_BYTES.get(op.dtype, 4)
             layers.append((op.name, op.flops, int(op.bytes_total / elem), op.kind))
     notes = [f"{n} × {name} not lowered to GEMM: timed on the vector unit" for name, n in unlowered.items()]
     return layers, notes

@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from xpusim.units import dtype_name
+from xpusim.workload.errors import CaptureError
 from xpusim.workload.formulas import FORMULAS, FREE_OPS, Cost, Formula
 from xpusim.workload.model import OpCost, Shape, Workload
 
@@ -39,8 +40,6 @@ MODES = ("inference", "training")
 DEVICES = ("meta", "eager")
 
 
-class CaptureError(RuntimeError):
-    """The model raised while being run for capture; the message names the model and the original error."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,6 +228,20 @@ class Workload:
             d["totals_by_phase"] = {p: self.totals(p).to_dict() for p in PHASES}
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Workload:
+        """The inverse of ``to_dict()`` (ungrouped): derived fields (totals, bytes_read, intensity) are recomputed."""
+        fields = set(OpCost.__dataclass_fields__)
+        ops = []
+        for row in d["layers"]:
+            kw = {k: v for k, v in row.items() if k in fields}
+            kw["input_shapes"] = tuple(tuple(s) for s in kw.get("input_shapes", ()))
+            kw["output_shape"] = tuple(kw.get("output_shape", ()))
+            ops.append(OpCost(**kw))
+        return cls(model=d["model"], mode=d["mode"], dtype=d["dtype"],
+                   input_shapes=tuple(tuple(s) for s in d["input_shapes"]), ops=tuple(ops),
+                   params=int(d["totals"]["params"]), uncounted=dict(d["uncounted"]), free_ops=dict(d["free_ops"]))
+
     def to_json(self, depth: int | None = None, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(depth), indent=indent)
 

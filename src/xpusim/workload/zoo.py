@@ -19,13 +19,12 @@ from typing import Any
 import torch
 
 from xpusim.names import suggest
+from xpusim.workload.errors import ModelSpecError
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_MAX_SEQ_LEN = 2048
 
 
-class ModelSpecError(ValueError):
-    """A model name, file or factory the user gave cannot be resolved; the message says what would work."""
 
 
 @dataclass(frozen=True, kw_only=True)

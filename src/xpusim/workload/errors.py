@@ -1,0 +1,9 @@
+"""Errors of workload capture, in a module without torch so that the CLI can catch them before importing it."""
+
+
+class CaptureError(RuntimeError):
+    """The model raised while being run for capture; the message names the model and the original error."""
+
+
+class ModelSpecError(ValueError):
+    """A model name, file or factory the user gave cannot be resolved; the message says what would work."""
