@@ -13,16 +13,17 @@ layer there).
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-import xpusim
-from xpusim.engines.npu import NpuConfig, lower_workload, simulate
+from xpusim.engines.npu import simulate
 from xpusim.engines.scalesim_io import read_compute_report, read_config, read_layers, read_topology, simulate_scalesim
 
 DATA = Path(__file__).parent / "data"
@@ -87,15 +88,17 @@ def main() -> None:
                        for layer, row in zip(user.layers, report, strict=True))
             print(f"\nidentical stall and total cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, "
                   f"xpusim {user_s:.2f} s: **{ss_s / user_s:,.0f}x faster**")
-    t0 = time.perf_counter()
-    wl = xpusim.analyze("resnet50")
-    layers, _ = lower_workload(wl)
-    run = simulate(layers, NpuConfig(rows=128, cols=128, dram_bytes_per_cycle=10), "auto")
-    total_s = time.perf_counter() - t0
-    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"resnet50 on 128x128 (auto dataflow): capture + lowering + simulation {total_s:.2f} s, "
-          f"{run.total_cycles:,} cycles, process peak RSS {rss_gib:.2f} GiB")
-
+    # Whole ResNet-50 through the CLI in fresh processes: cold (captures with PyTorch) and warm (cached capture).
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "XPUSIM_CACHE": d, "XPUSIM_CAPTURE_CACHE": "1"}
+        cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "xpusim.cli", "npu", "resnet50", "--array",
+               "128x128", "--dataflow", "auto", "--format", "json", "--output", str(Path(d) / "out.json")]
+        for label in ("cold (capture with PyTorch)", "warm (cached capture, no torch import)"):
+            proc = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=600)
+            wall_s, rss_kb = proc.stderr.strip().splitlines()[-1].split()
+            cycles = json.loads((Path(d) / "out.json").read_text())["totals"]["total_cycles"]
+            print(f"resnet50 on 128x128 (auto dataflow), fresh process, {label}: {float(wall_s):.2f} s, "
+                  f"peak RSS {int(rss_kb) / 1024:.0f} MB, {cycles:,} cycles")
 
 if __name__ == "__main__":
     main()

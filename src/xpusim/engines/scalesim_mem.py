@@ -268,18 +268,28 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
         raise NpuError("prefetch buffer holds no line: the SRAM is too small for SCALE-Sim's model")
     single = counts == 1
 
+    # Each address's lines as one row, padded by repeating its first line, for a branch-free test.
+    per_addr = np.diff(ptr)
+    width = int(per_addr.max())
+    table = np.repeat(line_of[ptr[:-1].clip(max=len(line_of) - 1)].astype(np.int32)[:, None], width, axis=1)
+    table[addr_of, np.arange(len(addr_of)) - ptr[addr_of]] = line_of
+    single_line = table[:, 0]
+
+    def inside(lines: np.ndarray, start: int) -> np.ndarray:
+        end = start + active
+        if end <= n_lines:
+            return (lines >= start) & (lines < end)
+        return (lines >= start) | (lines < end - n_lines)  # the window wraps around
+
     def hits(lo: int, hi: int, start: int) -> np.ndarray:
+        """Is each request's address in the active window [start, start + active) (mod n_lines)?"""
         a = stream.addrs[lo:hi]
-        n = counts[lo:hi]
         if single[lo:hi].all():  # the usual case: each address in one line
-            return ((line_of[ptr[a]] - start) % n_lines) < active
-        begin = np.cumsum(n) - n
-        idx = np.repeat(ptr[a] - begin, n) + np.arange(int(n.sum()))
-        inside = ((line_of[idx] - start) % n_lines) < active
-        return np.add.reduceat(inside, begin) > 0
+            return inside(single_line[a], start)
+        return inside(table[a], start).any(axis=1)
 
     events: list[int] = []
-    start, pos, chunk, total = 0, 0, 256, len(stream.addrs)
+    start, pos, chunk, total, last_miss = 0, 0, 256, len(stream.addrs), 0
     while pos < total:
         hi = min(total, pos + chunk)
         h = hits(pos, hi, start)
@@ -296,7 +306,8 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
                 break
         else:  # pragma: no cover - the window covers every line within n_lines slides
             raise NpuError("read buffer replay did not converge")
-        pos, chunk = miss + 1, max(64, (miss - pos) * 2)
+        # the next miss is likely about as far as this one was from the last: scan a little past that
+        pos, chunk, last_miss = miss + 1, max(64, (miss - last_miss) * 5 // 4), miss
     rows_arr = np.asarray(events, np.int64)
     return _ReadEvents(rows=rows_arr, cycles_per_prefetch=prefetch_lines + 1,
                        dram_reads=first_fill + len(events) * prefetch_lines * bw)
@@ -318,7 +329,7 @@ class _WriteBuffer:
         self.drained = 0
         self.dram_writes = 0
 
-    def _store(self, n: int) -> None:
+    def store(self, n: int) -> None:
         self.free -= n
         fill = self.line_fill + n
         full, self.line_fill = divmod(fill, self.bw)
@@ -344,13 +355,13 @@ class _WriteBuffer:
         while left:
             if cur < self.drain_end:
                 k = min(left, max(self.free, 1))  # the store that leaves no space waits for the drain
-                self._store(k)
+                self.store(k)
                 left -= k
                 if self.free <= 0:
                     cur = self.drain_end
             else:
                 k = min(left, max(self.free - self.active + 1, 1))  # up to the store that crosses half full
-                self._store(k)
+                self.store(k)
                 left -= k
                 if self.free < self.active:
                     self.drain_end = self._drain(cur)
@@ -396,20 +407,44 @@ def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words
     wb = _WriteBuffer(sram_words[2], bandwidth[2])
 
     o_rows, o_counts = np.unique(d.ofmap_rows, return_counts=True)
-    writes = dict(zip(o_rows.tolist(), o_counts.tolist(), strict=True))
     by_row: dict[int, list[list[int]]] = {}
     for which, ev in enumerate((ev_i, ev_f)):
         for k, r in enumerate(ev.rows.tolist()):
             by_row.setdefault(r, [[], []])[which].append(k + 1)  # k+1-th prefetch of that SRAM
     last_prefetch = (ev_i.cycles_per_prefetch, ev_f.cycles_per_prefetch)
 
+    # Every cycle where something happens, in order: its writes, and whether a read SRAM prefetches.
+    rows_all = np.union1d(o_rows, np.fromiter(by_row, np.int64, len(by_row)))
+    n_writes = np.zeros(len(rows_all), np.int64)
+    n_writes[np.searchsorted(rows_all, o_rows)] = o_counts
+    reads = np.isin(rows_all, np.fromiter(by_row, np.int64, len(by_row)))
+    cum_writes = np.cumsum(n_writes)
+    next_read = np.searchsorted(np.flatnonzero(reads), np.arange(len(rows_all)))  # index into read rows
+    read_at = np.append(np.flatnonzero(reads), len(rows_all))
+
     stall = 0
     finish = 0
     last_row = d.n_rows - 1
-    for r in sorted(set(writes) | set(by_row)):
-        if r == last_row:  # the last cycle's own stall does not delay it
-            finish = max(finish, r + stall)
+    i, n_events = 0, len(rows_all)
+    while i < n_events:
+        if not reads[i]:
+            # A run of write-only cycles stores without consequence while the ofmap SRAM keeps room: above half
+            # free (no drain starts), or above empty while a drain runs. Take that run in one step.
+            stop = min(int(read_at[next_read[i]]), i + 4096)
+            before = cum_writes[i - 1] if i else 0
+            taken = cum_writes[i:stop] - before
+            cycles = rows_all[i:stop] + stall
+            room = np.where(cycles < wb.drain_end, wb.free - taken > 0, wb.free - taken >= wb.active)
+            k = int(np.argmin(room)) if not room.all() else stop - i
+            if k:
+                wb.store(int(taken[k - 1]))
+                finish = max(finish, int(cycles[k - 1]))
+                i += k
+                continue
+        r = int(rows_all[i])
         cycle = r + stall
+        if r == last_row:  # the last cycle's own stall does not delay it
+            finish = max(finish, cycle)
         delay = 0
         for which, ks in enumerate(by_row.get(r, ((), ()))):
             offset = 1
@@ -418,10 +453,11 @@ def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words
                 late = ready - (cycle + offset)
                 offset += 2 * late if late > 0 else late
             delay = max(delay, offset - 1)
-        wait = wb.write(cycle, writes[r]) if r in writes else 0
+        wait = wb.write(cycle, int(n_writes[i])) if n_writes[i] else 0
         finish = max(finish, cycle + wait)
         stall += max(delay, wait)
-    if last_row not in writes and last_row not in by_row:
+        i += 1
+    if not n_events or rows_all[-1] != last_row:
         finish = max(finish, last_row + stall)
     wb.flush()
     return MemoryTiming(compute_cycles=d.n_rows - 1, stall_cycles=stall, total_cycles=int(finish),
