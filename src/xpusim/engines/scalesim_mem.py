@@ -286,7 +286,7 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
         a = stream.addrs[lo:hi]
         if single[lo:hi].all():  # the usual case: each address in one line
             return inside(single_line[a], start)
-        return inside(table[a], start).any(axis=1)
+        return np.asarray(inside(table[a], start).any(axis=1))
 
     events: list[int] = []
     start, pos, chunk, total, last_miss = 0, 0, 256, len(stream.addrs), 0
