@@ -232,6 +232,12 @@ def test_scalesim_layout_bandwidth_errors_name_the_field(tmp_path: Path) -> None
     bad.write_text(text.replace("IfmapSRAMBankBandwidth: 1", "IfmapSRAMBankBandwidth: wide"))
     with pytest.raises(NpuError, match=r"\[layout\] IfmapSRAMBankBandwidth: 'wide' is not an integer"):
         read_config(bad)
+    bad.write_text(text.replace("SparsitySupport: false", "SparsitySupport: true"))
+    assert read_config(bad).ignored == ("[sparsity] SparsitySupport",)
+    r = runner.invoke(app, ["npu", "--scalesim-config", str(bad), "--scalesim-topology",
+                            str(FIXTURES / "conv_topology.csv"), "--format", "json"])
+    assert r.exit_code == 0 and "not modelled, ignored: [sparsity] SparsitySupport" in json.loads(r.stdout)["notes"][1]
+    assert read_config(FIXTURES / "stall_ws_8x8_bw1.cfg").ignored == ()
     old = tmp_path / "old.cfg"  # SCALE-Sim 2 style: no [layout]; Bandwidth feeds all three SRAMs
     old.write_text(text.split("[layout]")[0] + "[run_presets]\nInterfaceBandwidth: USER\n")
     assert read_config(old).bandwidth_words == (1, 1, 1)

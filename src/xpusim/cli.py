@@ -426,6 +426,9 @@ def npu_cmd(
                 notes = [f"SCALE-Sim inputs, USER bandwidth (ifmap {bw_i}, filter {bw_f}, ofmap {bw_o} words/cycle): "
                          "stalls from SCALE-Sim 3.0.0's memory model replayed; total_cycles follow its 'Total Cycles'; "
                          "dram_* count each input once, its own counts are under 'scalesim'"]
+            if sc.ignored:
+                notes.append(f"not modelled, ignored: {', '.join(sc.ignored)} (xpusim runs SCALE-Sim's default "
+                             "layout, dense, without Ramulator)")
             busy = not sc.calc_bandwidth and fmt is Format.table
             with err.status(f"replaying SCALE-Sim's memory model for {len(ss_layers)} layers ...") if busy else _null():
                 run = simulate_scalesim(sc, ss_layers, df, objective, clock_hz=clock_ghz * 1e9)

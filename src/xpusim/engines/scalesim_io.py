@@ -33,6 +33,8 @@ class ScaleSimConfig:
     bandwidth_words: tuple[int, int, int] = (10, 10, 10)
     """USER mode: DRAM words per cycle of the (ifmap, filter, ofmap) SRAMs. SCALE-Sim 3.0.0 takes the first two
     from [layout] IfmapSRAMBankBandwidth / FilterSRAMBankBandwidth and the third from Bandwidth."""
+    ignored: tuple[str, ...] = ()
+    """Options the file turns on that xpusim does not model (custom layouts, sparsity, Ramulator traces)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,8 +102,12 @@ def read_config(path: str | Path) -> ScaleSimConfig:
                     filter_sram_bytes=num("FilterSramSzkB") * KIB, ofmap_sram_bytes=num("OfmapSramSzkB") * KIB,
                     dram_bytes_per_cycle=bandwidth, dtype="int8", dram_per_operand=True)
     run_name = cp.get("general", "run_name", fallback=Path(p).stem)
+    ignored = tuple(f"[{sec}] {key}" for sec, key in (("layout", "IfmapCustomLayout"), ("layout", "FilterCustomLayout"),
+                                                       ("sparsity", "SparsitySupport"),
+                                                       ("run_presets", "UseRamulatorTrace"))
+                    if cp.get(sec, key, fallback="false").strip().lower() in ("true", "1", "yes"))
     return ScaleSimConfig(npu=npu, dataflow=dataflow, calc_bandwidth=mode == "CALC", run_name=run_name,
-                          bandwidth_words=words)
+                          bandwidth_words=words, ignored=ignored)
 
 
 CONV_FIELDS = ("IFMAP Height", "IFMAP Width", "Filter Height", "Filter Width", "Channels", "Num Filter", "Strides")
