@@ -189,9 +189,9 @@ def demand(s: ConvShape, dataflow: str, rows: int, cols: int) -> _Demand:
                 base = fold * per_fold
                 i_parts.append(_fold_stream(ifm[pa:pb].T, base, 0, True, False))
                 f_parts.append(_fold_stream(flt[:, fa:fb], base, 0, True, False))
-                ones = np.zeros((pb - pa, fb - fa), np.int64)
-                o_parts = _fold_stream(ones, base, t - 1, True, True)
-                o_rows.append(o_parts[0] + (R - (pb - pa)))  # the flip runs over the padded R rows
+                outputs = np.zeros((pb - pa, fb - fa), np.int64)  # only where and when they are written matters
+                written = _fold_stream(outputs, base, t - 1, True, True)
+                o_rows.append(written[0] + (R - (pb - pa)))  # the flip runs over the padded R rows
                 fold += 1
         return _Demand(ifmap_fetch=_antidiagonal(_stack_folds(ifm.T, R)),
                        filter_fetch=_antidiagonal(_stack_folds(flt, C)),
