@@ -40,8 +40,9 @@ ACTIVE_FRACTION = 0.5
 """SCALE-Sim's single_layer_sim: ``active_buf_frac = 0.5`` for all three SRAMs."""
 LINES_PER_SRAM = 100
 """read_buffer.prepare_hashed_buffer: a line holds ⌈SRAM words / 100⌉ addresses."""
-MAX_REQUESTS = 20_000_000
-"""Largest number of SRAM read requests one layer's replay holds in memory (about 1 GB of index arrays)."""
+MAX_REQUESTS = 12_000_000
+"""Largest number of SRAM read requests one layer's replay holds in memory: it needs about 80 bytes per request
+(7.3 M requests peaked at 600 MB), so this keeps a layer near 1 GB."""
 
 
 class ReplayTooLarge(NpuError):
