@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CACHE_ENV = "XPUSIM_CACHE"
+from xpusim.workload.cache import user_cache_dir
 
 
 def cache_dir() -> Path:
     """Where trained float models are kept: $XPUSIM_CACHE, else ~/.cache/xpusim."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xpusim")
+    return user_cache_dir()
 
 
 class DigitsCNN(nn.Module):

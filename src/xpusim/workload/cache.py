@@ -26,8 +26,14 @@ CACHE_ENV = "XPUSIM_CACHE"
 SWITCH_ENV = "XPUSIM_CAPTURE_CACHE"
 
 
+def user_cache_dir() -> Path:
+    """xpusim's cache root (captures here, trained compression baselines in `xpusim.compress.tasks`):
+    $XPUSIM_CACHE, else ~/.cache/xpusim."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xpusim")
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "xpusim") / "captures"
+    return user_cache_dir() / "captures"
 
 
 @functools.cache
