@@ -309,12 +309,16 @@ def simulate_vector(name: str, flops: int, bytes_moved: int, cfg: NpuConfig, kin
 
 def best_dataflow(layer: GemmLayer, cfg: NpuConfig, objective: str = "cycles") -> LayerResult:
     """The mapper: try every dataflow, keep the one with the fewest total cycles (or the least energy)."""
+    return pick(objective, [simulate_gemm(layer, cfg, df) for df in DATAFLOWS])
+
+
+def pick(objective: str, results: list[LayerResult]) -> LayerResult:
+    """The best of one layer's mappings: fewest total cycles (ties: least energy), or least energy."""
     if objective not in ("cycles", "energy"):
         raise NpuError(f"objective {objective!r} is not cycles or energy")
-    results = [simulate_gemm(layer, cfg, df) for df in DATAFLOWS]
-    key = (lambda r: (r.total_cycles, r.energy_pj)) if objective == "cycles" else (lambda r: (r.energy_pj,
-                                                                                               r.total_cycles))
-    return min(results, key=key)
+    if objective == "cycles":
+        return min(results, key=lambda r: (r.total_cycles, r.energy_pj))
+    return min(results, key=lambda r: (r.energy_pj, r.total_cycles))
 
 
 @dataclass(frozen=True, kw_only=True)

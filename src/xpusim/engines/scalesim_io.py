@@ -17,7 +17,16 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xpusim.engines.npu import DATAFLOWS, GemmLayer, LayerResult, NpuConfig, NpuError, NpuRun, simulate_gemm
+from xpusim.engines.npu import (
+    DATAFLOWS,
+    GemmLayer,
+    LayerResult,
+    NpuConfig,
+    NpuError,
+    NpuRun,
+    pick,
+    simulate_gemm,
+)
 from xpusim.engines.scalesim_mem import ConvShape, ReplayTooLarge, simulate_layer
 
 KIB = 1024
@@ -188,7 +197,7 @@ def simulate_scalesim(sc: ScaleSimConfig, layers: list[ScaleSimLayer], dataflow:
     df = dataflow or sc.dataflow
     if df != "auto" and df not in DATAFLOWS:
         raise NpuError(f"unknown dataflow {df!r}; use one of {', '.join(DATAFLOWS)} or auto")
-    if objective not in ("cycles", "energy"):
+    if objective not in ("cycles", "energy"):  # checked before any replay runs
         raise NpuError(f"objective {objective!r} is not cycles or energy")
     out, too_large = [], []
     for layer in layers:
@@ -203,9 +212,7 @@ def simulate_scalesim(sc: ScaleSimConfig, layers: list[ScaleSimLayer], dataflow:
                 except ReplayTooLarge as exc:  # keep xpusim's own stall estimate for this one
                     too_large.append(f"{layer.gemm.name} ({one}): {exc}")
             tried.append(res)
-        key = ((lambda r: (r.total_cycles, r.energy_pj)) if objective == "cycles"
-               else (lambda r: (r.energy_pj, r.total_cycles)))
-        out.append(min(tried, key=key))
+        out.append(pick(objective, tried))
     notes = tuple(f"SCALE-Sim memory replay skipped, xpusim's own stall model used: {t}" for t in too_large)
     return NpuRun(cfg=cfg, dataflow=df, layers=tuple(out), cycle_convention="scalesim", notes=notes)
 
