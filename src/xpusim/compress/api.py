@@ -7,6 +7,7 @@ import copy
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,19 +15,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from xpusim.compress.hardware import capture_any, project, project_npu
 from xpusim.compress.prune import PruneSpec, dense_layers, prune_model
 from xpusim.compress.quant import kmeans_codebook, quantize_uniform
 from xpusim.compress.tasks import TASKS, Task, user_task
 from xpusim.compress.variants import QuantLayer, Variant, quantize_model, set_observing
+from xpusim.errors import UserError
+from xpusim.workload.capture import CaptureError, capture
+from xpusim.workload.model import Workload
 
 QAT_EPOCHS = 8
 QAT_LR = 1e-3
 PRUNE_FT_LR = 1e-3
 ADDER_LR = 3e-3
 
+Projector = Callable[[nn.Module, torch.Tensor, "Variant | None", "tuple[int, int] | None"], dict[str, dict[str, Any]]]
+"""What a variant buys on hardware: (model, example input, variant or None for float, N:M sparsity the hardware may
+skip) -> {system name: {latency_s, energy_j, dtype, ...}}. Supplied by the composition layer (`xpusim.api`), so
+compression knows nothing of chips."""
 
-class CompressError(ValueError):
+
+class CompressError(UserError):
     """A compression request that cannot run; the message names the option and what is allowed."""
 
 
@@ -169,19 +177,24 @@ def check_prune(task: Task, spec: PruneSpec) -> None:
                             "use a masking mode without :ft (e.g. 0.3, 0.3:global, 2:4)")
 
 
-def _hardware(task: Task, model: nn.Module, variant: Variant | None, chips: list[str] | None, batch: int,
-              npu: tuple[int, int] | None, sparsity: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
-    out = project(model, task.example, variant, chips or [], batch)
-    if npu is not None:
-        out[f"npu-{npu[0]}x{npu[1]}"] = project_npu(model, task.example, variant, npu, batch, sparsity)
-    return out
+def _hardware(task: Task, model: nn.Module, variant: Variant | None, project: Projector | None,
+              sparsity: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
+    return {} if project is None else project(model, task.example, variant, sparsity)
 
 
-def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | None = None,
-                batch: int = 64, npu: tuple[int, int] | None = None) -> Measured:
+def capture_any(model: nn.Module, x: torch.Tensor) -> Workload:
+    """Capture on the meta device, or on real tensors for models whose forward reads values (Hugging Face masks
+    call ``.item()``)."""
+    try:
+        return capture(model, (x,), name="compressed")
+    except CaptureError:
+        return capture(model, (x,), name="compressed", device="eager")
+
+
+def run_variant(task: Task, variant: Variant, seed: int = 0, project: Projector | None = None) -> Measured:
     start = time.perf_counter()
     if variant.kind == "adder":
-        return _run_adder(task, variant, seed, chips, batch, npu, start)
+        return _run_adder(task, variant, seed, project, start)
     model = quantize_model(copy.deepcopy(task.model), variant)
     if variant.act_bits:
         set_observing(model, True)
@@ -196,11 +209,10 @@ def run_variant(task: Task, variant: Variant, seed: int = 0, chips: list[str] | 
     return Measured(name=variant.name, value=value, size_bytes=saved_size(model), params=params,
                     macs=_macs(task.model, task.example), sparsity=_sparsity(model),
                     seconds=time.perf_counter() - start,
-                    hardware=_hardware(task, task.model, variant, chips, batch, npu))
+                    hardware=_hardware(task, task.model, variant, project))
 
 
-def _run_adder(task: Task, variant: Variant, seed: int, chips: list[str] | None, batch: int,
-               npu: tuple[int, int] | None, start: float) -> Measured:
+def _run_adder(task: Task, variant: Variant, seed: int, project: Projector | None, start: float) -> Measured:
     """AdderNet: every Conv2d becomes an L1-distance layer + batch norm, then fine-tuned. Costed on chips as the
     convolutions it replaces (NB: the chip files have no adder-specific peak; an adder needs no multiplier)."""
     from xpusim.compress.adder import to_adder
@@ -212,7 +224,7 @@ def _run_adder(task: Task, variant: Variant, seed: int, chips: list[str] | None,
     return Measured(name=variant.name, value=task.evaluate(model), size_bytes=len(to_bytes(dict(model.state_dict()))),
                     params=sum(p.numel() for p in model.parameters()), macs=_macs(task.model, task.example),
                     sparsity=_sparsity(model), seconds=time.perf_counter() - start,
-                    hardware=_hardware(task, task.model, None, chips, batch, npu),
+                    hardware=_hardware(task, task.model, None, project),
                     cpu_latency_s=cpu_latency_s(model, task.test_x))
 
 
@@ -229,8 +241,7 @@ def cpu_latency_s(model: nn.Module, x: torch.Tensor, repeats: int = 15) -> float
     return statistics.median(times)
 
 
-def run_prune(task: Task, spec: PruneSpec, seed: int = 0, chips: list[str] | None = None,
-              batch: int = 64, npu: tuple[int, int] | None = None) -> Measured:
+def run_prune(task: Task, spec: PruneSpec, seed: int = 0, project: Projector | None = None) -> Measured:
     start = time.perf_counter()
     model = copy.deepcopy(task.model)
     torch.manual_seed(seed)
@@ -243,19 +254,17 @@ def run_prune(task: Task, spec: PruneSpec, seed: int = 0, chips: list[str] | Non
                     size_bytes=len(to_bytes(dict(model.state_dict()))),
                     params=sum(p.numel() for p in model.parameters()), macs=_macs(model, task.example),
                     sparsity=_sparsity(model), seconds=time.perf_counter() - start,
-                    hardware=_hardware(task, model, None, chips, batch, npu,
-                                       (spec.n, spec.m) if spec.mode == "nm" else None),
+                    hardware=_hardware(task, model, None, project, (spec.n, spec.m) if spec.mode == "nm" else None),
                     cpu_latency_s=cpu_latency_s(model, task.test_x))
 
 
-def baseline(task: Task, chips: list[str] | None = None, batch: int = 64,
-             npu: tuple[int, int] | None = None) -> Measured:
+def baseline(task: Task, project: Projector | None = None) -> Measured:
     start = time.perf_counter()
     size = len(to_bytes(dict(task.model.state_dict())))
     return Measured(name="float32", value=task.evaluate(task.model), size_bytes=size,
                     params=sum(p.numel() for p in task.model.parameters()), macs=_macs(task.model, task.example),
                     sparsity=_sparsity(task.model), seconds=time.perf_counter() - start,
-                    hardware=_hardware(task, task.model, None, chips, batch, npu),
+                    hardware=_hardware(task, task.model, None, project),
                     cpu_latency_s=cpu_latency_s(task.model, task.test_x))
 
 

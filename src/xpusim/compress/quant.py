@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch
 
+from xpusim.errors import UserError
+
 Granularity = Literal["tensor", "channel", "group"]
 Calibration = Literal["minmax", "percentile", "mse"]
 FLOAT_FORMATS = {  # name: (exponent bits, mantissa bits, largest finite value)
@@ -27,7 +29,7 @@ FLOAT_FORMATS = {  # name: (exponent bits, mantissa bits, largest finite value)
 }
 
 
-class QuantError(ValueError):
+class QuantError(UserError):
     """A quantizer setting that cannot be applied; the message names the field, the value and what is allowed."""
 
 

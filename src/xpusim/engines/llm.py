@@ -19,188 +19,17 @@ from typing import Any
 
 from xpusim.engines.roofline import OpEstimate, energy_table, estimate_op
 from xpusim.hardware.chip import Chip
-from xpusim.workload.flop_counts import (
-    LAYER_NORM_FLOPS_PER_ELEMENT,
-    POINTWISE_FLOPS,
-    RMS_NORM_FLOPS_PER_ELEMENT,
-    SCORE_SCALE_FLOPS_PER_ELEMENT,
-    SOFTMAX_FLOPS_PER_ELEMENT,
-)
 from xpusim.workload.model import OpCost
+from xpusim.workload.transformer import (  # re-exported: the builder lives in workload since the API split
+    Precision,
+    TransformerConfig,
+    analytic_workload_ops,
+    head_ops,
+    layer_ops,
+)
 
-
-@dataclass(frozen=True, kw_only=True)
-class TransformerConfig:
-    """The shape of a decoder-only transformer, read from an HF-style config."""
-
-    name: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    gated_mlp: bool
-    """Llama-style SwiGLU MLP (gate, up, down) instead of GPT-style (fc, GELU, proj)."""
-    rms_norm: bool
-    tied_embeddings: bool
-    max_positions: int
-
-    def __post_init__(self) -> None:
-        for f in ("hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{self.name}: {f}={getattr(self, f)} must be >= 1")
-        if self.heads % self.kv_heads:
-            raise ValueError(f"{self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
-
-    @classmethod
-    def from_hf(cls, name: str, cfg: dict[str, Any]) -> TransformerConfig:
-        model_type = cfg.get("model_type", "")
-        if model_type == "gpt2":
-            h, heads = int(cfg["n_embd"]), int(cfg["n_head"])
-            return cls(name=name, hidden=h, layers=int(cfg["n_layer"]), heads=heads, kv_heads=heads,
-                       head_dim=h // heads, ffn=int(cfg.get("n_inner") or 4 * h), vocab=int(cfg["vocab_size"]),
-                       gated_mlp=False, rms_norm=False, tied_embeddings=True,
-                       max_positions=int(cfg.get("n_positions", 1024)))
-        if model_type in ("llama", "mistral", "qwen2"):
-            h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-            return cls(name=name, hidden=h, layers=int(cfg["num_hidden_layers"]), heads=heads,
-                       kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                       head_dim=int(cfg.get("head_dim") or h // heads), ffn=int(cfg["intermediate_size"]),
-                       vocab=int(cfg["vocab_size"]), gated_mlp=True, rms_norm=True,
-                       tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                       max_positions=int(cfg.get("max_position_embeddings", 4096)))
-        raise ValueError(f"{name}: model_type {model_type!r} is not a decoder LLM the analytic builder knows "
-                         "(gpt2, llama, mistral, qwen2)")
-
-    @property
-    def params(self) -> int:
-        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        attn = h * q + 2 * h * kv + q * h
-        mlp = (3 if self.gated_mlp else 2) * h * self.ffn
-        biases = 0 if self.rms_norm else (q + 2 * kv + h + self.ffn + h)  # GPT-2 has biases everywhere
-        norms = (1 if self.rms_norm else 2) * 2 * h
-        per_layer = attn + mlp + biases + norms
-        embed = self.vocab * h + (0 if self.rms_norm else self.max_positions * h)
-        head = 0 if self.tied_embeddings else self.vocab * h
-        return self.layers * per_layer + embed + head + (1 if self.rms_norm else 2) * h
-
-
-@dataclass(frozen=True, kw_only=True)
-class Precision:
-    """Bit widths: weights, activations (the compute dtype), KV cache."""
-
-    w_bits: int = 16
-    a_bits: int = 16
-    kv_bits: int = 16
-    float16: str = "bfloat16"
-    """Which 16-bit float the activations use (``bfloat16`` or ``float16``)."""
-
-    def __post_init__(self) -> None:
-        for f in ("w_bits", "a_bits", "kv_bits"):
-            if getattr(self, f) not in (2, 3, 4, 8, 16, 32):
-                raise ValueError(f"{f}={getattr(self, f)} is not one of 2, 3, 4, 8, 16, 32")
-        if self.a_bits < 8:
-            raise ValueError(f"a_bits={self.a_bits}: activations below 8 bits are not modeled (use 8, 16 or 32)")
-
-    @property
-    def compute_dtype(self) -> str:
-        """torch-style dtype name of the matmuls: activations decide (weight-only quantization dequantizes)."""
-        return {32: "float32", 16: self.float16, 8: "int8"}[self.a_bits]
-
-
-def _matmul(name: str, m: int, k: int, n: int, p: Precision, *, weight: bool = True, bias: bool = False) -> OpCost:
-    """(m×k) @ (k×n); the right operand is a weight at w_bits (or an activation at a_bits)."""
-    macs = m * k * n
-    wb = p.w_bits if weight else p.a_bits
-    return OpCost(name=name, module=name.rsplit("/", 1)[0], op="analytic.matmul", kind="matmul",
-                  input_shapes=((m, k), (k, n)), output_shape=(m, n), dtype=p.compute_dtype, macs=macs,
-                  flops=2 * macs + (m * n if bias else 0), params=k * n if weight else 0,
-                  weight_bytes=math.ceil(k * n * wb / 8) if weight else 0,
-                  activation_bytes_read=math.ceil(m * k * p.a_bits / 8) + (0 if weight else math.ceil(k * n * wb / 8)),
-                  bytes_written=math.ceil(m * n * p.a_bits / 8))
-
-
-def _elementwise(name: str, kind: str, elements: int, flops_per: float, p: Precision, reads: int = 1,
-                 weight_elements: int = 0) -> OpCost:
-    return OpCost(name=name, module=name.rsplit("/", 1)[0], op=f"analytic.{kind}", kind=kind,
-                  input_shapes=((elements,),), output_shape=(elements,), dtype=p.compute_dtype,
-                  flops=round(elements * flops_per), params=weight_elements,
-                  weight_bytes=math.ceil(weight_elements * p.w_bits / 8),
-                  activation_bytes_read=math.ceil(reads * elements * p.a_bits / 8),
-                  bytes_written=math.ceil(elements * p.a_bits / 8))
-
-
-def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, *, flash: bool,
-              prefix: str = "layer") -> list[OpCost]:
-    """One transformer layer processing ``new`` tokens per sequence against ``context`` keys (new included)."""
-    h, hd = cfg.hidden, cfg.head_dim
-    q_dim, kv_dim = cfg.heads * hd, cfg.kv_heads * hd
-    t = batch * new
-    bias = not cfg.rms_norm
-    norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
-    norm_w = h if cfg.rms_norm else 2 * h
-    ops = [
-        _elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
-        _matmul(f"{prefix}.attn.q/matmul", t, h, q_dim, p, bias=bias),
-        _matmul(f"{prefix}.attn.k/matmul", t, h, kv_dim, p, bias=bias),
-        _matmul(f"{prefix}.attn.v/matmul", t, h, kv_dim, p, bias=bias),
-    ]
-    # KV cache: append the new keys and values, then read the whole cache for attention.
-    kv_new = 2 * t * kv_dim
-    kv_all = 2 * batch * context * kv_dim
-    ops.append(OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write",
-                      kind="memory", dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
-                      bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)))
-    scores = batch * cfg.heads * new * context
-    attn_macs = scores * 2 * hd
-    q_bytes = math.ceil(t * q_dim * p.a_bits / 8)
-    o_bytes = q_bytes
-    kv_bytes = math.ceil(kv_all * p.kv_bits / 8)
-    score_traffic = 0 if flash else 4 * math.ceil(scores * p.a_bits / 8)  # write S, read S, write P, read P
-    ops.append(OpCost(name=f"{prefix}.attn/attention", module=f"{prefix}.attn", op="analytic.attention",
-                      kind="attention", input_shapes=((batch, cfg.heads, new, hd), (batch, cfg.kv_heads, context, hd)),
-                      output_shape=(batch, cfg.heads, new, hd), dtype=p.compute_dtype, macs=attn_macs,
-                      flops=2 * attn_macs + scores * (SOFTMAX_FLOPS_PER_ELEMENT + SCORE_SCALE_FLOPS_PER_ELEMENT),
-                      activation_bytes_read=q_bytes + kv_bytes + score_traffic // 2,
-                      bytes_written=o_bytes + score_traffic // 2))
-    ops += [
-        _matmul(f"{prefix}.attn.o/matmul", t, q_dim, h, p, bias=bias),
-        _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
-        _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
-    ]
-    if cfg.gated_mlp:
-        ops += [
-            _matmul(f"{prefix}.mlp.gate/matmul", t, h, cfg.ffn, p),
-            _matmul(f"{prefix}.mlp.up/matmul", t, h, cfg.ffn, p),
-            _elementwise(f"{prefix}.mlp/silu_mul", "activation", t * cfg.ffn, POINTWISE_FLOPS["silu"] + 1, p, reads=2),
-            _matmul(f"{prefix}.mlp.down/matmul", t, cfg.ffn, h, p),
-        ]
-    else:
-        ops += [
-            _matmul(f"{prefix}.mlp.fc/matmul", t, h, cfg.ffn, p, bias=True),
-            _elementwise(f"{prefix}.mlp/gelu", "activation", t * cfg.ffn, POINTWISE_FLOPS["gelu"], p),
-            _matmul(f"{prefix}.mlp.proj/matmul", t, cfg.ffn, h, p, bias=True),
-        ]
-    ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
-    return ops
-
-
-def head_ops(cfg: TransformerConfig, batch: int, new: int, logits_tokens: int, p: Precision) -> list[OpCost]:
-    """Embedding lookup of the new tokens, the final norm and the lm_head for ``logits_tokens`` per sequence."""
-    h, t = cfg.hidden, batch * new
-    norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
-    embed = OpCost(name="embed/embedding", module="embed", op="analytic.embedding", kind="embedding",
-                   dtype=p.compute_dtype, params=cfg.vocab * h,
-                   weight_bytes=math.ceil(min(t, cfg.vocab) * h * p.w_bits / 8),
-                   activation_bytes_read=8 * t, bytes_written=math.ceil(t * h * p.a_bits / 8), output_shape=(t, h))
-    tl = batch * logits_tokens
-    return [
-        embed,
-        _elementwise("norm/norm", "norm", tl * h, norm_flops, p, weight_elements=h),
-        _matmul("lm_head/matmul", tl, h, cfg.vocab, p),
-    ]
+__all__ = ["LLMEstimate", "PhaseEstimate", "Precision", "TransformerConfig", "analytic_workload_ops",
+           "estimate_llm", "head_ops", "layer_ops"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,16 +125,6 @@ def _estimate_phase(chip: Chip, layer: list[OpCost], head: list[OpCost], layers:
     compute = layers * sum(e.time_s for e in ests_layer if e.bound == "compute") + sum(
         e.time_s for e in ests_head if e.bound == "compute")
     return time_s, flops, nbytes, energy, compute, tuple(ests_layer + ests_head)
-
-
-def analytic_workload_ops(cfg: TransformerConfig, batch: int, seq_len: int, p: Precision, *, flash: bool = True,
-                          logits: str = "all") -> list[OpCost]:
-    """All ops of one forward over ``seq_len`` tokens (what a captured prefill runs), layers expanded."""
-    ops = head_ops(cfg, batch, seq_len, seq_len if logits == "all" else 1, p)
-    out = ops[:1]
-    for i in range(cfg.layers):
-        out += layer_ops(cfg, batch, seq_len, seq_len, p, flash=flash, prefix=f"layers.{i}")
-    return out + ops[1:]
 
 
 def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_len: int = 1024, gen_len: int = 256,

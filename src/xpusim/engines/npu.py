@@ -36,6 +36,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from xpusim.errors import UserError
+
 DATAFLOWS = ("os", "ws", "is")
 ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
                  "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "complex64": 8}
@@ -43,7 +45,7 @@ ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float
 WORD_BITS = {"int4": 4, "int8": 8, "fp8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
 
 
-class NpuError(ValueError):
+class NpuError(UserError):
     """An NPU configuration or layer that cannot be simulated; the message says what is allowed."""
 
 

@@ -16,22 +16,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
+from xpusim.errors import UserError
 from xpusim.names import suggest
+from xpusim.precision import CHIP_DTYPE_BITS, CHIP_DTYPES, TORCH_TO_CHIP
 from xpusim.units import GIB, GIGA, MIB, TERA
 
 Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
-DTYPES: tuple[str, ...] = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4")
+DTYPES: tuple[str, ...] = CHIP_DTYPES
 Unit = Literal["tensor", "vector"]
 UNITS: tuple[str, ...] = ("tensor", "vector")
-DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4}
-
-TORCH_TO_CHIP_DTYPE = {
-    "float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
-    "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "int8": "int8", "uint8": "int8",
-}
+DTYPE_BITS = CHIP_DTYPE_BITS
+TORCH_TO_CHIP_DTYPE = TORCH_TO_CHIP
 
 
-class ChipError(ValueError):
+class ChipError(UserError):
     """A chip name or file that cannot be used; the message names the field, the value and what is allowed."""
 
 

@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip, ChipError, Efficiency, _format_validation, load_chip, read_user_yaml
 from xpusim.names import suggest
 from xpusim.units import GIGA
 
 
-class ClusterError(ValueError):
+class ClusterError(UserError):
     """A cluster name or file that cannot be used; the message names the field, the value and what is allowed."""
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from xpusim.engines.llm import TransformerConfig
+from xpusim.errors import UserError
+from xpusim.workload.transformer import TransformerConfig
 
 Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
 SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved", "zb-h1")
@@ -19,7 +20,7 @@ RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
 RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """A plan that cannot run this model on these GPUs: every reason, each with the nearest valid values."""
 
 

@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from xpusim.engines.llm import Precision, TransformerConfig, head_ops, layer_ops
 from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
 from xpusim.hardware.cluster import Cluster, Fabric
@@ -22,6 +21,7 @@ from xpusim.parallel.memory import GRAD_BYTES, PARAM_BYTES, MemoryBreakdown, lay
 from xpusim.parallel.plan import ParallelPlan, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
+from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, layer_ops
 
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb=25
 # Adam step per parameter: read the fp32 master copy, momentum, variance (12 B) and the 16-bit gradient (2 B),

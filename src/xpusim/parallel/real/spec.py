@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from xpusim.errors import UserError
 from xpusim.parallel.plan import SCHEDULES, ParallelPlan
 
 RUN_SCHEDULES = (*SCHEDULES, "zbv")
 
 
-class RunSpecError(ValueError):
+class RunSpecError(UserError):
     """A run request that cannot be executed; the message names the option and what is allowed."""
 
 

@@ -10,14 +10,17 @@ no sparse-tensor-core speedup for 2:4).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import nn
 
+from xpusim.compress.api import capture_any
 from xpusim.compress.variants import Variant
+from xpusim.engines.npu import NpuConfig, lower_workload
+from xpusim.engines.npu import simulate as npu_simulate
 from xpusim.engines.roofline import roofline
 from xpusim.hardware.chip import ChipError, load_chip
-from xpusim.workload.capture import CaptureError, capture
 from xpusim.workload.model import Workload
 
 
@@ -41,15 +44,6 @@ def retype(wl: Workload, dtype: str, weight_bits: int, act_bits: int) -> Workloa
                         activation_bytes_read=round(o.activation_bytes_read * fa),
                         bytes_written=round(o.bytes_written * fa)) for o in wl.ops)
     return replace(wl, dtype=dtype, ops=ops)
-
-
-def capture_any(model: nn.Module, x: torch.Tensor) -> Workload:
-    """Capture on the meta device, or on real tensors for models whose forward reads values (Hugging Face masks
-    call ``.item()``)."""
-    try:
-        return capture(model, (x,), name="compressed")
-    except CaptureError:
-        return capture(model, (x,), name="compressed", device="eager")
 
 
 def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, chips: list[str],
@@ -90,12 +84,22 @@ def project_npu(model: nn.Module, example: torch.Tensor, variant: Variant | None
                 batch: int, sparsity: tuple[int, int] | None = None) -> dict[str, float | str | None]:
     """Cycles, latency and energy on a rows × cols systolic array (``xpusim npu``'s engine, best dataflow per
     layer), at the variant's word width; N:M masks are skipped when ``sparsity`` says the array can."""
-    from xpusim.engines.npu import NpuConfig, lower_workload
-    from xpusim.engines.npu import simulate as npu_simulate
-
     x = example.expand(batch, *example.shape[1:]) if example.shape[0] == 1 else example
     layers, _ = lower_workload(capture_any(model, x))
     word, per_pe = npu_word(variant)
     cfg = NpuConfig(rows=array[0], cols=array[1], dtype=word, macs_per_pe=per_pe, sparsity=sparsity)
     run = npu_simulate(layers, cfg, "auto")
     return {"latency_s": run.time_s, "energy_j": run.energy_j, "dtype": word, "cycles": run.total_cycles}
+
+
+def projector(chips: list[str], batch: int, array: tuple[int, int] | None = None):  # type: ignore[no-untyped-def]
+    """A `xpusim.compress.api.Projector` onto ``chips`` (roofline) and, given ``array``, a systolic NPU."""
+
+    def run(model: nn.Module, example: torch.Tensor, variant: Variant | None,
+            sparsity: tuple[int, int] | None) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = dict(project(model, example, variant, chips, batch))
+        if array is not None:
+            out[f"npu-{array[0]}x{array[1]}"] = project_npu(model, example, variant, array, batch, sparsity)
+        return out
+
+    return run
