@@ -4,7 +4,6 @@ trained from scratch with a fixed seed in a few seconds and cached."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xpusim.files import write_atomic
 from xpusim.workload.cache import user_cache_dir
 
 
@@ -149,9 +149,7 @@ def _trained(name: str, model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, 
         return model
     train(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # never a half-written cache file
+    write_atomic(path, lambda tmp: torch.save(model.state_dict(), tmp))  # never a half-written cache file
     return model
 
 

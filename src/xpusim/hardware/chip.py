@@ -132,6 +132,11 @@ def _log_interp(points: list[tuple[float, float]], x: float) -> float:
 class Chip(_Strict):
     """One accelerator (or a CPU/host), as in its datasheet."""
 
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Chip:
+        """A chip file (``.yaml``/``.yml``/``.json``) or catalog name, validated; `ChipError` names the field."""
+        return load_chip(path)
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     title: str
     vendor: str
@@ -254,6 +259,8 @@ def read_user_yaml(text: str, kind: str, error: type[ValueError]) -> Any | None:
     ``text`` is not such a path. ``safe_load``: data, never code."""
     path = Path(text)
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        if path.suffix and path.is_file():
+            raise error(f"{text!r} is a file but not a {kind} file: {kind} files are .yaml, .yml or .json")
         return None
     if not path.is_file():
         raise error(f"{kind} file {text!r} does not exist")
@@ -263,8 +270,11 @@ def read_user_yaml(text: str, kind: str, error: type[ValueError]) -> Any | None:
         raise error(f"{kind} file {text}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
-def load_chip(spec: str | Path) -> Chip:
-    """A catalog name (``a100-sxm-80gb``) or the path of a chip file (``.yaml``/``.yml``/``.json``)."""
+def load_chip(spec: str | Path | Chip) -> Chip:
+    """A catalog name (``a100-sxm-80gb``) or the path of a chip file (``.yaml``/``.yml``/``.json``); a `Chip` is
+    returned as is."""
+    if isinstance(spec, Chip):
+        return spec
     text = str(spec)
     if text in catalog_names():
         return _load_builtin(text)

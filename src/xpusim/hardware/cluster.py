@@ -53,6 +53,11 @@ class Fabric(_Strict):
 class Cluster(_Strict):
     """A homogeneous cluster: ``gpus_per_node`` chips per node on ``intra_node``, nodes on ``inter_node``."""
 
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Cluster:
+        """A cluster file (``.yaml``/``.yml``/``.json``) or preset name, validated; `ClusterError` names the field."""
+        return load_cluster(path)
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     title: str
     chip: str = Field(description="Catalog name or path of the chip file.")
@@ -107,8 +112,11 @@ def _load_builtin(name: str) -> Cluster:
     return parse_cluster(yaml.safe_load((_cluster_dir() / f"{name}.yaml").read_text()), f"{name}.yaml")
 
 
-def load_cluster(spec: str | Path) -> Cluster:
-    """A preset name (``dgx-a100``) or the path of a cluster file (``.yaml``/``.yml``/``.json``)."""
+def load_cluster(spec: str | Path | Cluster) -> Cluster:
+    """A preset name (``dgx-a100``) or the path of a cluster file (``.yaml``/``.yml``/``.json``); a `Cluster` is
+    returned as is."""
+    if isinstance(spec, Cluster):
+        return spec
     text = str(spec)
     if text in cluster_names():
         return _load_builtin(text)

@@ -4,8 +4,6 @@ the Gantt chart of the pipeline schedule."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +11,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from xpusim.files import check_output, write_atomic
 from xpusim.parallel.events import Timeline
 from xpusim.parallel.simulate import StepResult
-from xpusim.units import GIB, default_file_mode
+from xpusim.units import GIB
 
 KIND_COLORS = {"F": "#4C78A8", "B": "#54A24B", "W": "#F58518", "dp": "#E45756", "opt": "#9D755D"}
 KIND_LABELS = {"F": "forward", "B": "backward", "W": "weight gradient", "dp": "data-parallel communication",
@@ -92,17 +91,8 @@ def trace_dict(timeline: Timeline, title: str) -> dict[str, Any]:
 
 def write_trace(timeline: Timeline, path: Path, title: str) -> None:
     """Write the trace atomically (temporary file renamed into place)."""
-    if not path.parent.exists():
-        raise ValueError(f"--trace {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(trace_dict(timeline, title), f, separators=(",", ":"))
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    check_output(path, "--trace")
+    write_atomic(path, json.dumps(trace_dict(timeline, title), separators=(",", ":")))
 
 
 def gantt(timeline: Timeline, path: Path, title: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,27 +12,18 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from xpusim.engines.roofline import Estimate
-from xpusim.units import default_file_mode
+from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
 from xpusim.workload.model import KINDS, OpCost, Workload
 
 KIND_COLORS = {kind: plt.get_cmap("tab20")(i / 20) for i, kind in enumerate(KINDS)}
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def save_atomic(fig: Figure, path: Path) -> None:
     """Write to a temporary file in the target directory, then rename: never a half-written figure."""
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise ValueError(f"plot file {str(path)!r}: the suffix must be one of {', '.join(PLOT_SUFFIXES)}")
-    if not path.parent.exists():
-        raise ValueError(f"plot file {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        check_output(path, "plot file", PLOT_SUFFIXES)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix[1:].lower()))
     finally:
-        Path(tmp).unlink(missing_ok=True)
         plt.close(fig)
 
 

@@ -15,11 +15,11 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from xpusim.files import write_atomic
 from xpusim.workload.model import Workload
 
 CACHE_ENV = "XPUSIM_CACHE"
@@ -81,10 +81,7 @@ def store(model: str, kwargs: dict[str, Any], wl: Workload) -> None:
     d = cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(wl.to_json(indent=None))
-        os.replace(tmp, d / f"{cache_key(model, kwargs)}.json")
+        write_atomic(d / f"{cache_key(model, kwargs)}.json", wl.to_json(indent=None))
     except OSError:  # a read-only home is no reason to fail the run
         return
 
