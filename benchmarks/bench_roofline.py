@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 import xpusim
+from xpusim.api.host import count_flops
 from xpusim.engines.llm import Precision, TransformerConfig, estimate_llm
 from xpusim.engines.measure import compare_measured_module
 from xpusim.engines.roofline import roofline
@@ -53,7 +54,7 @@ def main() -> None:
     if args.skip_probe:
         return
     t0 = time.perf_counter()
-    data = probe(threads=1)
+    data = probe(threads=1, count_flops=count_flops)
     print(f"probe: {time.perf_counter() - t0:.1f} s; fp32 {data['dense_tflops']['tensor']['fp32'] * 1e3:.1f} GFLOP/s, "
           + ", ".join(f"{m['name']} {m['bandwidth_gb_per_s']:.1f} GB/s" for m in data["memory"]))
     with tempfile.TemporaryDirectory() as d:

@@ -298,7 +298,7 @@ def test_cli_search_json() -> None:
     r = runner.invoke(app, ["parallel", "gpt:h=2048,l=16,a=16,s=1024", "--gpus", "16", "--batch", "64", "--search",
                             "--top", "3", "-f", "json"])
     assert r.exit_code == 0, r.stderr
-    d = json.loads(r.stdout)
+    d = json.loads(r.stdout)["plans"]  # the search's to_dict(): counts, then the plans fastest first
     assert len(d) == 3 and d[0]["step_time_s"] <= d[1]["step_time_s"] <= d[2]["step_time_s"]
 
 
@@ -351,3 +351,82 @@ def test_rank_order_moves_groups_across_nodes() -> None:
     a, b = simulate(model, cluster, plan), simulate(model, cluster, other)
     assert b.comm_s["dp"] > a.comm_s["dp"] * 5  # 25 vs 300 GB/s
     assert a.comm_s["pp"] > b.comm_s["pp"] * 5
+
+
+# ------------------------------------------------------------------------- training precision as plan data
+def test_plan_bytes_default_to_zero_mixed_precision_adam() -> None:
+    # ZeRO (Rajbhandari et al. 2020) Sec. 3.1: 2Ψ fp16 parameters + 2Ψ gradients + KΨ, K = 12 (fp32 copy,
+    # momentum, variance) = 16Ψ; a fused Adam step reads 12 + 2 and writes 12 + 2 bytes per parameter.
+    plan = ParallelPlan()
+    assert (plan.param_bytes, plan.grad_bytes, plan.optimizer_bytes) == (2, 2, 12)
+    assert plan.param_bytes + plan.grad_bytes + plan.optimizer_bytes == 16
+    assert plan.optimizer_step_bytes == 12 + 2 + 12 + 2 == 28
+    assert plan.logits_bytes == 4 and plan.dtype == "bf16"  # Korthikanti et al. 2022 Sec. 4.3: fp32 logits
+
+
+def test_param_bytes_flow_through_memory_and_zero_traffic() -> None:
+    model, cluster = parse_model("gpt-7.5b"), load_cluster("dgx-a100")
+    psi = model.config.params
+    for zero in (0, 3):
+        base = ParallelPlan(dp=64, global_batch=64, zero=zero)
+        two = simulate(model, cluster, base)
+        four = simulate(model, cluster, ParallelPlan(dp=64, global_batch=64, zero=zero, param_bytes=4))
+        shard = 64 if zero == 3 else 1
+        # hand arithmetic: 4 bytes a parameter double the parameter memory and nothing else of the states
+        assert four.memory.params == pytest.approx(4 * psi / shard) == pytest.approx(2 * two.memory.params)
+        assert four.memory.grads == two.memory.grads and four.memory.optimizer == two.memory.optimizer
+        assert four.memory.activations == two.memory.activations
+        if zero == 3:  # the gathered-layer buffers and the parameter all-gathers carry twice the bytes
+            assert four.memory.buffers == pytest.approx(2 * two.memory.buffers)
+            assert four.comm_s["dp"] > two.comm_s["dp"]
+    g4 = simulate(model, cluster, ParallelPlan(dp=64, global_batch=64, grad_bytes=4))
+    g2 = simulate(model, cluster, ParallelPlan(dp=64, global_batch=64))
+    assert g4.memory.grads == pytest.approx(4 * psi) and g4.comm_s["dp"] > g2.comm_s["dp"]
+    o8 = simulate(model, cluster, ParallelPlan(dp=64, global_batch=64, zero=1, optimizer_bytes=8))
+    assert o8.memory.optimizer == pytest.approx(8 * psi / 64)
+    assert model_states(1e9, 8, 3, param_bytes=4).params == 4e9 / 8
+
+
+def test_logits_bytes_and_dtype_are_plan_parameters() -> None:
+    model, cluster = parse_model("gpt:h=4096,l=32,a=32,s=2048"), load_cluster("dgx-a100")
+    fp32 = simulate(model, cluster, ParallelPlan(dp=8, global_batch=8))
+    bf16 = simulate(model, cluster, ParallelPlan(dp=8, global_batch=8, logits_bytes=2))
+    # one stage keeps the whole b·s·V logits: 2 bytes fewer each (s = 2048, V = 51,200, b = 1)
+    assert fp32.memory.activations - bf16.memory.activations == pytest.approx(2 * 2048 * 51_200)
+    assert bf16.step_time_s < fp32.step_time_s  # the loss reads and writes half the bytes
+    assert fp32.peak_flops_per_s == 312e12  # A100 dense bf16 tensor peak: MFU's denominator
+    assert fp32.mfu == pytest.approx(fp32.model_tflops_per_gpu * 1e12 / 312e12)
+    assert fp32.to_dict()["precision"] == {"dtype": "bf16", "param_bytes": 2, "grad_bytes": 2,
+                                           "optimizer_bytes": 12, "logits_bytes": 4}
+    fp16 = simulate(model, cluster, ParallelPlan(dp=8, global_batch=8, dtype="fp16"))
+    assert fp16.peak_flops_per_s == 312e12  # A100: fp16 tensor peak = bf16's
+    with pytest.raises(PlanError, match=r"dtype='fp32' is not one of bf16, fp16"):
+        check(ParallelPlan(dtype="fp32"), model.config)  # type: ignore[arg-type]
+    with pytest.raises(PlanError, match="param_bytes=0 must be > 0"):
+        check(ParallelPlan(param_bytes=0), model.config)
+
+
+def test_search_estimates_with_the_base_plan_bytes() -> None:
+    model, cluster = parse_model("gpt:h=4096,l=32,a=32,s=2048"), load_cluster("dgx-a100")
+    base = ParallelPlan(param_bytes=4, grad_bytes=4, logits_bytes=8)  # fp32 parameters and gradients
+    plans = enumerate_plans(model, cluster, 32, 256, base=base)[::97]
+    assert all(p.precision_dict() == base.precision_dict() for p in plans)
+    step, mem = estimate(model, cluster, plans)
+    default_step, default_mem = estimate(model, cluster, [ParallelPlan.from_dict(p.to_dict()) for p in plans])
+    assert (mem > default_mem).all() and (step >= default_step).all()
+    for plan, est_s, est_b in zip(plans, step, mem, strict=True):
+        r = simulate(model, cluster, plan)
+        assert est_s == pytest.approx(r.step_time_s, rel=0.10), plan.label()
+        assert est_b == pytest.approx(r.memory.total, rel=0.10), plan.label()
+    with pytest.raises(PlanError, match="invalid base plan"):
+        enumerate_plans(model, cluster, 32, 256, base=ParallelPlan(grad_bytes=0))
+
+
+def test_plan_from_dict_round_trip() -> None:
+    plan = ParallelPlan(dp=4, tp=2, pp=4, vp=2, global_batch=64, schedule="interleaved", zero=1, sp=True,
+                        recompute="selective", rank_order="tp-pp-dp", param_bytes=4)
+    assert ParallelPlan.from_dict(plan.to_dict() | plan.precision_dict()) == plan
+    with pytest.raises(PlanError, match="unknown plan keys 'tensor_parallel'"):
+        ParallelPlan.from_dict({"tensor_parallel": 2})
+    with pytest.raises(PlanError, match="gpus=8 disagrees"):
+        ParallelPlan.from_dict(plan.to_dict() | {"gpus": 8})

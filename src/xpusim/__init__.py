@@ -1,16 +1,44 @@
-"""xpusim: how AI workloads run on AI hardware — workload cost, compression, chips, scale-out."""
+"""xpusim: how AI workloads run on AI hardware — workload cost, compression, chips, scale-out.
 
+The public API (docs/api.md)::
+
+    import xpusim
+    wl = xpusim.analyze("resnet50", batch=8)
+    rf = xpusim.roofline("resnet50", chip="a100-sxm-80gb", dtype="fp16", batch=32)
+    print(rf.summary()); rf.to_dict()
+
+Everything is imported on first use, so ``import xpusim`` is cheap and torch is loaded only by what needs it.
+"""
+
+from importlib import import_module
 from typing import Any
 
+from xpusim.errors import UserError
 from xpusim.workload import OpCost, Totals, Workload
 
-__all__ = ["OpCost", "Totals", "Workload", "analyze"]
+_LAZY = {
+    # the API: one function per question
+    "analyze": "xpusim.api", "roofline": "xpusim.api", "llm": "xpusim.api", "npu": "xpusim.api",
+    "train": "xpusim.api", "search": "xpusim.api", "compress": "xpusim.api",
+    "RooflineResult": "xpusim.api", "LLMResult": "xpusim.api", "NpuResult": "xpusim.api",
+    "TrainResult": "xpusim.api", "SearchPlans": "xpusim.api", "CompressResult": "xpusim.api",
+    # the inputs, as objects
+    "Chip": "xpusim.hardware.chip", "Cluster": "xpusim.hardware.cluster", "ParallelPlan": "xpusim.parallel.plan",
+    "TransformerConfig": "xpusim.workload.transformer", "Precision": "xpusim.workload.transformer",
+    "load_chip": "xpusim.hardware.chip", "load_cluster": "xpusim.hardware.cluster",
+}
+
+__all__ = ["OpCost", "Totals", "UserError", "Workload", *_LAZY]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:  # analyze needs torch: imported on first use, so torch-free commands start fast
-    if name == "analyze":
-        from xpusim.workload.api import analyze
-
-        return analyze
+def __getattr__(name: str) -> Any:  # imported on first use, so torch-free commands start fast
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'xpusim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -139,10 +139,11 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     if prompt_len + gen_len > cfg.max_positions:
         raise ValueError(f"prompt_len + gen_len = {prompt_len + gen_len} exceeds {cfg.name}'s "
                          f"{cfg.max_positions} positions")
+    from xpusim.precision import llm_compute_dtype  # the one dtype table (torch-free)
+
     table = energy_table()
     node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0
-    chip.require_dtype({32: "fp32", 16: "bf16" if p.float16 == "bfloat16" else "fp16", 8: "int8"}[p.a_bits]
-                       if p.a_bits != 8 or chip.best_peak_flops_per_s("int8") is not None else "fp8")
+    chip.require_dtype(llm_compute_dtype(p.a_bits, p.float16, lambda d: chip.best_peak_flops_per_s(d) is not None))
 
     # Prefill: the whole prompt at once; only the last position's logits are needed to start generating.
     pre = _estimate_phase(chip, layer_ops(cfg, batch, prompt_len, prompt_len, p, flash=flash),

@@ -18,10 +18,12 @@ from typing import Any
 import torch
 
 from xpusim.engines.roofline import Estimate
+from xpusim.precision import capture_dtype, torch_dtype
 from xpusim.workload.api import materialize
 from xpusim.workload.zoo import build
 
-CHIP_TO_TORCH_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEASURABLE_DTYPES = ("fp32", "tf32", "bf16", "fp16")
+"""Chip dtypes a model can be run in on this CPU to be timed (integer and fp8 kernels are not timed here)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +115,7 @@ def time_executed_leaves(module: torch.nn.Module, args: tuple[Any, ...], kwargs:
 def compare_measured(model: str, est: Estimate, *, batch: int = 1, input_shape: tuple[int, ...] | None = None,
                      seq_len: int | None = None, repeats: int = 5) -> Measured:
     """Build ``model`` with real random weights, time it on this CPU, and line it up with ``est``."""
-    dtype = CHIP_TO_TORCH_DTYPE.get(est.dtype)
+    dtype = torch_dtype(capture_dtype(est.dtype)) if est.dtype in MEASURABLE_DTYPES else None
     if dtype is None:
         raise ValueError(f"--measure runs {est.dtype} models only as fp32, bf16 or fp16 on this CPU")
     built = build(model, batch=batch, input_shape=input_shape, seq_len=seq_len)
@@ -126,10 +128,10 @@ def compare_measured_module(name: str, module: torch.nn.Module, args: tuple[Any,
     """Time a ready (real-weight) module on this CPU and line it up with ``est``."""
     measured, total = time_executed_leaves(module.eval(), args, kwargs, repeats)
     layers = []
-    for name, t in measured.items():
-        pred = sum(o.time_s for o in est.ops if o.module == name or o.module.startswith(name + "."))
+    for module_name, t in measured.items():  # not `name`: that is the model's, reported below
+        pred = sum(o.time_s for o in est.ops if o.module == module_name or o.module.startswith(module_name + "."))
         if pred:
-            layers.append(LayerTiming(module=name, predicted_s=pred, measured_s=t))
+            layers.append(LayerTiming(module=module_name, predicted_s=pred, measured_s=t))
     return Measured(model=name, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
                     layers=tuple(layers),
                     predicted_total_s=est.latency_s, measured_total_s=total)

@@ -36,36 +36,56 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from xpusim.engines.roofline import energy_table
 from xpusim.errors import UserError
+from xpusim.precision import CHIP_DTYPE_BITS, element_bytes
+from xpusim.units import GIGA, KIB, TERA
 
 DATAFLOWS = ("os", "ws", "is")
-ELEMENT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
-                 "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "complex64": 8}
-"""Bytes per element of a captured op's dtype name (the capture records names, so no torch is needed here)."""
-WORD_BITS = {"int4": 4, "int8": 8, "fp8": 8, "fp16": 16, "bf16": 16, "fp32": 32}
+NPU_DTYPES: tuple[str, ...] = ("int4", "int8", "fp8", "fp16", "bf16", "fp32")
+"""Word sizes the array computes in (bits per word from `xpusim.precision.CHIP_DTYPE_BITS`)."""
+
+DEFAULT_SRAM_KIB: tuple[int, int, int] = (6144, 6144, 2048)
+"""Default (ifmap, filter, ofmap) SRAM sizes in KiB: SCALE-Sim's TPU-v1-like ``configs/google.cfg``
+(``IfmapSramSzkB 6144``, ``FilterSramSzkB 6144``, ``OfmapSramSzkB 2048``; tag S-scalesim-google)."""
+DEFAULT_DRAM_WORDS_PER_CYCLE = 10
+"""Default DRAM bandwidth in words per cycle: ``Bandwidth : 10`` of the same ``google.cfg`` (S-scalesim-google);
+bytes per cycle for the default 1-byte int8 words."""
+DEFAULT_CLOCK_HZ = 1.0 * GIGA
+"""NB: an assumption, not a datasheet number: 1 GHz, so cycles read as nanoseconds (SCALE-Sim has no clock)."""
 
 
 class NpuError(UserError):
     """An NPU configuration or layer that cannot be simulated; the message says what is allowed."""
 
 
+def _energy(key: str) -> float:
+    return float(energy_table()[key])
+
+
 @dataclass(frozen=True, kw_only=True)
 class EnergyTable:
-    """Energy per access in pJ. Defaults: Horowitz ISSCC 2014, 45 nm (the project's energy table)."""
+    """Energy per access in pJ. Defaults: the project's energy table, ``hardware/energy/horowitz-45nm.yaml``
+    (Horowitz ISSCC 2014, 45 nm); see `horowitz_energy`."""
 
     mac_pj: float
     """One multiply-accumulate at the array's word size."""
-    sram_pj_per_byte: float = 1.25
-    """8 KB SRAM, 10 pJ per 64-bit read."""
-    dram_pj_per_byte: float = 162.5
-    """DRAM, 1.3 nJ per 64-bit access (the low end of Horowitz's 1.3–2.6 nJ)."""
-    rf_pj_per_mac: float = 0.0
+    sram_pj_per_byte: float = field(default_factory=lambda: _energy("sram_pj_per_byte"))
+    """8 KB SRAM, 10 pJ per 64-bit read (1.25 pJ/B)."""
+    dram_pj_per_byte: float = field(default_factory=lambda: _energy("dram_pj_per_byte"))
+    """DRAM, 1.3 nJ per 64-bit access, the low end of Horowitz's 1.3–2.6 nJ (162.5 pJ/B)."""
+    rf_pj_per_mac: float = field(default_factory=lambda: _energy("rf_pj_per_mac"))
     """Register-file traffic per MAC inside the PE (not in the Horowitz table; 0 unless you give one)."""
-    source: str = "Horowitz ISSCC 2014, 45 nm"
+    vector_op_mac_fraction: float = field(default_factory=lambda: _energy("vector_op_mac_fraction"))
+    """Energy of one vector-unit op as a fraction of a MAC at the same word size (NB: an assumption, 0.5)."""
+    source: str = field(default_factory=lambda: str(energy_table()["name"]))
+    """Where the numbers come from (reported as ``energy_source``)."""
 
 
-DEFAULT_MAC_PJ = {"int4": 0.15, "int8": 0.3, "fp8": 0.75, "fp16": 1.5, "bf16": 1.5, "fp32": 4.6}
-"""Horowitz 45 nm: int8 mult 0.2 + int32 add 0.1; fp16 mult 1.1 + add 0.4; fp32 3.7 + 0.9; int4/fp8 halved (NB)."""
+def horowitz_energy(dtype: str) -> EnergyTable:
+    """The energy table at word size ``dtype``: MAC energy from ``mac_pj`` of the energy file, the rest its
+    defaults."""
+    return EnergyTable(mac_pj=float(energy_table()["mac_pj"][dtype]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,12 +94,12 @@ class NpuConfig:
 
     rows: int
     cols: int
-    ifmap_sram_bytes: int = 6144 * 1024
-    filter_sram_bytes: int = 6144 * 1024
-    ofmap_sram_bytes: int = 2048 * 1024
-    dram_bytes_per_cycle: float = 10.0
+    ifmap_sram_bytes: int = DEFAULT_SRAM_KIB[0] * KIB
+    filter_sram_bytes: int = DEFAULT_SRAM_KIB[1] * KIB
+    ofmap_sram_bytes: int = DEFAULT_SRAM_KIB[2] * KIB
+    dram_bytes_per_cycle: float = float(DEFAULT_DRAM_WORDS_PER_CYCLE)
     dtype: str = "int8"
-    clock_hz: float = 1e9
+    clock_hz: float = DEFAULT_CLOCK_HZ
     macs_per_pe: int = 1
     """Low-bit packing: MACs one PE does per cycle (e.g. 2 int4 MACs in an int8 PE)."""
     sparsity: tuple[int, int] | None = None
@@ -99,8 +119,8 @@ class NpuConfig:
                 raise NpuError(f"{name}={getattr(self, name)} must be > 0")
         if self.dram_bytes_per_cycle <= 0:
             raise NpuError(f"dram_bytes_per_cycle={self.dram_bytes_per_cycle} must be > 0")
-        if self.dtype not in WORD_BITS:
-            raise NpuError(f"dtype {self.dtype!r} is not one of {', '.join(WORD_BITS)}")
+        if self.dtype not in NPU_DTYPES:
+            raise NpuError(f"dtype {self.dtype!r} is not one of {', '.join(NPU_DTYPES)}")
         if self.macs_per_pe < 1:
             raise NpuError(f"macs_per_pe={self.macs_per_pe} must be >= 1")
         if self.sparsity is not None:
@@ -117,11 +137,11 @@ class NpuConfig:
 
     @property
     def word_bytes(self) -> float:
-        return WORD_BITS[self.dtype] / 8
+        return CHIP_DTYPE_BITS[self.dtype] / 8
 
     @property
     def energy_table(self) -> EnergyTable:
-        return self.energy or EnergyTable(mac_pj=DEFAULT_MAC_PJ[self.dtype])
+        return self.energy or horowitz_energy(self.dtype)
 
     @property
     def vector_lanes(self) -> int:
@@ -201,7 +221,7 @@ class LayerResult:
             "utilization": self.utilization(cfg), "mapping_efficiency": self.mapping_efficiency,
             "sram_reads": self.sram_reads.to_dict(), "sram_writes": self.sram_writes.to_dict(),
             "dram_reads": self.dram_reads.to_dict(), "dram_writes": self.dram_writes.to_dict(),
-            "energy_j": self.energy_pj * 1e-12,
+            "energy_j": self.energy_pj * 1e-12,  # pJ -> J
         } | ({"scalesim": self.scalesim} if self.scalesim is not None else {})
 
 
@@ -302,7 +322,7 @@ def simulate_vector(name: str, flops: int, bytes_moved: int, cfg: NpuConfig, kin
     compute = math.ceil(flops / cfg.vector_lanes) if flops else 0
     transfer = math.ceil(bytes_moved / cfg.dram_bytes_per_cycle)
     et = cfg.energy_table
-    energy = flops * et.mac_pj / 2 + bytes_moved * (et.dram_pj_per_byte + et.sram_pj_per_byte)
+    energy = flops * et.mac_pj * et.vector_op_mac_fraction + bytes_moved * (et.dram_pj_per_byte + et.sram_pj_per_byte)
     return LayerResult(name=name, m=0, n=0, k=0, groups=1, dataflow="vector", macs=0, compute_cycles=compute,
                        stall_cycles=max(0, transfer - compute), mapping_efficiency=1.0, sram_reads=Traffic(),
                        sram_writes=Traffic(), dram_reads=Traffic(ifmap=bytes_moved), dram_writes=Traffic(),
@@ -341,7 +361,7 @@ class NpuRun:
 
     @property
     def energy_j(self) -> float:
-        return sum(r.energy_pj for r in self.layers) * 1e-12
+        return sum(r.energy_pj for r in self.layers) * 1e-12  # pJ -> J
 
     @property
     def time_s(self) -> float:
@@ -350,11 +370,11 @@ class NpuRun:
     @property
     def tops(self) -> float:
         """Achieved tera-operations per second (2 per MAC) at the configured clock."""
-        return 2 * self.macs / self.time_s / 1e12 if self.time_s else 0.0
+        return 2 * self.macs / self.time_s / TERA if self.time_s else 0.0
 
     @property
     def peak_tops(self) -> float:
-        return 2 * self.cfg.rows * self.cfg.cols * self.cfg.macs_per_pe * self.cfg.clock_hz / 1e12
+        return 2 * self.cfg.rows * self.cfg.cols * self.cfg.macs_per_pe * self.cfg.clock_hz / TERA
 
     @property
     def tops_per_w(self) -> float:
@@ -413,10 +433,10 @@ def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]]
             layers.append(g)
         elif op.kind in ("matmul", "conv", "attention", "rnn", "fused") and op.macs:
             unlowered[op.op] = unlowered.get(op.op, 0) + 1
-            elem = ELEMENT_BYTES.get(op.dtype, 4)
+            elem = element_bytes(op.dtype)
             layers.append((op.name, 2 * op.macs, int(op.bytes_total / elem), op.kind))
         elif op.flops or op.bytes_total:
-            elem = ELEMENT_BYTES.get(op.dtype, 4)
+            elem = element_bytes(op.dtype)
             layers.append((op.name, op.flops, int(op.bytes_total / elem), op.kind))
     notes = [f"{n} × {name} not lowered to GEMM: timed on the vector unit" for name, n in unlowered.items()]
     return layers, notes

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from xpusim.hardware.chip import DTYPES, TORCH_TO_CHIP_DTYPE, Chip, ChipError
+from xpusim.hardware.chip import DTYPES, Chip, ChipError
+from xpusim.precision import chip_dtype_of
 from xpusim.workload.model import OpCost, Workload
 
 TENSOR_KINDS = frozenset(("matmul", "conv", "attention", "rnn", "fused"))
@@ -168,8 +169,7 @@ def energy_table() -> dict[str, Any]:
 
 def chip_dtype(torch_dtype: str, *, tf32: bool = False) -> str:
     """The chip dtype an op of this torch dtype computes in (fp32 matmuls in TF32 only when asked)."""
-    d = TORCH_TO_CHIP_DTYPE.get(torch_dtype, torch_dtype)
-    return "tf32" if d == "fp32" and tf32 else d
+    return chip_dtype_of(torch_dtype, tf32=tf32)
 
 
 def _unit_peak(chip: Chip, kind: str, dtype: str) -> tuple[str, float | None]:

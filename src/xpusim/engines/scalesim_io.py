@@ -19,6 +19,7 @@ from pathlib import Path
 
 from xpusim.engines.npu import (
     DATAFLOWS,
+    DEFAULT_DRAM_WORDS_PER_CYCLE,
     GemmLayer,
     LayerResult,
     NpuConfig,
@@ -28,8 +29,11 @@ from xpusim.engines.npu import (
     simulate_gemm,
 )
 from xpusim.engines.scalesim_mem import ConvShape, ReplayTooLarge, simulate_layer
+from xpusim.units import KIB
 
-KIB = 1024
+CALC_WORDS: tuple[int, int, int] = (DEFAULT_DRAM_WORDS_PER_CYCLE,) * 3
+"""Bandwidth words reported for a CALC-mode file, which gives none (CALC sizes the bandwidth so that nothing
+stalls; these are never used for timing)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +43,7 @@ class ScaleSimConfig:
     calc_bandwidth: bool
     """InterfaceBandwidth = CALC: SCALE-Sim sizes the bandwidth so that nothing stalls."""
     run_name: str
-    bandwidth_words: tuple[int, int, int] = (10, 10, 10)
+    bandwidth_words: tuple[int, int, int] = CALC_WORDS
     """USER mode: DRAM words per cycle of the (ifmap, filter, ofmap) SRAMs. SCALE-Sim 3.0.0 takes the first two
     from [layout] IfmapSRAMBankBandwidth / FilterSRAMBankBandwidth and the third from Bandwidth."""
     ignored: tuple[str, ...] = ()
@@ -91,7 +95,7 @@ def read_config(path: str | Path) -> ScaleSimConfig:
     if mode not in ("CALC", "USER"):
         raise NpuError(f"{p}: [run_presets] InterfaceBandwidth = {mode!r}; use CALC or USER")
     bandwidth = math.inf  # CALC: SCALE-Sim sizes the bandwidth so that nothing stalls
-    words: tuple[int, int, int] = (10, 10, 10)
+    words: tuple[int, int, int] = CALC_WORDS
     if mode == "USER":
         ofmap_bw = _int(_get(cp, p, arch, "Bandwidth").split(",")[0], f"{p}: [{arch}] Bandwidth")
         if ofmap_bw < 1:

@@ -124,14 +124,16 @@ KIND_CASES: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
 """One representative op per vector kind, timed to calibrate that kind's effective rate."""
 
 
-def kind_rates(overhead_s: float) -> dict[str, float]:
-    """Effective TFLOP/s per op kind: xpusim's FLOP count of the op over its measured time."""
-    from xpusim.workload.capture import capture
+FlopCounter = Callable[[torch.nn.Module, torch.Tensor], int]
+"""xpusim's FLOP count of one module on one input (given by the layer above: hardware knows no workloads)."""
 
+
+def kind_rates(overhead_s: float, count_flops: FlopCounter) -> dict[str, float]:
+    """Effective TFLOP/s per op kind: xpusim's FLOP count of the op over its measured time."""
     rates = {}
     for kind, (make, shape) in KIND_CASES.items():
         mod, x = make(), torch.randn(shape)
-        flops = capture(mod, x, device="eager").totals().flops
+        flops = count_flops(mod, x)
         with torch.no_grad():
             t = _median_time(functools.partial(mod, x))
         rates[kind] = round(flops / max(t - overhead_s, 0.05 * t) / TERA, 6)
@@ -143,7 +145,8 @@ def op_overhead_s() -> float:
     return _median_time(lambda: torch.add(a, b, out=c), min_time_s=0.05, max_reps=2000)
 
 
-def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None, *,
+          count_flops: FlopCounter | None = None) -> dict[str, Any]:
     """Measure and return a chip-file dict for this machine (validated by `xpusim.hardware.chip.Chip`)."""
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -172,7 +175,7 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None) ->
         progress("GEMM shapes")
         gemm = gemm_axis_efficiency(peak)
         progress("vector op kinds")
-        kinds = kind_rates(overhead)
+        kinds = kind_rates(overhead, count_flops) if count_flops is not None else {}
         levels = cache_levels()
         memory: list[dict[str, Any]] = []
         progress("main memory bandwidth")

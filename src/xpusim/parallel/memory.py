@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Mixed-precision Adam (ZeRO §3): 16-bit parameters and gradients, fp32 master copy, momentum and variance.
+# Defaults of the plan's bytes per parameter: mixed-precision Adam, Rajbhandari et al. SC'20 (ZeRO) Sec. 3.1 —
+# fp16/bf16 parameters (2Ψ) and gradients (2Ψ), and K = 12 bytes of optimizer states (fp32 master copy of the
+# parameters, momentum and variance, 4 + 4 + 4): 2 + 2 + 12 = 16 bytes per parameter.
 PARAM_BYTES = 2
+"""Bytes of one parameter of the working copy the forward and backward read (16-bit)."""
 GRAD_BYTES = 2
+"""Bytes of one gradient element (16-bit)."""
 OPTIMIZER_BYTES = 12
+"""Optimizer-state bytes per parameter (ZeRO's K): fp32 master weights, Adam momentum and variance."""
+LOGITS_BYTES_PER_ELEMENT = 4
+"""The logits the cross-entropy loss keeps, per element: 4, because the loss computes them in fp32 even in
+mixed-precision training (Korthikanti et al. 2022, Sec. 4.3: "calculated in 32-bit floating point and as a
+result will require 4sbv/t of storage")."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,12 +31,20 @@ class ModelStates:
         return self.params + self.grads + self.optimizer
 
 
-def model_states(psi: float, dp: int, zero: int) -> ModelStates:
-    """Bytes per device for ``psi`` parameters data-parallel over ``dp`` ranks at ZeRO ``zero`` (0–3):
-    16Ψ, (4 + 12/N_d)Ψ, (2 + 14/N_d)Ψ, 16Ψ/N_d (ZeRO Fig. 1)."""
-    return ModelStates(params=PARAM_BYTES * psi / (dp if zero >= 3 else 1),
-                       grads=GRAD_BYTES * psi / (dp if zero >= 2 else 1),
-                       optimizer=OPTIMIZER_BYTES * psi / (dp if zero >= 1 else 1))
+def model_states(psi: float, dp: int, zero: int, *, param_bytes: float = PARAM_BYTES,
+                 grad_bytes: float = GRAD_BYTES, optimizer_bytes: float = OPTIMIZER_BYTES) -> ModelStates:
+    """Bytes per device for ``psi`` parameters data-parallel over ``dp`` ranks at ZeRO ``zero`` (0–3). With the
+    default 2 + 2 + 12 bytes per parameter: 16Ψ, (4 + 12/N_d)Ψ, (2 + 14/N_d)Ψ, 16Ψ/N_d (ZeRO Fig. 1)."""
+    return ModelStates(params=param_bytes * psi / (dp if zero >= 3 else 1),
+                       grads=grad_bytes * psi / (dp if zero >= 2 else 1),
+                       optimizer=optimizer_bytes * psi / (dp if zero >= 1 else 1))
+
+
+def adam_step_bytes(*, param_bytes: float = PARAM_BYTES, grad_bytes: float = GRAD_BYTES,
+                    optimizer_bytes: float = OPTIMIZER_BYTES) -> float:
+    """Bytes a fused Adam step moves per local parameter: read the optimizer states and the gradient, write the
+    states and the working parameter — 12 + 2 + 12 + 2 = 28 by default (NB: memory-bound, one fused kernel)."""
+    return 2 * optimizer_bytes + grad_bytes + param_bytes
 
 
 def layer_activation_bytes(*, s: int, b: int, h: int, a: int, t: int = 1, sp: bool = False,

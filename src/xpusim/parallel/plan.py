@@ -6,10 +6,18 @@ v virtual stages per rank, b micro-batch, B global batch, m = B / (b·d) micro-b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from xpusim.errors import UserError
+from xpusim.parallel.memory import (
+    GRAD_BYTES,
+    LOGITS_BYTES_PER_ELEMENT,
+    OPTIMIZER_BYTES,
+    PARAM_BYTES,
+    adam_step_bytes,
+)
 from xpusim.workload.transformer import TransformerConfig
 
 Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
@@ -18,6 +26,10 @@ Recompute = Literal["none", "selective", "full"]
 RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
 RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
 RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
+TrainDtype = Literal["bf16", "fp16"]
+TRAIN_DTYPES: tuple[str, ...] = ("bf16", "fp16")
+"""Compute dtypes of a step: 16-bit mixed precision (the activation model, Korthikanti et al. 2022, counts 2-byte
+activations and the layer cost runs at 16 bits)."""
 
 
 class PlanError(UserError):
@@ -49,8 +61,19 @@ class ParallelPlan:
     sp: bool = False
     """Megatron sequence parallelism (norms and dropout split along the sequence over the tp ranks)."""
     recompute: Recompute = "none"
-    param_bytes: int = 2
-    """Bytes of the low-precision copy of parameters, gradients and activations (2: bf16/fp16 mixed precision)."""
+    dtype: TrainDtype = "bf16"
+    """Chip dtype the layers compute in (one of `TRAIN_DTYPES`): the roofline peak their time uses, and the dense
+    peak MFU and HFU are measured against. Activations (and what pipeline stages send) are in this dtype."""
+    param_bytes: int = PARAM_BYTES
+    """Bytes per parameter of the working copy (2: bf16/fp16 mixed precision, ZeRO Sec. 3.1): parameter memory,
+    ZeRO-3 gathers, the all-gather after a ZeRO-1/2 step, and the optimizer step's write."""
+    grad_bytes: int = GRAD_BYTES
+    """Bytes per gradient element (2, ZeRO Sec. 3.1): gradient memory and the data-parallel reduction."""
+    optimizer_bytes: int = OPTIMIZER_BYTES
+    """Optimizer-state bytes per parameter (ZeRO's K = 12 for mixed-precision Adam: fp32 master copy, momentum
+    and variance)."""
+    logits_bytes: int = LOGITS_BYTES_PER_ELEMENT
+    """Bytes per logit the loss reads, writes and keeps (4: fp32, Korthikanti et al. 2022 Sec. 4.3)."""
     rank_order: RankOrder = "tp-dp-pp"
     """How ranks are numbered, innermost first: consecutive ranks share a node, so the first group listed stays
     inside a node longest (Megatron-LM's default is tp-dp-pp)."""
@@ -63,6 +86,12 @@ class ParallelPlan:
         for g in order[: order.index(group) + 1]:
             span *= sizes[g]
         return span
+
+    @property
+    def optimizer_step_bytes(self) -> float:
+        """Bytes the fused Adam step moves per local parameter (28 with the default bytes)."""
+        return adam_step_bytes(param_bytes=self.param_bytes, grad_bytes=self.grad_bytes,
+                               optimizer_bytes=self.optimizer_bytes)
 
     @property
     def gpus(self) -> int:
@@ -96,6 +125,26 @@ class ParallelPlan:
                 "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
                 "recompute": self.recompute, "rank_order": self.rank_order}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:
+        """The plan `to_dict` (optionally with `precision_dict`'s keys) describes. The derived ``micro_batches``
+        and ``gpus`` may be present and must then agree; any other unknown key is a `PlanError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names - {"micro_batches", "gpus"})
+        if unknown:
+            raise PlanError(f"unknown plan keys {', '.join(map(repr, unknown))}; expected some of "
+                            f"{', '.join(sorted(names))}")
+        plan = cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+        for derived in ("micro_batches", "gpus"):
+            if derived in data and data[derived] != getattr(plan, derived):
+                raise PlanError(f"{derived}={data[derived]!r} disagrees with the plan's {getattr(plan, derived)}")
+        return plan
+
+    def precision_dict(self) -> dict[str, object]:
+        """The training precision the simulator assumes (not part of `to_dict`, which a real run shares)."""
+        return {"dtype": self.dtype, "param_bytes": self.param_bytes, "grad_bytes": self.grad_bytes,
+                "optimizer_bytes": self.optimizer_bytes, "logits_bytes": self.logits_bytes}
+
 
 def divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
@@ -125,6 +174,13 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"rank_order={plan.rank_order!r} is not one of {', '.join(RANK_ORDERS)}")
     if plan.zero not in (0, 1, 2, 3):
         out.append(f"zero={plan.zero} is not one of 0, 1, 2, 3")
+    if plan.dtype not in TRAIN_DTYPES:
+        out.append(f"dtype={plan.dtype!r} is not one of {', '.join(TRAIN_DTYPES)} (16-bit mixed precision)")
+    for name in ("param_bytes", "grad_bytes", "logits_bytes"):
+        if getattr(plan, name) <= 0:
+            out.append(f"{name}={getattr(plan, name)} must be > 0")
+    if plan.optimizer_bytes < 0:
+        out.append(f"optimizer_bytes={plan.optimizer_bytes} must be >= 0 (12 for mixed-precision Adam)")
     if gpus is not None and plan.gpus != gpus:
         tp_pp = plan.tp * plan.pp
         hint = (f"dp={gpus // tp_pp}" if gpus % tp_pp == 0

@@ -12,15 +12,14 @@ et al. 2021 and Qi et al. 2024; peak in-flight chunks per schedule as in ``Pipel
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from xpusim.hardware.cluster import Cluster
-from xpusim.parallel.memory import GRAD_BYTES, OPTIMIZER_BYTES, PARAM_BYTES, layer_activation_bytes
-from xpusim.parallel.plan import ParallelPlan, divisors
+from xpusim.parallel.memory import layer_activation_bytes
+from xpusim.parallel.plan import ParallelPlan, PlanError, divisors, problems
 from xpusim.parallel.simulate import (
-    ADAM_BYTES_PER_PARAM,
     DDP_BUCKET_BYTES,
     StepResult,
     head_cost,
@@ -29,6 +28,7 @@ from xpusim.parallel.simulate import (
     simulate,
 )
 from xpusim.parallel.spec import TrainModel
+from xpusim.precision import element_bytes
 
 SCHEDULE_CODES = ("1f1b", "gpipe", "interleaved", "zb-h1")
 RECOMPUTE_CODES = ("none", "selective", "full")
@@ -52,10 +52,17 @@ class SearchResult:
 
 
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
-                    max_micro_batch: int = 16, max_tp: int | None = None) -> list[ParallelPlan]:
+                    max_micro_batch: int = 16, max_tp: int | None = None,
+                    base: ParallelPlan | None = None) -> list[ParallelPlan]:
     """Every valid plan: tp within a node, pp dividing the layers, every schedule, v, b, ZeRO stage,
-    recompute choice and sequence parallelism (rank order tp-dp-pp)."""
+    recompute choice and sequence parallelism (rank order tp-dp-pp). The fields not searched (precision and
+    bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s defaults)."""
     cfg = model.config
+    base = base or ParallelPlan()
+    found = problems(replace(base, dp=1, tp=1, pp=1, vp=1, micro_batch=1, global_batch=1, schedule="1f1b", zero=0,
+                             sp=False), cfg)
+    if found:
+        raise PlanError("invalid base plan for the search: " + "; ".join(found))
     max_tp = max_tp or cluster.gpus_per_node
     plans = []
     for t in divisors(gpus):
@@ -80,9 +87,10 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
                         for rc in RECOMPUTE_CODES:
                             for sp in ((False, True) if t > 1 else (False,)):
-                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, vp=v, micro_batch=b,
-                                                          global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
-                                                          zero=zero, sp=sp, recompute=rc))  # type: ignore[arg-type]
+                                plans.append(replace(base, dp=d, tp=t, pp=p, vp=v, micro_batch=b,
+                                                     global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
+                                                     zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
+                                                     rank_order="tp-dp-pp"))
     return plans
 
 
@@ -92,14 +100,15 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     chip = cluster.load_chip()
     n = len(plans)
     col = {k: np.empty(n) for k in ("t", "p", "v", "d", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
-                                    "act", "work", "tpf", "tpb", "sched", "overlap")}
-    costs: dict[tuple[int, int, bool, str], tuple[float, ...]] = {}
+                                    "act", "work", "tpf", "tpb", "sched", "overlap", "pb", "gb", "ob", "adam",
+                                    "lb", "ab")}
+    costs: dict[tuple[int, int, bool, str, str, int], tuple[float, ...]] = {}
     for i, pl in enumerate(plans):
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute)
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
-                            cluster.fabric(pl.tp) if pl.tp > 1 else None)
-            hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp)
+                            cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype)
+            hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
                                          recompute=pl.recompute)
             work = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp) \
@@ -112,6 +121,10 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
+        # bytes per parameter, gradient, optimizer state, Adam step, logit and activation element
+        col["pb"][i], col["gb"][i], col["ob"][i] = pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes
+        col["adam"][i], col["lb"][i], col["ab"][i] = pl.optimizer_step_bytes, pl.logits_bytes, element_bytes(pl.dtype)
+    pb, gb, ob, lb = col["pb"], col["gb"], col["ob"], col["lb"]
     t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
     chunk_layers = cfg.layers / (p * v)
     f_c = chunk_layers * (col["f"] + col["tpf"])
@@ -128,7 +141,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     fab_dp_bw = np.where(dp_intra, cluster.intra_node.bandwidth_bytes_per_s, cluster.inter_node.bandwidth_bytes_per_s)
     fab_dp_lat = np.where(dp_intra, cluster.intra_node.latency_s, cluster.inter_node.latency_s)
     chunk_psi = psi / v
-    ag = np.where((zero >= 3) & (d > 1), (d - 1) * fab_dp_lat + (d - 1) / d * PARAM_BYTES * chunk_psi / fab_dp_bw, 0.0)
+    ag = np.where((zero >= 3) & (d > 1), (d - 1) * fab_dp_lat + (d - 1) / d * pb * chunk_psi / fab_dp_bw, 0.0)
     f_c = f_c + np.maximum(0.0, ag - f_c)
     zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
     bi_c = bi_c + np.maximum(0.0, ag - (bi_c + np.where(zb, 0.0, w_c)))  # ZB-H1 gathers before B, not W
@@ -138,20 +151,20 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     # ZB-H1 hides min(m − 1, p − 1) weight gradients in the drain (exact for our schedule with even stages).
     bubble = np.where(zb, (p - 1) * (f_c + bi_c) - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (f_c + bi_c + w_c))
     pp_intra = t * d * p <= cluster.gpus_per_node
-    pp_bytes = s * b * cfg.hidden * PARAM_BYTES / t
+    pp_bytes = s * b * cfg.hidden * col["ab"] / t
     intra, inter = cluster.intra_node, cluster.inter_node
     c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
                                     inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
     pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
 
-    grad_bytes = GRAD_BYTES * psi
+    grad_bytes = gb * psi
     reduce = np.where(d > 1, np.where(zero >= 1, 1.0, 2.0) * (
         (d - 1) * fab_dp_lat + (d - 1) / d * grad_bytes / fab_dp_bw), 0.0)
     last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
     dp_exposed = np.where(col["overlap"] > 0, np.maximum(reduce - (bi_c + w_c) * v, reduce * last_frac / v), reduce)
     bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
-    opt = ADAM_BYTES_PER_PARAM * psi / np.where(zero >= 1, d, 1) / bw
-    after = np.where((zero == 1) | (zero == 2), (d - 1) * fab_dp_lat + (d - 1) / d * PARAM_BYTES * psi / fab_dp_bw, 0.0)
+    opt = col["adam"] * psi / np.where(zero >= 1, d, 1) / bw
+    after = np.where((zero == 1) | (zero == 2), (d - 1) * fab_dp_lat + (d - 1) / d * pb * psi / fab_dp_bw, 0.0)
     step = pipe + dp_exposed + opt + after
 
     # Memory on the first rank (embedding, most in-flight micro-batches) and the last (logits).
@@ -161,20 +174,21 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                                                      np.minimum(p, m)))
     chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v),
                                                     np.where(zb, np.minimum(p, m), 1.0)))
-    states_first = (PARAM_BYTES / np.where(zero >= 3, d, 1) + GRAD_BYTES / np.where(zero >= 2, d, 1)
-                    + OPTIMIZER_BYTES / np.where(zero >= 1, d, 1))
+    states_first = (pb / np.where(zero >= 3, d, 1) + gb / np.where(zero >= 2, d, 1)
+                    + ob / np.where(zero >= 1, d, 1))
     act_first = chunks_first * chunk_layers * col["act"] + col["work"]
-    act_last = chunks_last * chunk_layers * col["act"] + col["work"] + 4 * s * b * cfg.vocab / t
-    buffers = np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * PARAM_BYTES * chunk_psi / chunk_layers, 0.0)
+    act_last = chunks_last * chunk_layers * col["act"] + col["work"] + lb * s * b * cfg.vocab / t
+    buffers = np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * pb * chunk_psi / chunk_layers, 0.0)
     mem = np.maximum(states_first * psi_first + act_first, states_first * psi_last + act_last) + buffers
     return step, mem
 
 
 def search(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *, top: int = 10,
-           max_micro_batch: int = 16) -> SearchResult:
-    """The ``top`` fastest plans that fit in memory, re-simulated event by event; ties go to less memory."""
+           max_micro_batch: int = 16, base: ParallelPlan | None = None) -> SearchResult:
+    """The ``top`` fastest plans that fit in memory, re-simulated event by event; ties go to less memory.
+    ``base`` gives the fields the search does not vary (precision, bytes per parameter, dp overlap)."""
     start = time.perf_counter()
-    plans = enumerate_plans(model, cluster, gpus, global_batch, max_micro_batch=max_micro_batch)
+    plans = enumerate_plans(model, cluster, gpus, global_batch, max_micro_batch=max_micro_batch, base=base)
     if not plans:
         return SearchResult(results=(), evaluated=0, fitting=0, seconds=time.perf_counter() - start,
                             estimate_seconds=0.0)

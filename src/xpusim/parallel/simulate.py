@@ -17,16 +17,15 @@ from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
 from xpusim.hardware.cluster import Cluster, Fabric
 from xpusim.parallel.events import Event, Timeline, run_schedule
-from xpusim.parallel.memory import GRAD_BYTES, PARAM_BYTES, MemoryBreakdown, layer_activation_bytes, model_states
+from xpusim.parallel.memory import LOGITS_BYTES_PER_ELEMENT, MemoryBreakdown, layer_activation_bytes, model_states
 from xpusim.parallel.plan import ParallelPlan, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
+from xpusim.precision import TORCH_FLOAT16, element_bytes
+from xpusim.units import MIB, TERA
 from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, layer_ops
 
-DDP_BUCKET_BYTES = 25 * 2**20  # torch DistributedDataParallel's default bucket_cap_mb=25
-# Adam step per parameter: read the fp32 master copy, momentum, variance (12 B) and the 16-bit gradient (2 B),
-# write the three fp32 states (12 B) and the 16-bit parameter (2 B) (NB: memory-bound, fused kernel).
-ADAM_BYTES_PER_PARAM = 28
+DDP_BUCKET_BYTES = 25 * MIB  # torch DistributedDataParallel's default bucket_cap_mb=25
 
 
 # ----------------------------------------------------------------------------------------------- collectives
@@ -79,14 +78,23 @@ def _sharded(cfg: TransformerConfig, t: int) -> TransformerConfig:
 
 
 PRECISION = Precision(w_bits=16, a_bits=16, kv_bits=16)
+"""The layer cost's bit widths: 16-bit mixed precision, bf16 unless the plan's dtype says fp16 (`precision`)."""
+
+
+def precision(dtype: str = "bf16") -> Precision:
+    """16-bit weights, activations and KV of the plan's compute ``dtype`` (``bf16`` or ``fp16``)."""
+    return dataclasses.replace(PRECISION, float16=TORCH_FLOAT16[dtype])
+
+
 _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by every tp rank unless sp splits them
 
 
 def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-               tp_fabric: Fabric | None) -> LayerCost:
-    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, tp_fabric.model_dump_json() if tp_fabric else "")
+               tp_fabric: Fabric | None, dtype: str = "bf16") -> LayerCost:
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, tp_fabric.model_dump_json() if tp_fabric else "",
+           dtype)
     if key not in _LAYER_CACHE:
-        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric)
+        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype)
     return _LAYER_CACHE[key]
 
 
@@ -94,8 +102,9 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-                tp_fabric: Fabric | None) -> LayerCost:
-    ops = [o for o in layer_ops(_sharded(cfg, t), b, s, s, PRECISION, flash=False) if o.kind != "memory"]
+                tp_fabric: Fabric | None, dtype: str) -> LayerCost:
+    prec = precision(dtype)
+    ops = [o for o in layer_ops(_sharded(cfg, t), b, s, s, prec, flash=False) if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
@@ -108,7 +117,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         elif op.kind == "attention":
             attn += time
             gemm_flops += 2 * op.macs
-    act_bytes = s * b * cfg.hidden * PRECISION.a_bits // 8
+    act_bytes = s * b * cfg.hidden * prec.a_bits // 8
     # Megatron: 2 all-reduces in the forward and 2 in the backward per layer; with sp an all-gather and a
     # reduce-scatter in place of each (the same bytes on the wire).
     one = (2 * all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)) \
@@ -128,17 +137,18 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops)
 
 
-def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int) -> HeadCost:
+def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str = "bf16",
+              logits_bytes: float = LOGITS_BYTES_PER_ELEMENT) -> HeadCost:
     """Vocabulary-parallel output layer and loss on the last stage, embedding lookup on the first."""
-    embed, norm, lm_head = head_ops(_sharded(cfg, 1), b, s, s, PRECISION)
+    embed, norm, lm_head = head_ops(_sharded(cfg, 1), b, s, s, precision(dtype))
     lm_head = dataclasses.replace(lm_head, macs=lm_head.macs // t, flops=lm_head.flops // t,
                                   weight_bytes=lm_head.weight_bytes // t, bytes_written=lm_head.bytes_written // t)
     fwd = estimate_op(norm, chip).time_s + estimate_op(lm_head, chip).time_s
-    # cross-entropy over the logits in fp32: read logits, write probabilities (and the same again backward)
-    logits_bytes = 4 * b * s * cfg.vocab / t
+    # cross-entropy over the logits (fp32 by default): read logits, write probabilities (and the same backward)
+    logits_total = logits_bytes * b * s * cfg.vocab / t
     bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
     mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
-    loss = 2 * logits_bytes / (bw * mem_eff) if bw else 0.0
+    loss = 2 * logits_total / (bw * mem_eff) if bw else 0.0
     emb = estimate_op(embed, chip).time_s
     return HeadCost(fwd_s=fwd + loss, bwd_s=2 * fwd + loss, gemm_flops_fwd=2 * lm_head.macs,
                     embed_fwd_s=emb, embed_bwd_s=2 * emb)
@@ -170,25 +180,28 @@ class StepResult:
 
     @property
     def model_tflops_per_gpu(self) -> float:
-        return self.model_flops / self.step_time_s / self.plan.gpus / 1e12
+        return self.model_flops / self.step_time_s / self.plan.gpus / TERA
 
     @property
     def hardware_tflops_per_gpu(self) -> float:
-        return self.hardware_flops / self.step_time_s / self.plan.gpus / 1e12
+        return self.hardware_flops / self.step_time_s / self.plan.gpus / TERA
 
-    def _peak(self) -> float:
+    @property
+    def peak_flops_per_s(self) -> float:
+        """Dense peak of the plan's compute dtype (tensor unit, else the best unit): MFU's and HFU's denominator."""
         chip = self.cluster.load_chip()
-        return chip.peak_flops_per_s("bf16") or chip.best_peak_flops_per_s("fp16") or 0.0
+        dtype = self.plan.dtype
+        return chip.peak_flops_per_s(dtype) or chip.best_peak_flops_per_s(dtype) or 0.0
 
     @property
     def mfu(self) -> float:
-        peak = self._peak()
-        return self.model_tflops_per_gpu * 1e12 / peak if peak else 0.0
+        peak = self.peak_flops_per_s
+        return self.model_tflops_per_gpu * TERA / peak if peak else 0.0
 
     @property
     def hfu(self) -> float:
-        peak = self._peak()
-        return self.hardware_tflops_per_gpu * 1e12 / peak if peak else 0.0
+        peak = self.peak_flops_per_s
+        return self.hardware_tflops_per_gpu * TERA / peak if peak else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,7 +209,7 @@ class StepResult:
             "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s, "samples_per_s": self.samples_per_s,
             "model_tflops_per_gpu": self.model_tflops_per_gpu,
             "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu, "mfu": self.mfu, "hfu": self.hfu,
-            "bubble_fraction": self.bubble_fraction,
+            "bubble_fraction": self.bubble_fraction, "precision": self.plan.precision_dict(),
             "memory_per_gpu_bytes": self.memory.to_dict(), "capacity_bytes": self.capacity_bytes,
             "fits": self.fits, "comm_s": dict(self.comm_s),
         }
@@ -221,8 +234,8 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     chip = cluster.load_chip()
     t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
     tp_fabric = cluster.fabric(t) if t > 1 else None
-    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric)
-    hc = head_cost(cfg, chip, s, b, t)
+    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype)
+    hc = head_cost(cfg, chip, s, b, t, plan.dtype, plan.logits_bytes)
     layers_per_chunk = cfg.layers // (p * v)
     stages = p * v
     split = plan.schedule == "zb-h1"
@@ -243,7 +256,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
     dp_fabric = cluster.fabric(plan.span("dp"))
-    gather = [all_gather_s(PARAM_BYTES * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
+    gather = [all_gather_s(plan.param_bytes * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
 
     def duration(a: Action) -> float:
         first, last = a.stage == 0, a.stage == stages - 1
@@ -258,7 +271,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     pp_fabric = cluster.fabric(plan.span("pp")) if p > 1 else cluster.intra_node
     # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink.
-    pp_bytes = s * b * cfg.hidden * plan.param_bytes / t
+    pp_bytes = s * b * cfg.hidden * element_bytes(plan.dtype) / t
     pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
 
     sched = build(plan.schedule, p, m, v)
@@ -284,7 +297,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         free = 0.0
         rank_stages = [st for st in range(stages) if st % p == r]
         for st in sorted(rank_stages, key=lambda x: last_bwd[x].end_s):
-            nbytes = GRAD_BYTES * stage_params[st]
+            nbytes = plan.grad_bytes * stage_params[st]
             reduce = all_gather_s(nbytes, d, dp_fabric) if plan.zero >= 1 else all_reduce_s(nbytes, d, dp_fabric)
             if reduce == 0.0:
                 continue
@@ -303,11 +316,11 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
     mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
     shard = d if plan.zero >= 1 else 1
-    optimizer_s = max(ADAM_BYTES_PER_PARAM * sum(stage_params[st] for st in range(stages) if st % p == r) / shard
+    optimizer_s = max(plan.optimizer_step_bytes * sum(stage_params[st] for st in range(stages) if st % p == r) / shard
                       for r in range(p)) / (bw * mem_eff) if bw else 0.0
     gather_after = 0.0
     if plan.zero in (1, 2):
-        gather_after = max(all_gather_s(PARAM_BYTES * sum(stage_params[st] for st in range(stages)
+        gather_after = max(all_gather_s(plan.param_bytes * sum(stage_params[st] for st in range(stages)
                                                               if st % p == r), d, dp_fabric) for r in range(p))
     step = dp_end + optimizer_s + gather_after
     for r in range(p):
@@ -334,13 +347,14 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     best: MemoryBreakdown | None = None
     for r in range(p):
         psi = sum(stage_params[st] for st in range(stages) if st % p == r)
-        states = model_states(psi, d, plan.zero)
+        states = model_states(psi, d, plan.zero, param_bytes=plan.param_bytes, grad_bytes=plan.grad_bytes,
+                              optimizer_bytes=plan.optimizer_bytes)
         acts = in_flight[r] * layers_per_chunk * act_layer + working
         if r == (stages - 1) % p:
-            acts += 4 * s * b * cfg.vocab / t  # fp32 logits for the loss
+            acts += plan.logits_bytes * s * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
-            buffers += 2 * PARAM_BYTES * max(stage_params[st] for st in range(stages) if st % p == r) / max(
+            buffers += 2 * plan.param_bytes * max(stage_params[st] for st in range(stages) if st % p == r) / max(
                 layers_per_chunk, 1)  # one gathered layer in use, one prefetched
         mem = MemoryBreakdown(params=states.params, grads=states.grads, optimizer=states.optimizer,
                               activations=acts, buffers=buffers)

@@ -18,8 +18,10 @@ def _hw(r: Any, chip: str) -> tuple[str, str]:
     return f"{h['latency_s'] * 1e6:,.1f} µs", f"{h['energy_j'] * 1e6:,.1f} µJ"
 
 
-def compress_table(console: Console, task: Any, base: Any, results: Sequence[Any], chips: Sequence[str],
-                   prunes: Sequence[Any]) -> None:
+def compress_table(console: Console, result: Any) -> None:
+    """The variants table of a `xpusim.api.CompressResult` and what its columns assume."""
+    task, base, results, prunes = result.task, result.baseline, result.variants, result.prunes
+    chips = result.systems
     t = Table(title=f"{task.name}: {task.metric} on held-out data", title_justify="left")
     cols = ["variant", task.metric, "Δ", "size", "× smaller", "params", "MACs", "zeros", "CPU ms"]
     for chip in chips:
@@ -39,7 +41,7 @@ def compress_table(console: Console, task: Any, base: Any, results: Sequence[Any
     if any(p.mode != "structured" for p in prunes):
         notes.append("masking-only pruning (unstructured, global, N:M) keeps the dense tensors: no size or MAC "
                      "change until a sparse format or sparse hardware uses the zeros")
-    if chips:
+    if result.chips:
         notes.append("chip columns: roofline at ideal efficiency for one batch; weight-only formats dequantize into "
                      "16-bit matmuls; n/a where the chip has no peak for the format")
     notes.append("CPU ms: measured here, one forward over the held-out split (float and pruned models)")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from xpusim.engines.llm import LLMEstimate
 from xpusim.engines.roofline import Estimate
 from xpusim.hardware.chip import DTYPES, Chip
+
+if TYPE_CHECKING:
+    from xpusim.api.calls import LLMResult, NpuResult, RooflineResult
 from xpusim.units import GIGA, TERA, human
 
 
@@ -111,25 +113,20 @@ def roofline_table(est: Estimate, top: int | None = None) -> Table:
     return t
 
 
-def print_roofline(console: Console, est: Estimate, top: int | None, price_per_hour: float | None) -> None:
+def print_roofline(console: Console, result: RooflineResult, top: int | None = None) -> None:
+    """The per-layer table, the result's summary and assumptions, and the measured table when there is one."""
+    est = result.estimate
     console.print(roofline_table(est, top))
-    share = est.bound_share()
-    console.print(
-        f"latency {est.latency_s * 1e3:.4g} ms (no overlap {est.latency_no_overlap_s * 1e3:.4g} ms, perfect overlap "
-        f"{est.latency_perfect_overlap_s * 1e3:.4g} ms) · throughput {est.throughput_per_s:,.1f}/s · "
-        f"{est.flops / est.latency_s / TERA:.1f} TFLOP/s = {100 * est.utilization:.1f}% of peak · "
-        f"time compute-bound {100 * share['compute']:.0f}%, memory-bound {100 * share['memory']:.0f}%"
-    )
-    energy = f"energy {est.energy_j:.4g} J per batch (per-op table)"
-    if est.energy_tdp_j is not None:
-        energy += f", ≤ {est.energy_tdp_j:.4g} J at TDP"
-    if price_per_hour is not None:
-        energy += f" · ${est.cost_usd_per_million(price_per_hour):,.2f} per million at ${price_per_hour}/h"
-    console.print(energy)
-    console.print("assumptions: " + "; ".join(est.assumptions), style="dim")
+    console.print(result.summary(), markup=False)
+    console.print("assumptions: " + "; ".join(est.assumptions), style="dim", markup=False)
+    if result.measured is not None:
+        from xpusim.report.measure import print_measured
+
+        print_measured(console, result.measured)
 
 
-def print_llm(console: Console, e: LLMEstimate, price_per_hour: float | None = None) -> None:
+def print_llm(console: Console, result: LLMResult) -> None:
+    e = result.estimate
     t = Table(title=f"{e.config.name} on {e.chip.name} · batch {e.batch} · prompt {e.prompt_len} · generate "
                     f"{e.gen_len} · W{e.precision.w_bits}A{e.precision.a_bits}KV{e.precision.kv_bits}"
                     f" · FlashAttention {'on' if e.flash else 'off'}", title_justify="left", header_style="bold")
@@ -141,23 +138,13 @@ def print_llm(console: Console, e: LLMEstimate, price_per_hour: float | None = N
               human(e.decode.flops / max(e.gen_len, 1)), human(e.decode.bytes / max(e.gen_len, 1)),
               f"{100 * e.decode.compute_bound_share:.0f}%", f"{e.decode.energy_j / max(e.gen_len, 1):.3g}")
     console.print(t)
-    cap = e.chip.main_memory.capacity_bytes
-    console.print(
-        f"tokens/s {e.tokens_per_s:,.1f} (batch {e.batch}, prefill included) · memory {e.memory_bytes / 1e9:.2f} GB = "
-        f"weights {e.weights_bytes / 1e9:.2f} + KV cache {e.kv_cache_bytes / 1e9:.2f} + activations "
-        f"{e.activation_bytes / 1e9:.2f} of {cap / 1e9:.1f} GB: {'fits' if e.fits else 'DOES NOT FIT'} · "
-        f"largest batch that fits: {e.max_batch}"
-        + (f" · ${e.cost_usd_per_million_tokens(price_per_hour):,.2f} per million tokens at ${price_per_hour}/h"
-           if price_per_hour is not None else "")
-    )
+    console.print(result.summary(), markup=False)
     console.print("assumptions: " + "; ".join(e.assumptions), style="dim")
 
 
-def print_npu(console: Console, run: Any, title: str, top: int | None = None) -> None:
-    """Per-layer NPU table and totals."""
-    from xpusim.engines.npu import NpuRun
-
-    assert isinstance(run, NpuRun)
+def print_npu(console: Console, result: NpuResult, top: int | None = None) -> None:
+    """Per-layer NPU table, totals, notes and checks."""
+    run, title = result.run, result.title
     c = run.cfg
     rows = list(run.layers)
     if top is not None:
@@ -179,12 +166,7 @@ def print_npu(console: Console, run: Any, title: str, top: int | None = None) ->
                   f"{100 * r.mapping_efficiency:.0f}%" if gemm else "",
                   human(r.dram_reads.total()), human(r.dram_writes.total()), f"{r.energy_pj * 1e-6:,.2f}")
     console.print(t)
-    gemm_cycles = sum(r.total_cycles for r in run.layers if r.kind == "gemm")
-    console.print(
-        f"{run.total_cycles:,} cycles = {run.time_s * 1e3:.4g} ms at {c.clock_hz / 1e9:g} GHz "
-        f"({100 * gemm_cycles / max(run.total_cycles, 1):.0f}% in GEMM layers) · {run.tops:.3g} TOPS of "
-        f"{run.peak_tops:.3g} peak · {run.energy_j * 1e3:.4g} mJ · {run.tops_per_w:.3g} TOPS/W · "
-        f"cycle convention: {run.cycle_convention}"
-    )
-    for note in run.notes:
-        console.print(note, style="dim")
+    first, *rest = result.summary().split("\n")
+    console.print(first, markup=False)
+    for line in rest:
+        console.print(line, style="" if line.startswith("check ") else "dim", markup=False)

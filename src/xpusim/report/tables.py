@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,47 +75,7 @@ def kind_table(wl: Workload) -> Table:
 def print_workload(console: Console, wl: Workload, depth: int | None = None, top: int | None = None) -> None:
     console.print(layer_table(wl, depth, top))
     console.print(kind_table(wl))
-    tot = wl.totals()
-    console.print(
-        f"[bold]totals[/bold]: {tot.macs:,} MACs, {tot.flops:,} FLOPs, {tot.params:,} params, "
-        f"{tot.bytes_read:,} B read ({tot.weight_bytes:,} weights), {tot.bytes_written:,} B written, "
-        f"intensity {tot.intensity:.2f} FLOP/B"
-    )
-    if wl.mode == "training":
-        fwd, bwd = wl.totals("forward"), wl.totals("backward")
-        ratio = bwd.macs / fwd.macs if fwd.macs else 0.0
-        console.print(f"forward {fwd.macs:,} MACs, backward {bwd.macs:,} MACs (backward/forward = {ratio:.3f})")
-    if wl.uncounted:
-        listed = ", ".join(f"{k} ×{v}" for k, v in wl.uncounted.items())
-        console.print(f"[yellow]uncounted ops (no cost formula; not included above)[/yellow]: {listed}")
-    else:
-        console.print("uncounted ops: none")
-
-
-def sweep_dict(model: str, param: str, results: Sequence[tuple[int, Workload]]) -> dict[str, Any]:
-    return {
-        "model": model,
-        "sweep": {"param": param, "values": [v for v, _ in results]},
-        "results": [{"value": v, "input_shapes": [list(s) for s in wl.input_shapes], "totals": wl.totals().to_dict(),
-                     "uncounted": dict(wl.uncounted)} for v, wl in results],
-        "changed_layers": changed_layers(results),
-    }
-
-
-def changed_layers(results: Sequence[tuple[int, Workload]], limit: int = 12) -> list[dict[str, Any]]:
-    """Layers whose output shape differs between the first and last value of a sweep (first ``limit``)."""
-    if len(results) < 2:
-        return []
-    first, last = results[0][1], results[-1][1]
-    last_by_name = {o.name: o for o in last.ops}
-    out = []
-    for o in first.ops:
-        other = last_by_name.get(o.name)
-        if other is not None and other.output_shape != o.output_shape:
-            out.append({"name": o.name, "from": list(o.output_shape), "to": list(other.output_shape)})
-            if len(out) >= limit:
-                break
-    return out
+    console.print(wl.summary(), markup=False)
 
 
 def print_sweep(console: Console, model: str, param: str, results: Sequence[tuple[int, Workload]]) -> None:
@@ -130,6 +89,8 @@ def print_sweep(console: Console, model: str, param: str, results: Sequence[tupl
                   human(tot.flops), human(tot.params), human(tot.weight_bytes), human(tot.activation_bytes),
                   f"{tot.intensity:.1f}")
     console.print(t)
+    from xpusim.api.calls import changed_layers
+
     changed = changed_layers(results)
     if changed:
         console.print(f"layers whose shapes change ({param} {results[0][0]} → {results[-1][0]}), first {len(changed)}:")
@@ -138,4 +99,6 @@ def print_sweep(console: Console, model: str, param: str, results: Sequence[tupl
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2)
+    from xpusim.api.calls import dumps as api_dumps
+
+    return api_dumps(obj)

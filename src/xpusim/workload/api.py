@@ -8,28 +8,15 @@ from typing import Any
 
 import torch
 
+from xpusim.precision import torch_dtype
 from xpusim.workload.capture import capture
-from xpusim.workload.model import Workload
+from xpusim.workload.model import SWEEP_PARAMS, Workload
 from xpusim.workload.zoo import ModelSpecError, build
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float64": torch.float64, "fp64": torch.float64,
-    "float8_e4m3fn": torch.float8_e4m3fn, "fp8": torch.float8_e4m3fn, "fp8-e4m3": torch.float8_e4m3fn,
-    "float8_e5m2": torch.float8_e5m2, "fp8-e5m2": torch.float8_e5m2,
-}
-SWEEP_PARAMS = ("batch", "seq-len", "image-size")
 
 
 def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    try:
-        return DTYPES[name.lower()]
-    except KeyError:
-        raise ValueError(f"dtype={name!r} is not one of {', '.join(DTYPES)}") from None
+    """A capture dtype from a name (``bf16``, ``bfloat16``; see `xpusim.precision.TORCH_NAMES`)."""
+    return torch_dtype(name)
 
 
 def analyze(

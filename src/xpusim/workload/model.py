@@ -32,6 +32,9 @@ KINDS = (
 PHASES = ("forward", "backward")
 
 
+SWEEP_PARAMS = ("batch", "seq-len", "image-size")
+"""What ``analyze`` can sweep: how cost grows with batch, sequence length or image size."""
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OpCost:
     """Cost of one dispatched (aten-level) operator."""
@@ -211,6 +214,23 @@ class Workload:
                             activation_bytes_read=round(o.activation_bytes_read * f),
                             bytes_written=round(o.bytes_written * f)) for o in self.ops)
         return replace(self, dtype=dtype, ops=ops)
+
+    def summary(self) -> str:
+        """The totals in words (what ``xpusim analyze`` prints under its tables)."""
+        tot = self.totals()
+        lines = [f"totals: {tot.macs:,} MACs, {tot.flops:,} FLOPs, {tot.params:,} params, {tot.bytes_read:,} B read "
+                 f"({tot.weight_bytes:,} weights), {tot.bytes_written:,} B written, intensity {tot.intensity:.2f} "
+                 "FLOP/B"]
+        if self.mode == "training":
+            fwd, bwd = self.totals("forward"), self.totals("backward")
+            ratio = bwd.macs / fwd.macs if fwd.macs else 0.0
+            lines.append(f"forward {fwd.macs:,} MACs, backward {bwd.macs:,} MACs (backward/forward = {ratio:.3f})")
+        if self.uncounted:
+            listed = ", ".join(f"{k} ×{v}" for k, v in self.uncounted.items())
+            lines.append(f"uncounted ops (no cost formula; not included above): {listed}")
+        else:
+            lines.append("uncounted ops: none")
+        return "\n".join(lines)
 
     def to_dict(self, depth: int | None = None) -> dict[str, Any]:
         ops = self.ops if depth is None else self.grouped(depth)

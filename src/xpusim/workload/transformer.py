@@ -300,7 +300,7 @@ def load_transformer(model: str | TransformerConfig) -> TransformerConfig:
         return _from_hf(path.stem, doc.get("config", doc))
     close = suggest(model, list(configs))
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise SpecError(f"unknown model {model!r}.{hint} Give a decoder LLM ({', '.join(configs)}), an HF config.json "
+    raise SpecError(f"unknown LLM {model!r}.{hint} Give a decoder LLM ({', '.join(configs)}), an HF config.json "
                     "file or gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]")
 
 

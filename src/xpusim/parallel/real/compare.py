@@ -6,9 +6,11 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from xpusim.parallel.events import Event, Timeline, run_schedule
+from xpusim.parallel.plan import SCHEDULES
 from xpusim.parallel.real.spec import RunSpec
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 
@@ -124,14 +126,36 @@ def compare(spec: RunSpec, report: dict[str, Any]) -> dict[str, Any]:
     sched, mean_s, transfer, overhead = _as_run(spec, report, step)
     opt = statistics.median(end - start for rank in report["events"] for _, kind, _, _, start, end in rank["events"]
                             if kind == "opt")
+    # GPT pipelines: the tied embedding's gradient sum between the first and last stage, before the optimizer
+    ties = [end - start for rank in report["events"] for _, kind, _, _, start, end in rank["events"] if kind == "tie"]
+    tie = statistics.median(ties) if ties else 0.0
     as_run = _simulated(sched, mean_s, transfer, overhead)
-    out: dict[str, Any] = {"step_time_s": as_run["pipeline_s"] + opt, "bubble_fraction": as_run["bubble_fraction"],
+    out: dict[str, Any] = {"step_time_s": as_run["pipeline_s"] + tie + opt,
+                           "bubble_fraction": as_run["bubble_fraction"],
                            "idle_s_per_rank": as_run["idle_s_per_rank"], "optimizer_s": opt,
                            "transfer_s": transfer, "overhead_s_per_action": overhead,
                            "mean_action_s": {f"{s}{k}": t for (s, k), t in sorted(mean_s.items())},
                            "order": sched.compact()}
-    if spec.schedule in ("gpipe", "1f1b", "interleaved") and not sched.split_backward:
+    if ties:
+        out["tied_embedding_s"] = tie
+    if spec.schedule in SCHEDULES:  # the run executed this very order (see real/pipeline.py)
         own = _simulated(build(spec.schedule, spec.plan.pp, spec.plan.micro_batches, spec.plan.vp), mean_s,
                          transfer, overhead)
-        out["xpusim_schedule"] = {"step_time_s": own["pipeline_s"] + opt, "bubble_fraction": own["bubble_fraction"]}
+        out["xpusim_schedule"] = {"step_time_s": own["pipeline_s"] + tie + opt,
+                                  "bubble_fraction": own["bubble_fraction"]}
     return out
+
+
+def run_result(spec: RunSpec, report: dict[str, Any], simulated: dict[str, Any] | None = None,
+               trace: Path | str | None = None) -> dict[str, Any]:
+    """What ``xpusim run`` and ``python -m xpusim.run`` show (``print_run``'s input, and their ``--format json``):
+    the plan with its schedule, the model, ranks, backend, the measured summary, the trace's path, and when
+    present the simulated summary (``compare``) and the gradient check."""
+    result: dict[str, Any] = {"plan": spec.plan.to_dict() | {"schedule": spec.schedule}, "model": spec.model.text(),
+                              "ranks": report["ranks"], "backend": report["backend"], "measured": report["measured"],
+                              "trace": str(trace) if trace is not None else None}
+    if simulated is not None:
+        result["simulated"] = simulated
+    if "check" in report:
+        result["check"] = report["check"]
+    return result

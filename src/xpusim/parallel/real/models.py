@@ -11,34 +11,42 @@ from xpusim.parallel.real.spec import ModelSpec
 
 
 class Attention(nn.Module):
-    """Causal self-attention; the number of heads follows the local width, so tensor parallelism can shard q, k,
-    v column-wise and o row-wise without changing this code."""
+    """Causal self-attention with ``kv_heads`` key/value heads (fewer than ``heads``: grouped-query attention, each
+    key/value head serving ``heads // kv_heads`` query heads). The head counts follow the local widths, so tensor
+    parallelism can shard q, k, v column-wise and o row-wise without changing this code."""
 
-    def __init__(self, hidden: int, heads: int) -> None:
+    def __init__(self, hidden: int, heads: int, kv_heads: int | None = None) -> None:
         super().__init__()
         self.head_dim = hidden // heads
+        kv_width = (kv_heads or heads) * self.head_dim
         self.q = nn.Linear(hidden, hidden)
-        self.k = nn.Linear(hidden, hidden)
-        self.v = nn.Linear(hidden, hidden)
+        self.k = nn.Linear(hidden, kv_width)
+        self.v = nn.Linear(hidden, kv_width)
         self.o = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         q, k, v = self.q(x), self.k(x), self.v(x)
-        heads = q.shape[-1] // self.head_dim  # local heads under tensor parallelism
-        q, k, v = (t.view(b, s, heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        heads, kv_heads = q.shape[-1] // self.head_dim, k.shape[-1] // self.head_dim  # local under TP
+        q = q.view(b, s, heads, self.head_dim).transpose(1, 2)
+        k, v = (t.view(b, s, kv_heads, self.head_dim).transpose(1, 2) for t in (k, v))
+        if kv_heads != heads:  # query head i reads key/value head i // (heads / kv_heads)
+            k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.o(y.transpose(1, 2).reshape(b, s, heads * self.head_dim))
 
 
 class Block(nn.Module):
-    def __init__(self, hidden: int, heads: int) -> None:
+    """GPT-2's pre-norm block: LayerNorm, attention, residual; LayerNorm, MLP (fc1, GELU, fc2), residual."""
+
+    def __init__(self, hidden: int, heads: int, kv_heads: int | None = None, ffn: int | None = None) -> None:
         super().__init__()
+        width = ffn or 4 * hidden
         self.ln1 = nn.LayerNorm(hidden)
-        self.attn = Attention(hidden, heads)
+        self.attn = Attention(hidden, heads, kv_heads)
         self.ln2 = nn.LayerNorm(hidden)
-        self.fc1 = nn.Linear(hidden, 4 * hidden)
-        self.fc2 = nn.Linear(4 * hidden, hidden)
+        self.fc1 = nn.Linear(hidden, width)
+        self.fc2 = nn.Linear(width, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -54,6 +62,20 @@ class MLPLayer(nn.Module):
         return torch.relu(self.fc(x))
 
 
+class TiedHead(nn.Module):
+    """The output projection (logits = x · Eᵀ) tied to the token embedding E: the very same Parameter when one
+    module holds both, or a copy initialized equal on a later pipeline stage, whose gradient the run sums with
+    the embedding's after backward (`tie_gradients`)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        assert isinstance(weight, nn.Parameter)
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
 class Stage(nn.Module):
     """A contiguous slice of the model: optional embedding in front, layers, optional output head behind."""
 
@@ -65,7 +87,16 @@ class Stage(nn.Module):
         self.embed = parts["embed"] if first and "embed" in parts else None
         self.pos = parts["pos"] if first and "pos" in parts else None
         self.norm = parts["norm"] if last and "norm" in parts else None
-        self.head = parts["head"] if last and "head" in parts else None
+        self.head: TiedHead | None = None
+        if last and "embed" in parts:
+            embed = parts["embed"]
+            assert isinstance(embed, nn.Embedding)
+            self.head = TiedHead(embed.weight if first else nn.Parameter(embed.weight.detach().clone()))
+
+    @property
+    def tied_copy(self) -> nn.Parameter | None:
+        """The output head's own copy of the token embedding (a last stage without the first), else None."""
+        return self.head.weight if self.head is not None and self.embed is None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
@@ -81,25 +112,39 @@ class Stage(nn.Module):
 
 
 def build_parts(spec: ModelSpec, seed: int) -> tuple[list[nn.Module], dict[str, nn.Module]]:
-    """Every layer and the embedding/head parts, initialized from ``seed`` (identical on every rank)."""
+    """Every layer and the embedding/norm parts, initialized from ``seed`` (identical on every rank). A GPT is
+    GPT-2's: token and learned position embeddings, pre-norm blocks, a final LayerNorm and the output head tied
+    to the token embedding — `xpusim.workload.transformer.TransformerConfig.params` parameters."""
     torch.manual_seed(seed)
     if spec.kind == "mlp":
         return [MLPLayer(spec.width) for _ in range(spec.layers)], {}
-    parts: dict[str, nn.Module] = {"embed": nn.Embedding(spec.vocab, spec.hidden),
-                                   "pos": nn.Embedding(spec.seq_len, spec.hidden)}
-    layers: list[nn.Module] = [Block(spec.hidden, spec.heads) for _ in range(spec.layers)]
+    embed, pos = nn.Embedding(spec.vocab, spec.hidden), nn.Embedding(spec.seq_len, spec.hidden)
+    nn.init.normal_(embed.weight, std=0.02)  # GPT-2's: the tied head's logits start small (loss near ln V)
+    nn.init.normal_(pos.weight, std=0.01)
+    parts: dict[str, nn.Module] = {"embed": embed, "pos": pos}
+    layers: list[nn.Module] = [Block(spec.hidden, spec.heads, spec.kv_heads, spec.ffn) for _ in range(spec.layers)]
     parts["norm"] = nn.LayerNorm(spec.hidden)
-    parts["head"] = nn.Linear(spec.hidden, spec.vocab, bias=False)
     return layers, parts
 
 
 def build_stage(spec: ModelSpec, seed: int, stage: int, stages: int) -> Stage:
     """Stage ``stage`` of ``stages`` equal slices (the whole model when ``stages`` is 1); parameter names follow
-    the whole model's (``layers.{i}`` renumbered per stage; see ``global_name``)."""
+    the whole model's (``layers.{i}`` renumbered per stage; see ``global_name``). The output head is
+    ``head.weight``: the token embedding itself in the whole model, a copy on a last stage that lacks it."""
     layers, parts = build_parts(spec, seed)
     per = spec.layers // stages
     return Stage(spec, layers[stage * per:(stage + 1) * per], first=stage == 0, last=stage == stages - 1,
                  parts=parts)
+
+
+def count_params(stages: list[Stage]) -> int:
+    """Parameters of a model split into ``stages``, the tied output head's copy counted once (with the
+    embedding it copies)."""
+    total = 0
+    for st in stages:
+        copy = st.tied_copy
+        total += sum(q.numel() for q in st.parameters() if q is not copy)
+    return total
 
 
 def global_name(name: str, stage: int, stages: int, layers: int) -> str:

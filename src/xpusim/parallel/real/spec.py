@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from xpusim.errors import UserError
 from xpusim.parallel.plan import SCHEDULES, ParallelPlan
+from xpusim.workload.transformer import SpecError, TransformerConfig, parse_gpt
 
 RUN_SCHEDULES = (*SCHEDULES, "zbv")
 
@@ -27,38 +28,56 @@ class ModelSpec:
     heads: int = 0
     seq_len: int = 0
     vocab: int = 0
+    ffn: int = 0
+    """GPT MLP width (``ffn``, default 4h)."""
+    kv_heads: int = 0
+    """GPT key/value heads (``kv``, default ``heads``; fewer is grouped-query attention)."""
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
+        """``mlp:layers=N,width=W``, or a ``gpt:`` spec with the meaning `xpusim.workload.transformer.parse_gpt`
+        gives it everywhere (the simulator included)."""
         kind, _, body = text.partition(":")
-        allowed = {"mlp": {"layers", "width"}, "gpt": {"h", "l", "a", "s", "V"}}
-        if kind not in allowed:
-            raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..]")
+        if kind == "gpt":
+            try:
+                cfg = parse_gpt(text)
+            except SpecError as exc:
+                raise RunSpecError(f"--model: {exc}") from None
+            return cls(kind="gpt", layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, seq_len=cfg.max_positions,
+                       vocab=cfg.vocab, ffn=cfg.ffn, kv_heads=cfg.kv_heads)
+        if kind != "mlp":
+            raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W or "
+                               "gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]")
+        allowed = {"layers", "width"}
         vals: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in body.split(","))):
             key, sep, val = part.partition("=")
-            if not sep or key not in allowed[kind]:
-                raise RunSpecError(f"--model {text!r}: {part!r} is not one of {', '.join(sorted(allowed[kind]))}=N")
+            if not sep or key not in allowed:
+                raise RunSpecError(f"--model {text!r}: {part!r} is not one of {', '.join(sorted(allowed))}=N")
             try:
                 vals[key] = int(val)
             except ValueError:
                 raise RunSpecError(f"--model {text!r}: {key}={val!r} is not an integer") from None
             if vals[key] < 1:
                 raise RunSpecError(f"--model {text!r}: {key}={val} must be >= 1")
-        if kind == "mlp":
-            return cls(kind="mlp", layers=vals.get("layers", 8), width=vals.get("width", 1024))
-        missing = [k for k in ("h", "l", "a", "s") if k not in vals]
-        if missing:
-            raise RunSpecError(f"--model {text!r}: missing {', '.join(missing)}")
-        if vals["h"] % vals["a"]:
-            raise RunSpecError(f"--model {text!r}: h={vals['h']} is not a multiple of a={vals['a']}")
-        return cls(kind="gpt", layers=vals["l"], hidden=vals["h"], heads=vals["a"], seq_len=vals["s"],
-                   vocab=vals.get("V", 1024))
+        return cls(kind="mlp", layers=vals.get("layers", 8), width=vals.get("width", 1024))
 
     def text(self) -> str:
+        """The spec back as text (``gpt:``: h, l, a, s and V always; ffn and kv when not their defaults)."""
         if self.kind == "mlp":
             return f"mlp:layers={self.layers},width={self.width}"
-        return f"gpt:h={self.hidden},l={self.layers},a={self.heads},s={self.seq_len},V={self.vocab}"
+        out = f"gpt:h={self.hidden},l={self.layers},a={self.heads},s={self.seq_len},V={self.vocab}"
+        if self.ffn != 4 * self.hidden:
+            out += f",ffn={self.ffn}"
+        if self.kv_heads != self.heads:
+            out += f",kv={self.kv_heads}"
+        return out
+
+    def config(self) -> TransformerConfig:
+        """The `TransformerConfig` of a ``gpt:`` spec (what the simulator builds from the same text)."""
+        if self.kind != "gpt":
+            raise RunSpecError(f"--model {self.text()!r} is not a transformer")
+        return parse_gpt(self.text())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,12 +135,22 @@ def parse_plan(text: str) -> dict[str, int]:
     return out
 
 
-def make_spec(*, model: str, plan: str, schedule: str = "1f1b", micro_batches: int = 4, micro_batch: int = 1,
-              virtual_stages: int = 1, steps: int = 5, seed: int = 0, zero: int = 0, fsdp: bool = False,
-              timeout_s: float = 120.0, check_grads: bool = False, instrument: bool = True,
-              fault: str = "") -> RunSpec:
-    """Validate user options into a RunSpec (every error names the option)."""
+DEFAULT_MODEL = "mlp:layers=8,width=1024"
+DEFAULT_PLAN = "pp=2"
+DEFAULT_MICRO_BATCHES = 8
+DEFAULT_MICRO_BATCH = {"mlp": 16, "gpt": 1}
+"""Samples per micro-batch when not given, by model kind (``xpusim run`` and ``python -m xpusim.run`` alike)."""
+
+
+def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule: str = "1f1b",
+              micro_batches: int = DEFAULT_MICRO_BATCHES, micro_batch: int | None = None, virtual_stages: int = 1,
+              steps: int = 5, seed: int = 0, zero: int = 0, fsdp: bool = False, timeout_s: float = 120.0,
+              check_grads: bool = False, instrument: bool = True, fault: str = "") -> RunSpec:
+    """Validate user options into a RunSpec (every error names the option). ``micro_batch`` None: 16 samples
+    for an MLP, 1 for a GPT."""
     m = ModelSpec.parse(model)
+    if micro_batch is None:
+        micro_batch = DEFAULT_MICRO_BATCH[m.kind]
     degrees = parse_plan(plan)
     if schedule not in RUN_SCHEDULES:
         raise RunSpecError(f"--schedule {schedule!r}: expected one of {', '.join(RUN_SCHEDULES)}")
@@ -153,6 +182,10 @@ def make_spec(*, model: str, plan: str, schedule: str = "1f1b", micro_batches: i
             raise RunSpecError("--plan tp=N splits attention heads and the MLP: use --model gpt:...")
         if m.heads % degrees["tp"]:
             raise RunSpecError(f"--plan tp={degrees['tp']} does not divide a={m.heads} heads")
+        if m.kv_heads % degrees["tp"]:
+            raise RunSpecError(f"--plan tp={degrees['tp']} does not divide kv={m.kv_heads} key/value heads")
+        if m.ffn % degrees["tp"]:
+            raise RunSpecError(f"--plan tp={degrees['tp']} does not divide ffn={m.ffn}")
     if schedule == "interleaved" and micro_batches % degrees["pp"]:
         raise RunSpecError(f"--micro-batches {micro_batches} must be a multiple of pp={degrees['pp']} for the "
                            "interleaved schedule")
@@ -169,11 +202,13 @@ def make_spec(*, model: str, plan: str, schedule: str = "1f1b", micro_batches: i
 def argument_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m xpusim.run", description="One rank of an xpusim real run "
                                  "(start it with torchrun, or use 'xpusim run', which launches every rank).")
-    ap.add_argument("--model", default="mlp:layers=8,width=1024")
-    ap.add_argument("--plan", default="pp=2")
-    ap.add_argument("--schedule", default="1f1b")
-    ap.add_argument("--micro-batches", type=int, default=4)
-    ap.add_argument("--micro-batch", type=int, default=1)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..,"
+                    "ffn=..,kv=..].")
+    ap.add_argument("--plan", default=DEFAULT_PLAN, help="dp=N, tp=N or pp=N (one kind of parallelism per run).")
+    ap.add_argument("--schedule", default="1f1b", help=f"Pipeline schedule: {', '.join(RUN_SCHEDULES)}.")
+    ap.add_argument("--micro-batches", type=int, default=DEFAULT_MICRO_BATCHES)
+    ap.add_argument("--micro-batch", type=int, default=None, help="Samples per micro-batch (default 16 for mlp, "
+                    "1 for gpt).")
     ap.add_argument("--virtual-stages", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -183,13 +218,21 @@ def argument_parser() -> argparse.ArgumentParser:
     ap.add_argument("--check-grads", action="store_true")
     ap.add_argument("--no-instrument", action="store_true")
     ap.add_argument("--fault", default="")
-    ap.add_argument("--result", default="", help="Where rank 0 writes the run's JSON (default: stdout).")
+    ap.add_argument("--result", default="", help="Where rank 0 writes the run's raw JSON record (what 'xpusim run' "
+                    "reads); without it rank 0 prints the same summary as 'xpusim run'.")
+    ap.add_argument("--format", "-f", choices=("table", "json"), default="table",
+                    help="Rank 0's summary: table or json (without --result).")
+    ap.add_argument("--compare", action="store_true", help="Simulate the pipeline with the measured action times "
+                    "(pp=N only); print measured vs simulated.")
+    ap.add_argument("--trace", default="", help="Rank 0 writes the measured timeline as a Chrome/Perfetto trace.")
     return ap
 
 
 def spec_from_args(ns: argparse.Namespace) -> RunSpec:
+    if getattr(ns, "compare", False) and parse_plan(ns.plan)["pp"] < 2:
+        raise RunSpecError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
     return make_spec(model=ns.model, plan=ns.plan, schedule=ns.schedule, micro_batches=ns.micro_batches,
                      micro_batch=ns.micro_batch, virtual_stages=ns.virtual_stages, steps=ns.steps, seed=ns.seed,
                      zero=ns.zero, fsdp=ns.fsdp, timeout_s=ns.timeout, check_grads=ns.check_grads,
-                     instrument=not ns.no_instrument, fault=ns.fault)
+                     instrument=not ns.no_instrument or getattr(ns, "compare", False), fault=ns.fault)
 

@@ -12,14 +12,17 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from xpusim.errors import UserError
+from xpusim.files import check_output
 from xpusim.parallel.real.models import batch, build_stage, global_name, loss_fn
-from xpusim.parallel.real.spec import RunSpec, RunSpecError, argument_parser, spec_from_args
+from xpusim.parallel.real.spec import RunSpec, argument_parser, spec_from_args
 
 DEVICE = torch.device("cpu")
 """Where this rank computes: the CPU with gloo, or its own GPU (``cuda:LOCAL_RANK``) with NCCL."""
@@ -29,11 +32,14 @@ Event = tuple[str, str, int, int, float, float]
 
 
 class Recorder:
-    """Timestamps on the system-wide monotonic clock (comparable across processes of one machine)."""
+    """Timestamps on the system-wide monotonic clock (comparable across processes of one machine), and the order
+    in which the wrapped pipeline actions ran (kept even with timestamps off)."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.events: list[Event] = []
+        self.order: list[str] = []
+        """``{stage}{kind}{micro-batch}`` of every wrapped call, in the order they ran."""
 
     def add(self, name: str, kind: str, stage: int, mb: int, start: float, end: float) -> None:
         if self.enabled or kind in ("step", "opt"):
@@ -43,7 +49,10 @@ class Recorder:
         def timed(chunk_id: int, *args: Any, **kwargs: Any) -> Any:
             start = time.monotonic()
             out = fn(chunk_id, *args, **kwargs)
-            self.add(f"{stage}{kind}{chunk_id}", kind, stage, chunk_id, start, time.monotonic())
+            end = time.monotonic()
+            name = f"{stage}{kind}{chunk_id}"
+            self.order.append(name)
+            self.add(name, kind, stage, chunk_id, start, end)
             return out
 
         return timed
@@ -125,7 +134,8 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
         def sync(last: bool) -> None:
             ddp.require_backward_grad_sync = last  # what ddp.no_sync() toggles
 
-    named = dict(model.named_parameters())  # after fully_shard: its parameters are new DTensors
+    named = dict(model.named_parameters(remove_duplicate=False))  # after fully_shard: new DTensors; the tied
+    # output head is listed under its own name (head.weight) too
     opt = torch.optim.SGD(wrapped.parameters(), lr=1e-3)
     per_rank = spec.plan.micro_batch * spec.plan.micro_batches
     out: dict[str, Any] = {}
@@ -187,7 +197,8 @@ def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> 
         loss, t2 = _accumulate(spec, rank, step, model, x, y, rec, lambda last: None)
         if step == 0 and spec.check_grads:
             out["loss"] = loss
-            grads = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+            grads = {n: _full(p.grad) for n, p in model.named_parameters(remove_duplicate=False)
+                     if p.grad is not None}
             out["grads"] = grads if rank == 0 else {}
         _optimizer_step(opt, rec, step, t0, t2, stage=0)
     return out
@@ -201,44 +212,79 @@ def stage_ids(schedule: str, rank: int, p: int, v: int) -> list[int]:
     return [rank + k * p for k in range(v)]
 
 
+class TiedEmbedding:
+    """Megatron-LM's "embedding group": when the token embedding (first stage) and the output head tied to it
+    (last stage) live in different stage modules, each holds its own copy, initialized equal; after backward the
+    two gradients are summed between their holders — an all-reduce over the two ranks, or a local sum when one
+    rank holds both (ZBV) — so both copies get the gradient of the one tied weight and stay equal."""
+
+    def __init__(self, first_rank: int, last_rank: int, rank: int, params: dict[int, torch.Tensor]) -> None:
+        self.params = params  # stage -> this rank's copy (stage 0: the embedding, last stage: the head)
+        self.local = first_rank == last_rank
+        self.group = None
+        if not self.local:  # every rank takes part in creating a group
+            self.group = dist.new_group([first_rank, last_rank])
+        self.member = rank in (first_rank, last_rank)
+
+    def sum_gradients(self) -> None:
+        if not self.member:
+            return
+        grads = [q.grad for q in self.params.values()]
+        if any(g is None for g in grads):
+            raise RuntimeError("the tied embedding has no gradient after backward")
+        if self.local:
+            total = grads[0] + grads[1]  # type: ignore[operator]
+            for g in grads:
+                g.copy_(total)  # type: ignore[union-attr]
+        else:
+            dist.all_reduce(grads[0], group=self.group)  # type: ignore[arg-type]
+
+
 def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
-    from torch.distributed.pipelining import (
-        PipelineStage,
-        Schedule1F1B,
-        ScheduleGPipe,
-        ScheduleInterleaved1F1B,
-        ScheduleInterleavedZeroBubble,
-        ScheduleZBVZeroBubble,
-    )
+    """The pipeline on torch.distributed.pipelining's stages. gpipe, 1f1b, interleaved and zb-h1 run xpusim's own
+    generated order (`xpusim.parallel.schedules`, the one the simulator times) through torch's action runtime;
+    zbv runs torch's ScheduleZBVZeroBubble. The order each rank really ran is recorded per step."""
+    from torch.distributed.pipelining import PipelineStage, ScheduleZBVZeroBubble
+
+    from xpusim.parallel.real.pipeline import planned, runtime, stages_of
 
     p, v, m = spec.plan.pp, spec.plan.vp, spec.plan.micro_batches
     stages = p * v
-    ids = stage_ids(spec.schedule, rank, p, v)
+    plan = planned(spec.schedule, p, m, v)
+    ids = stages_of(plan, rank) if plan is not None else stage_ids(spec.schedule, rank, p, v)
     modules = [build_stage(spec.model, spec.seed, sid, stages).to(DEVICE) for sid in ids]
-    device = DEVICE
     pstages = []
     for sid, mod in zip(ids, modules, strict=True):
-        st = PipelineStage(mod, sid, stages, device)
-        if rec.enabled:  # per-micro-batch timestamps around the stage's own compute calls
-            st.forward_one_chunk = rec.wrap(st.forward_one_chunk, "F", sid)  # type: ignore[method-assign]
-            st.backward_one_chunk = rec.wrap(st.backward_one_chunk, "B", sid)  # type: ignore[method-assign]
-            st.backward_weight_one_chunk = rec.wrap(  # type: ignore[method-assign]
-                st.backward_weight_one_chunk, "W", sid)
+        st = PipelineStage(mod, sid, stages, DEVICE)
+        # per-micro-batch timestamps (and the order of actions) around the stage's own compute calls
+        st.forward_one_chunk = rec.wrap(st.forward_one_chunk, "F", sid)  # type: ignore[method-assign]
+        st.backward_one_chunk = rec.wrap(st.backward_one_chunk, "B", sid)  # type: ignore[method-assign]
+        st.backward_weight_one_chunk = rec.wrap(  # type: ignore[method-assign]
+            st.backward_weight_one_chunk, "W", sid)
         pstages.append(st)
     lossf = loss_fn(spec.model)
-    single = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
-    multi = {"interleaved": ScheduleInterleaved1F1B, "zb-h1": ScheduleInterleavedZeroBubble,
-             "zbv": ScheduleZBVZeroBubble}
     sched: Any
-    if spec.schedule in single:
-        sched = single[spec.schedule](pstages[0], n_microbatches=m, loss_fn=lossf)
+    if plan is not None:
+        sched = runtime(list[Any](pstages), plan, lossf)
     else:
-        sched = multi[spec.schedule](list[Any](pstages), n_microbatches=m, loss_fn=lossf)
+        sched = ScheduleZBVZeroBubble(list[Any](pstages), n_microbatches=m, loss_fn=lossf)
+    tied = None
+    if spec.model.kind == "gpt" and stages > 1:
+        holders = {0: stage_ids_rank(spec, plan, 0), stages - 1: stage_ids_rank(spec, plan, stages - 1)}
+        mine: dict[int, torch.Tensor] = {}
+        for sid, mod in zip(ids, modules, strict=True):
+            if sid == 0:
+                assert isinstance(mod.embed, nn.Embedding)
+                mine[0] = mod.embed.weight
+            if sid == stages - 1:
+                assert mod.tied_copy is not None
+                mine[sid] = mod.tied_copy
+        tied = TiedEmbedding(holders[0], holders[stages - 1], rank, mine)
     params = [q for mod in modules for q in mod.parameters()]
     opt = torch.optim.SGD(params, lr=1e-3)
     holds_first, holds_last = 0 in ids, stages - 1 in ids
     samples = spec.plan.micro_batch * m
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"actions": []}
     for step in range(spec.steps):
         x, y = (t.to(DEVICE) for t in batch(spec.model, samples, spec.seed, step))
         losses: list[torch.Tensor] = []
@@ -247,8 +293,15 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
         _maybe_fault(spec, rank, step)
         args = (x,) if holds_first else ()
         kwargs: dict[str, Any] = {"target": y, "losses": losses} if holds_last else {}
+        n0 = len(rec.order)
         sched.step(*args, **kwargs)
+        out["actions"].append(" ".join(rec.order[n0:]))
         t1 = time.monotonic()
+        if tied is not None:
+            tied.sum_gradients()
+            t2 = time.monotonic()
+            rec.add("tied embedding gradient sum", "tie", -1, step, t1, t2)
+            t1 = t2
         if step == 0 and spec.check_grads:
             out["loss"] = float(torch.stack(losses).mean()) if holds_last else None
             out["grads"] = {global_name(n, sid, stages, spec.model.layers): q.grad.detach().clone()
@@ -256,6 +309,14 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
                             for n, q in mod.named_parameters() if q.grad is not None}
         _optimizer_step(opt, rec, step, t0, t1, stage=-1)
     return out
+
+
+def stage_ids_rank(spec: RunSpec, plan: Any, stage: int) -> int:
+    """The rank that holds ``stage``."""
+    if plan is not None:
+        return int(plan.rank_of(stage))
+    p, v = spec.plan.pp, spec.plan.vp
+    return next(r for r in range(p) if stage in stage_ids(spec.schedule, r, p, v))
 
 
 # --------------------------------------------------------------------------------------------------- reference
@@ -277,7 +338,7 @@ def reference_check(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, f
     # Relative to each gradient's own scale, floored at 1e-3 of the largest: some gradients are zero in exact
     # arithmetic (a key bias under softmax) and only rounding noise in float.
     scale = max(float(q.grad.abs().max()) for q in model.parameters() if q.grad is not None)
-    for name, param in model.named_parameters():
+    for name, param in model.named_parameters(remove_duplicate=False):  # the tied head.weight: embed.weight's
         ref = param.grad
         if name not in grads or ref is None:
             missing.append(name)
@@ -289,7 +350,8 @@ def reference_check(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, f
         raise RuntimeError(f"gradients missing from the run: {', '.join(missing[:5])}")
     assert run_loss is not None
     return {"loss": run_loss, "reference_loss": float(loss), "max_grad_rel_error": worst,
-            "worst_param": worst_name, "loss_abs_error": abs(run_loss - float(loss))}
+            "worst_param": worst_name, "loss_abs_error": abs(run_loss - float(loss)),
+            "params_compared": [n for n, _ in model.named_parameters(remove_duplicate=False)]}
 
 
 # --------------------------------------------------------------------------------------------------------- main
@@ -340,11 +402,36 @@ def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def render(spec: RunSpec, report: dict[str, Any], *, fmt: str = "table", do_compare: bool = False,
+           trace: str = "") -> None:
+    """Rank 0's summary on stdout, the same as ``xpusim run``'s: the table (``print_run``) or its JSON."""
+    from rich.console import Console
+
+    from xpusim.parallel.real.compare import compare, measured_timeline, run_result
+    from xpusim.report.parallel import print_run, write_trace
+    from xpusim.report.tables import dumps
+
+    simulated = compare(spec, report) if do_compare else None
+    if trace:
+        write_trace(measured_timeline(report), Path(trace), f"xpusim run {spec.plan.label()} (measured)")
+        print(f"wrote {trace}", file=sys.stderr)
+    result = run_result(spec, report, simulated, Path(trace) if trace else None)
+    if fmt == "json":
+        print(dumps(result))
+    else:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=200)
+        print_run(console, result)
+
+
 def main(argv: list[str] | None = None) -> None:
     ns = argument_parser().parse_args(argv)
     try:
         spec = spec_from_args(ns)
-    except RunSpecError as exc:
+        if ns.trace:
+            check_output(ns.trace, "--trace")
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -371,15 +458,16 @@ def main(argv: list[str] | None = None) -> None:
             report: dict[str, Any] = {"spec": spec.to_argv(), "ranks": world, "backend": backend,
                                       "measured": summarize(spec, gathered),
                                       "events": [{"rank": r["rank"], "events": r["events"]} for r in gathered]}
+            if any("actions" in r for r in gathered):  # pipelines: the order each rank ran, per step
+                report["actions"] = [r.get("actions", []) for r in sorted(gathered, key=lambda r: r["rank"])]
             if spec.check_grads:
                 report["check"] = reference_check(spec, gathered)
-            text = json.dumps(report)
             if ns.result:
                 tmp = f"{ns.result}.tmp"
                 with open(tmp, "w") as f:
-                    f.write(text)
+                    f.write(json.dumps(report))
                 os.replace(tmp, ns.result)
             else:
-                print(text)
+                render(spec, report, fmt=ns.format, do_compare=ns.compare, trace=ns.trace)
     finally:
         dist.destroy_process_group()

@@ -1,0 +1,723 @@
+"""The public Python API: one function per question, each composing a model, a strategy and a system.
+
+Every function takes names, files or objects (a zoo name, ``file.py:factory`` or an ``nn.Module``; a catalog chip
+name, a chip ``.yaml`` or a `Chip`; a cluster name, file or `Cluster`), validates its arguments the way the CLI does
+(bad input raises `xpusim.UserError` naming the field, the value and what is allowed), and returns a frozen result
+with ``to_dict()`` (exactly the CLI's ``--format json``), ``to_json()`` and ``summary()`` (the words the CLI prints
+under its table). This layer owns every policy decision — the dtype a chip is used at, how int8/int4 retype a
+capture, which config a name means, how a compressed model is projected onto a chip — so the CLI only parses,
+calls and renders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xpusim import precision
+from xpusim.errors import UserError
+from xpusim.hardware.chip import Chip, load_chip
+from xpusim.hardware.cluster import Cluster, load_cluster
+from xpusim.units import TERA
+from xpusim.workload.model import SWEEP_PARAMS, Workload
+from xpusim.workload.transformer import Precision, TransformerConfig, load_transformer
+
+if TYPE_CHECKING:  # torch-free import: these are only types here
+    from torch import nn
+
+    from xpusim.engines.llm import LLMEstimate
+    from xpusim.engines.measure import Measured
+    from xpusim.engines.npu import NpuRun
+    from xpusim.engines.npu_check import CheckResult
+    from xpusim.engines.roofline import Estimate
+    from xpusim.parallel.plan import ParallelPlan
+    from xpusim.parallel.search import SearchResult
+    from xpusim.parallel.simulate import StepResult
+    from xpusim.parallel.spec import TrainModel
+
+ModelArg = "str | nn.Module"
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def dumps(obj: Any) -> str:
+    """The JSON text of a result (what ``--format json`` prints)."""
+    return json.dumps(obj, indent=2)
+
+
+class _Result:
+    """What every result has: ``to_dict()``, ``to_json()`` and ``summary()``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
+
+    def summary(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"{name} {value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
+
+
+def _shape(input_shape: Sequence[int] | None) -> tuple[int, ...] | None:
+    if input_shape is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise UserError(f"input_shape={input_shape!r}: expected positive sizes such as (1, 3, 224, 224)")
+    return shape
+
+
+MODES = ("inference", "training")
+
+
+# ------------------------------------------------------------------------------------------------------- analyze
+def analyze(model: str | nn.Module, example_inputs: Any = None, *, batch: int = 1,
+            input_shape: Sequence[int] | None = None, image_size: int | None = None, seq_len: int | None = None,
+            mode: str = "inference", device: str = "meta", dtype: str | None = None, name: str | None = None,
+            example_kwargs: dict[str, Any] | None = None) -> Workload:
+    """Per-op MACs, FLOPs, params and bytes of one run of ``model`` (a `Workload`: ``to_dict()``, ``summary()``).
+
+    Zoo names are served from the capture cache when the same capture was made before (torch is then not
+    imported). ``device="eager"`` runs real tensors so PyTorch takes the kernels a real run would.
+    """
+    for n, v in (("batch", batch), ("image_size", image_size), ("seq_len", seq_len)):
+        _positive(n, v)
+    if mode not in MODES:
+        raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if device not in ("meta", "eager"):
+        raise UserError(f"device {device!r} is not one of meta, eager")
+    if dtype is not None:
+        dtype = precision.torch_dtype_name(dtype)
+    shape = _shape(input_shape)
+    if isinstance(model, str) and example_inputs is None and example_kwargs is None and name is None:
+        from xpusim.workload.cache import analyze_cached
+
+        return analyze_cached(model, batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len,
+                              dtype=dtype, mode=mode, device=device)
+    from xpusim.workload.api import analyze as capture_model
+
+    return capture_model(model, example_inputs, example_kwargs=example_kwargs, batch=batch, input_shape=shape,
+                         image_size=image_size, seq_len=seq_len, mode=mode, device=device, dtype=dtype, name=name)
+
+
+def _sweep_dict(model: str, param: str, results: Sequence[tuple[int, Workload]]) -> dict[str, Any]:
+    return {
+        "model": model,
+        "sweep": {"param": param, "values": [v for v, _ in results]},
+        "results": [{"value": v, "input_shapes": [list(s) for s in wl.input_shapes], "totals": wl.totals().to_dict(),
+                     "uncounted": dict(wl.uncounted)} for v, wl in results],
+        "changed_layers": changed_layers(results),
+    }
+
+
+def changed_layers(results: Sequence[tuple[int, Workload]], limit: int = 12) -> list[dict[str, Any]]:
+    """Layers whose output shape differs between the first and last value of a sweep (first ``limit``)."""
+    if len(results) < 2:
+        return []
+    first, last = results[0][1], results[-1][1]
+    last_by_name = {o.name: o for o in last.ops}
+    out = []
+    for o in first.ops:
+        other = last_by_name.get(o.name)
+        if other is not None and other.output_shape != o.output_shape:
+            out.append({"name": o.name, "from": list(o.output_shape), "to": list(other.output_shape)})
+            if len(out) >= limit:
+                break
+    return out
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyzeSweep(_Result):
+    """How a model's cost grows with batch, sequence length or image size."""
+
+    model: str
+    param: str
+    results: tuple[tuple[int, Workload], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _sweep_dict(self.model, self.param, self.results)
+
+    def to_csv(self) -> str:
+        rows = ["value,macs,flops,params,bytes_read,bytes_written,weight_bytes,activation_bytes"]
+        for v, wl in self.results:
+            t = wl.totals()
+            rows.append(f"{v},{t.macs},{t.flops},{t.params},{t.bytes_read},{t.bytes_written},{t.weight_bytes},"
+                        f"{t.activation_bytes}")
+        return "\n".join(rows) + "\n"
+
+    def summary(self) -> str:
+        first = self.results[0][1].totals().macs or 1
+        return f"{self.model}: MACs vs {self.param}: " + ", ".join(
+            f"{v} → {wl.totals().macs:,} ({wl.totals().macs / first:.2f}×)" for v, wl in self.results)
+
+
+def analyze_sweep(model: str, param: str, values: Sequence[int], **kwargs: Any) -> AnalyzeSweep:
+    """`analyze` once per value of ``param`` (``batch``, ``seq-len`` or ``image-size``)."""
+    if param not in SWEEP_PARAMS:
+        raise UserError(f"sweep parameter {param!r} is not one of {', '.join(SWEEP_PARAMS)}")
+    if not values:
+        raise UserError("a sweep needs at least one value")
+    key = param.replace("-", "_")
+    return AnalyzeSweep(model=model, param=param,
+                        results=tuple((v, analyze(model, **{**kwargs, key: v})) for v in values))
+
+
+# ------------------------------------------------------------------------------------------------------ roofline
+def chip_dtype_for(chip: Chip, dtype: str | None) -> str:
+    """The policy: the dtype a chip is used at — the one asked (any alias: ``bfloat16`` = ``bf16``) if the chip has
+    a peak for it, else fp32 on a probed host and the first of fp16, bf16, fp32 the chip has."""
+    d = precision.default_dtype(chip.dtypes(), host=chip.kind == "host") if dtype is None else \
+        precision.chip_dtype_name(dtype)
+    chip.require_dtype(d)
+    return d
+
+
+def workload_at(model: str | nn.Module, chip_dtype: str, *, example_inputs: Any = None, batch: int = 1,
+                input_shape: Sequence[int] | None = None, seq_len: int | None = None,
+                mode: str = "inference") -> Workload:
+    """``model`` captured for costing at ``chip_dtype``: captured in the matching torch dtype; int8/int4 captured in
+    float16 and retyped (bytes scaled by bits / 16)."""
+    wl = analyze(model, example_inputs, batch=batch, input_shape=input_shape, seq_len=seq_len, mode=mode,
+                 dtype=precision.capture_dtype(chip_dtype))
+    bits = precision.retype_bits(chip_dtype)
+    return wl.retyped(chip_dtype, bits) if bits is not None else wl
+
+
+@dataclass(frozen=True, kw_only=True)
+class RooflineResult(_Result):
+    """Every layer of a model timed on a chip with the roofline model."""
+
+    estimate: Estimate
+    price_per_hour: float | None = None
+    """USD per chip-hour, for the cost per million samples (None: no cost)."""
+    measured: Measured | None = None
+    """With ``measure=True``: the same model run on this CPU, layer by layer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.estimate.to_dict(self.price_per_hour)
+        if self.measured is not None:
+            d["measured"] = self.measured.to_dict()
+        return d
+
+    def summary(self) -> str:
+        est, price = self.estimate, self.price_per_hour
+        share = est.bound_share()
+        lines = [
+            f"latency {est.latency_s * 1e3:.4g} ms (no overlap {est.latency_no_overlap_s * 1e3:.4g} ms, perfect "
+            f"overlap {est.latency_perfect_overlap_s * 1e3:.4g} ms) · throughput {est.throughput_per_s:,.1f}/s · "
+            f"{est.flops / est.latency_s / TERA:.1f} TFLOP/s = {100 * est.utilization:.1f}% of peak · "
+            f"time compute-bound {100 * share['compute']:.0f}%, memory-bound {100 * share['memory']:.0f}%",
+        ]
+        energy = f"energy {est.energy_j:.4g} J per batch (per-op table)"
+        if est.energy_tdp_j is not None:
+            energy += f", ≤ {est.energy_tdp_j:.4g} J at TDP"
+        if price is not None:
+            energy += f" · ${est.cost_usd_per_million(price):,.2f} per million at ${price}/h"
+        lines.append(energy)
+        if self.measured is not None:
+            m = self.measured
+            lines.append(f"measured on this CPU ({m.threads} thread{'s' if m.threads > 1 else ''}): "
+                         f"{m.measured_total_s * 1e3:.4g} ms vs predicted {m.predicted_total_s * 1e3:.4g} ms "
+                         f"({100 * m.total_error:+.0f}%), median layer error {100 * m.median_abs_error:.0f}%")
+        return "\n".join(lines)
+
+
+def roofline(model: str | nn.Module, *, chip: str | Path | Chip, dtype: str | None = None,
+             example_inputs: Any = None, batch: int = 1, input_shape: Sequence[int] | None = None,
+             seq_len: int | None = None, mode: str = "inference", price_per_hour: float | None = None,
+             measure: bool = False, threads: int = 1) -> RooflineResult:
+    """Time every layer of ``model`` on ``chip`` with the roofline model (compute- or memory-bound, and why).
+
+    ``dtype`` defaults by `chip_dtype_for`; ``measure`` also runs the model for real on this CPU (zoo names,
+    ``threads`` threads) and lines the measurement up with the prediction.
+    """
+    from xpusim.engines.roofline import roofline as roofline_engine
+
+    _positive("price_per_hour", price_per_hour, allow_zero=True)
+    _positive("threads", threads)
+    the_chip = load_chip(chip)
+    d = chip_dtype_for(the_chip, dtype)
+    wl = workload_at(model, d, example_inputs=example_inputs, batch=batch, input_shape=input_shape,
+                     seq_len=seq_len, mode=mode)
+    est = roofline_engine(wl, the_chip, tf32=d == "tf32")
+    measured = None
+    if measure:
+        if not isinstance(model, str):
+            raise UserError("measure=True builds the model by name: give a zoo name or file.py:factory")
+        import torch
+
+        from xpusim.engines.measure import compare_measured
+
+        torch.set_num_threads(threads)
+        measured = compare_measured(model, est, batch=batch, input_shape=_shape(input_shape), seq_len=seq_len)
+    return RooflineResult(estimate=est, price_per_hour=price_per_hour, measured=measured)
+
+
+# ----------------------------------------------------------------------------------------------------------- llm
+@dataclass(frozen=True, kw_only=True)
+class LLMResult(_Result):
+    """LLM inference on one chip: prefill (time to first token) and decode (time per output token)."""
+
+    estimate: LLMEstimate
+    price_per_hour: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.estimate.to_dict(self.price_per_hour)
+
+    def summary(self) -> str:
+        e, price = self.estimate, self.price_per_hour
+        cap = e.chip.main_memory.capacity_bytes
+        return (
+            f"TTFT {e.time_to_first_token_s * 1e3:.4g} ms · time per output token "
+            f"{e.time_per_output_token_s * 1e3:.4g} ms · tokens/s {e.tokens_per_s:,.1f} (batch {e.batch}, prefill "
+            f"included) · memory {e.memory_bytes / 1e9:.2f} GB = weights {e.weights_bytes / 1e9:.2f} + KV cache "
+            f"{e.kv_cache_bytes / 1e9:.2f} + activations {e.activation_bytes / 1e9:.2f} of {cap / 1e9:.1f} GB: "
+            f"{'fits' if e.fits else 'DOES NOT FIT'} · largest batch that fits: {e.max_batch}"
+            + (f" · ${e.cost_usd_per_million_tokens(price):,.2f} per million tokens at ${price}/h"
+               if price is not None else "")
+        )
+
+
+def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch: int = 1, prompt_len: int = 1024,
+        gen_len: int = 256, w_bits: int = 16, a_bits: int = 16, kv_bits: int = 16, float16: str | None = None,
+        flash: bool = True, price_per_hour: float | None = None) -> LLMResult:
+    """Prefill a prompt and decode ``gen_len`` tokens on one chip (analytic transformer, roofline per op).
+
+    ``model``: a zoo LLM, an HF-style config.json, a ``gpt:`` spec or a `TransformerConfig`. ``float16`` is the
+    16-bit float of 16-bit activations (``bf16``/``fp16``); by default the one the chip has (bf16 where it has
+    both).
+    """
+    from xpusim.engines.llm import estimate_llm
+
+    for n, v in (("batch", batch), ("prompt_len", prompt_len)):
+        _positive(n, v)
+    _positive("gen_len", gen_len, allow_zero=True)
+    _positive("price_per_hour", price_per_hour, allow_zero=True)
+    cfg = load_transformer(str(model) if isinstance(model, Path) else model)
+    the_chip = load_chip(chip)
+    f16 = precision.float16_for(the_chip.dtypes()) if float16 is None else float16.lower()
+    if f16 not in precision.TORCH_FLOAT16:
+        raise UserError(f"float16 {float16!r} is not bf16 or fp16")
+    try:
+        prec = Precision(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, float16=precision.TORCH_FLOAT16[f16])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        est = estimate_llm(cfg, the_chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len, precision=prec,
+                           flash=flash)
+    except UserError:
+        raise
+    except ValueError as exc:  # the engine's argument checks
+        raise UserError(str(exc)) from None
+    return LLMResult(estimate=est, price_per_hour=price_per_hour)
+
+
+# ----------------------------------------------------------------------------------------------------------- npu
+def parse_array(text: str | Sequence[int], field_name: str = "array") -> tuple[int, int]:
+    """``128x128`` or ``(128, 128)`` → (rows, cols)."""
+    if isinstance(text, str):
+        rows_s, sep, cols_s = text.lower().partition("x")
+        try:
+            rows, cols = int(rows_s), int(cols_s)
+        except ValueError:
+            rows = cols = 0
+        if not sep:
+            rows = 0
+    else:
+        try:
+            rows, cols = (int(v) for v in text)
+        except (TypeError, ValueError):
+            rows = cols = 0
+    if rows < 1 or cols < 1:
+        raise UserError(f"{field_name} {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
+    return rows, cols
+
+
+def parse_sparsity(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    n_s, _, m_s = text.partition(":")
+    if not (n_s.isdigit() and m_s.isdigit()):
+        raise UserError(f"sparsity {text!r}: expected N:M such as 2:4")
+    return int(n_s), int(m_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NpuResult(_Result):
+    """A model (or SCALE-Sim topology) on a systolic-array NPU: cycles, stalls, traffic and energy per layer."""
+
+    run: NpuRun
+    title: str
+    checks: tuple[CheckResult, ...] | None = None
+    """With ``check=True``: real numbers run fold by fold through the mapping, per checked layer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = self.run.to_dict()
+        if self.checks is not None:
+            doc["check"] = [vars(c) | {"ok": c.ok} for c in self.checks]
+        return doc
+
+    @property
+    def ok(self) -> bool:
+        """Every check passed (True when nothing was checked)."""
+        return self.checks is None or all(c.ok for c in self.checks)
+
+    def summary(self) -> str:
+        run, c = self.run, self.run.cfg
+        gemm_cycles = sum(r.total_cycles for r in run.layers if r.kind == "gemm")
+        lines = [
+            f"{run.total_cycles:,} cycles = {run.time_s * 1e3:.4g} ms at {c.clock_hz / 1e9:g} GHz "
+            f"({100 * gemm_cycles / max(run.total_cycles, 1):.0f}% in GEMM layers) · {run.tops:.3g} TOPS of "
+            f"{run.peak_tops:.3g} peak · {run.energy_j * 1e3:.4g} mJ · {run.tops_per_w:.3g} TOPS/W · "
+            f"cycle convention: {run.cycle_convention}",
+            *run.notes,
+        ]
+        for ch in self.checks or ():
+            verdict = "exact" if ch.exact else f"max |error| {ch.max_abs_error:.2e}"
+            lines.append(f"check {ch.name} ({ch.dataflow}, {ch.folds} folds, M={ch.m} N={ch.n} K={ch.k}"
+                         f"{f' x{ch.groups}' if ch.groups > 1 else ''}): every MAC once: "
+                         f"{'yes' if ch.coverage_ok else 'NO'}; vs PyTorch: {verdict}")
+        return "\n".join(lines)
+
+
+def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (128, 128), dataflow: str | None = None,
+        sram_kib: Sequence[int] | None = None, dram_bytes_per_cycle: float = 10.0, dtype: str = "int8",
+        clock_ghz: float = 1.0, macs_per_pe: int = 1, sparsity: str | None = None, objective: str = "cycles",
+        batch: int = 1, input_shape: Sequence[int] | None = None, seq_len: int | None = None,
+        example_inputs: Any = None, scalesim_config: str | Path | None = None,
+        scalesim_topology: str | Path | None = None, check: bool = False, check_layers: int = 8,
+        progress: Progress = _quiet) -> NpuResult:
+    """A model on a rows × cols systolic array (SCALE-Sim's cycle conventions), or SCALE-Sim's own .cfg and
+    topology files replayed as SCALE-Sim would run them.
+
+    ``dataflow``: ``os``, ``ws``, ``is`` or ``auto`` (the best per layer by ``objective``); default ``ws``, or the
+    SCALE-Sim config's. ``sram_kib``: (ifmap, filter, ofmap) KiB, default SCALE-Sim's. ``check`` runs real
+    numbers through the mapping of the first ``check_layers`` conv/linear layers.
+    """
+    from xpusim.engines.npu import DEFAULT_SRAM_KIB, NpuConfig, NpuRun, lower_workload, simulate
+
+    _positive("clock_ghz", clock_ghz)
+    _positive("dram_bytes_per_cycle", dram_bytes_per_cycle)
+    _positive("check_layers", check_layers)
+    if objective not in ("cycles", "energy"):
+        raise UserError(f"objective {objective!r} is not one of cycles, energy")
+    if scalesim_config is not None or scalesim_topology is not None:
+        from xpusim.engines.scalesim_io import read_config, read_layers, simulate_scalesim
+
+        if scalesim_config is None or scalesim_topology is None:
+            raise UserError("give both scalesim_config and scalesim_topology")
+        if check:
+            raise UserError("check needs a model (SCALE-Sim topologies carry no weights)")
+        sc = read_config(Path(scalesim_config))
+        ss_layers = read_layers(Path(scalesim_topology))
+        if sc.calc_bandwidth:
+            notes = ["SCALE-Sim inputs, CALC bandwidth: 1-byte words; no stalls, as in SCALE-Sim; total_cycles "
+                     "follow its 'Total Cycles'"]
+        else:
+            bw_i, bw_f, bw_o = sc.bandwidth_words
+            notes = [f"SCALE-Sim inputs, USER bandwidth (ifmap {bw_i}, filter {bw_f}, ofmap {bw_o} words/cycle): "
+                     "stalls from SCALE-Sim 3.0.0's memory model replayed; total_cycles follow its 'Total Cycles'; "
+                     "dram_* count each input once, its own counts are under 'scalesim'"]
+            progress(f"replaying SCALE-Sim's memory model for {len(ss_layers)} layers ...")
+        if sc.ignored:
+            notes.append(f"not modelled, ignored: {', '.join(sc.ignored)} (xpusim runs SCALE-Sim's default layout, "
+                         "dense, without Ramulator)")
+        run = simulate_scalesim(sc, ss_layers, dataflow or sc.dataflow, objective, clock_hz=clock_ghz * 1e9)
+        run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention="scalesim",
+                     notes=(*notes, *run.notes))
+        return NpuResult(run=run, title=Path(scalesim_topology).name)
+    if model is None:
+        raise UserError("give a model, or scalesim_config and scalesim_topology")
+    rows, cols = parse_array(array)
+    sizes = tuple(DEFAULT_SRAM_KIB if sram_kib is None else sram_kib)
+    if len(sizes) != 3 or any(not isinstance(v, int) or v < 1 for v in sizes):
+        raise UserError(f"sram_kib {sram_kib!r}: expected three positive KiB sizes: ifmap, filter, ofmap")
+    cfg = NpuConfig(rows=rows, cols=cols, ifmap_sram_bytes=sizes[0] * 1024, filter_sram_bytes=sizes[1] * 1024,
+                    ofmap_sram_bytes=sizes[2] * 1024, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
+                    clock_hz=clock_ghz * 1e9, macs_per_pe=macs_per_pe, sparsity=parse_sparsity(sparsity))
+    wl = analyze(model, example_inputs, batch=batch, input_shape=input_shape, seq_len=seq_len)
+    layers, notes = lower_workload(wl)
+    df = dataflow or "ws"
+    run = simulate(layers, cfg, df, objective)
+    checks = None
+    if check:
+        checks, note = _npu_check(model, example_inputs, batch, input_shape, seq_len, df, cfg, check_layers)
+        notes = [*notes, note]
+    run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention="scalesim",
+                 notes=(*notes, *run.notes))
+    title = model if isinstance(model, str) else (wl.model or type(model).__name__)
+    return NpuResult(run=run, title=title, checks=checks)
+
+
+def _npu_check(model: str | nn.Module, example_inputs: Any, batch: int, input_shape: Sequence[int] | None,
+               seq_len: int | None, dataflow: str, cfg: Any, max_layers: int) -> tuple[tuple[Any, ...], str]:
+    from torch import nn as tnn
+
+    from xpusim.engines.npu_check import check_model
+
+    if isinstance(model, str):
+        from xpusim.workload.api import materialize
+        from xpusim.workload.zoo import build
+
+        built = build(model, batch=batch, input_shape=_shape(input_shape), seq_len=seq_len)
+        module, args, _ = materialize(built.module, built.args, dict(built.kwargs), None)
+    else:
+        if example_inputs is None:
+            raise UserError("check=True on a module needs real example_inputs")
+        module, args = model, example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    total = sum(isinstance(m, tnn.Conv2d | tnn.Linear) for m in module.modules())
+    checks = tuple(check_model(module, args, dataflow, cfg.rows, cfg.cols * cfg.macs_per_pe,
+                               integer=cfg.dtype in ("int8", "int4"), max_layers=max_layers))
+    checked = len({c.name for c in checks})
+    more = " (raise check_layers / --check-layers for more)" if checked < total else ""
+    return checks, f"check: the first {checked} of {total} conv/linear layers{more}"
+
+
+# ---------------------------------------------------------------------------------------------- train / search
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(_Result):
+    """One training step of a parallel plan on a cluster, simulated event by event."""
+
+    step: StepResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.step.to_dict()
+
+    def summary(self) -> str:
+        r = self.step
+        return (f"{r.model.config.name} on {r.plan.gpus} × {r.cluster.load_chip().name} ({r.cluster.name}), seq "
+                f"{r.model.seq_len}: {r.plan.label()}\nstep time {r.step_time_s:.4g} s · {r.samples_per_s:,.2f} "
+                f"samples/s, {r.tokens_per_s:,.0f} tokens/s · MFU {100 * r.mfu:.1f}%, HFU {100 * r.hfu:.1f}% · "
+                f"bubble {100 * r.bubble_fraction:.2f}% · memory {r.memory.total / 2**30:.2f} GiB of "
+                f"{r.capacity_bytes / 2**30:.0f} GiB: {'fits' if r.fits else 'OUT OF MEMORY'}")
+
+
+SCHEDULE_HELP = "gpipe, 1f1b, interleaved:V (V virtual stages per rank, e.g. interleaved:2), zb-h1"
+
+
+def parse_schedule(text: str) -> tuple[str, int]:
+    """``1f1b`` → ("1f1b", 1); ``interleaved:3`` → ("interleaved", 3) (``interleaved`` alone: 2)."""
+    from xpusim.parallel.plan import SCHEDULES
+
+    name, sep, v = text.partition(":")
+    if name not in SCHEDULES:
+        raise UserError(f"schedule {text!r}: expected one of {SCHEDULE_HELP}")
+    if name == "interleaved":
+        try:
+            vp = int(v) if sep else 2
+        except ValueError:
+            vp = 0
+        if vp < 2:
+            raise UserError(f"schedule {text!r}: V must be an integer >= 2, e.g. interleaved:2")
+        return name, vp
+    if sep:
+        raise UserError(f"schedule {text!r}: only interleaved takes :V")
+    return name, 1
+
+
+def _train_model(model: str | TransformerConfig, seq_len: int | None) -> TrainModel:
+    from xpusim.parallel.spec import parse_model
+
+    _positive("seq_len", seq_len)
+    return parse_model(model, seq_len)
+
+
+def _cluster_for(cluster: str | Path | Cluster, gpus: int) -> Cluster:
+    _positive("gpus", gpus)
+    cl = load_cluster(cluster)
+    if cl.max_gpus is not None and gpus > cl.max_gpus:
+        raise UserError(f"gpus {gpus}: {cl.name} has at most {cl.max_gpus}")
+    return cl
+
+
+def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
+          plan: ParallelPlan | dict[str, Any] | None = None, tp: int = 1, pp: int = 1, dp: int | None = None,
+          batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b", recompute: str = "none",
+          sp: bool = False, zero: int = 0, fsdp: str | None = None, dp_overlap: bool = True,
+          seq_len: int | None = None, rank_order: str = "tp-dp-pp",
+          layer_ms: tuple[float, float] | None = None) -> TrainResult:
+    """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
+
+    Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp) —, ``batch`` the global batch in
+    samples, ``schedule`` such as ``interleaved:2``, ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
+    `ParallelPlan` / its ``to_dict()``. ``layer_ms``: measured (forward, backward) ms of one layer and micro-batch,
+    in place of the roofline's.
+    """
+    from xpusim.parallel.plan import RECOMPUTES, ParallelPlan, check, complete
+    from xpusim.parallel.simulate import simulate
+
+    tm = _train_model(model, seq_len)
+    cl = _cluster_for(cluster, gpus)
+    measured = None
+    if layer_ms is not None:
+        fwd, bwd = (float(x) for x in layer_ms)
+        if not (fwd > 0 and bwd > 0):
+            raise UserError(f"layer_ms {layer_ms!r}: expected two positive numbers (forward, backward)")
+        measured = {"fwd": fwd / 1e3, "bwd": bwd / 1e3}
+    if plan is not None:
+        the_plan = check(plan if isinstance(plan, ParallelPlan) else ParallelPlan.from_dict(plan), tm.config, gpus)
+    else:
+        if recompute not in RECOMPUTES:
+            raise UserError(f"recompute {recompute!r}: expected one of {', '.join(RECOMPUTES)}")
+        if fsdp is not None:
+            if fsdp not in ("full", "grad-op"):
+                raise UserError(f"fsdp {fsdp!r}: expected full (ZeRO-3) or grad-op (ZeRO-2)")
+            zero = 3 if fsdp == "full" else 2
+        if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
+            raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
+        sched, vp = parse_schedule(schedule)
+        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, vp=vp, micro_batch=micro_batch,
+                            global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
+                            recompute=recompute, rank_order=rank_order)
+    return TrainResult(step=simulate(tm, cl, the_plan, measured=measured))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchPlans(_Result):
+    """Every valid plan estimated in closed form; the best re-simulated, fastest first."""
+
+    found: SearchResult
+    top: int
+
+    @property
+    def best(self) -> TrainResult:
+        return TrainResult(step=self.found.results[0])
+
+    @property
+    def plans(self) -> tuple[StepResult, ...]:
+        return self.found.results
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.found
+        return {"evaluated": f.evaluated, "fitting": f.fitting, "estimate_seconds": f.estimate_seconds,
+                "seconds": f.seconds, "plans": [r.to_dict() for r in f.results]}
+
+    def summary(self) -> str:
+        f = self.found
+        return (f"estimated {f.evaluated:,} plans in {f.estimate_seconds:.2f} s ({f.plans_per_s:,.0f} plans/s), "
+                f"{f.fitting:,} fit in memory; best {3 * self.top} re-simulated, {f.seconds:.2f} s in all; best: "
+                f"{f.results[0].plan.label()}, step {f.results[0].step_time_s:.4g} s")
+
+
+def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int, batch: int,
+           top: int = 10, seq_len: int | None = None) -> SearchPlans:
+    """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
+    recomputation) for ``gpus`` GPUs and a global ``batch``; the ``top`` fastest that fit, re-simulated."""
+    from xpusim.parallel.search import search as search_plans
+
+    _positive("batch", batch)
+    _positive("top", top)
+    tm = _train_model(model, seq_len)
+    cl = _cluster_for(cluster, gpus)
+    found = search_plans(tm, cl, gpus, batch, top=top)
+    if not found.results:
+        raise UserError(f"no plan for {tm.config.name} on {gpus} GPUs with batch {batch} fits in "
+                        f"{cl.load_chip().name}'s memory ({found.evaluated} plans tried)")
+    return SearchPlans(found=found, top=top)
+
+
+# ------------------------------------------------------------------------------------------------------ compress
+DEFAULT_QUANTS = ("w8a8", "w4a8", "w2:per-tensor", "w2:per-tensor:qat", "codebook16", "fp8-e4m3")
+"""The variants `compress` runs when given none."""
+DEFAULT_PROJECTION_CHIP = "t4"
+"""The chip compressed variants are projected onto when none is named: an inference GPU with int8 and fp16
+tensor cores (and no fp8, so the FP8 variant shows what a missing format looks like)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressResult(_Result):
+    """Each compression variant measured on real data (metric, size, params, MACs, sparsity), projected onto chips
+    and optionally a systolic array."""
+
+    task: Any
+    baseline: Any
+    variants: tuple[Any, ...]
+    chips: tuple[str, ...]
+    npu: str | None = None
+    prunes: tuple[Any, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        b = self.baseline
+        return {"task": self.task.name, "metric": self.task.metric,
+                "baseline": {"value": b.value, "size_bytes": b.size_bytes, "params": b.params, "macs": b.macs,
+                             "hardware": b.hardware, "cpu_latency_s": b.cpu_latency_s},
+                "variants": [r.to_dict() for r in self.variants]}
+
+    @property
+    def systems(self) -> list[str]:
+        return [*self.chips, *([f"npu-{self.npu}"] if self.npu else [])]
+
+    def summary(self) -> str:
+        b, digits = self.baseline, 4 if self.task.metric.startswith("cosine") else 2
+        lines = [f"{self.task.name}: float32 {self.task.metric} {b.value:.{digits}f}, {b.size_bytes:,} B"]
+        for r in self.variants:
+            lines.append(f"  {r.name}: {r.value:.{digits}f} ({r.value - b.value:+.{digits}f}), {r.size_bytes:,} B "
+                         f"({b.size_bytes / r.size_bytes:.1f}× smaller), sparsity {100 * r.sparsity:.0f}%")
+        return "\n".join(lines)
+
+
+def compress(task: str = "digits-cnn", *, quant: Sequence[str] | None = None, prune: Sequence[str] | None = None,
+             chips: Sequence[str] | None = None, batch: int = 64, npu: str | None = None, data: str | None = None,
+             epochs: int = 0, seed: int = 0, progress: Progress = _quiet) -> CompressResult:
+    """Quantize and prune a model, measure every variant on held-out data and project it onto chips.
+
+    ``task``: a built-in task (``digits-cnn``, ``mnist1d-cnn``, ``minilm``) or a user ``file.py:factory`` with
+    ``data`` (``file.py:factory`` returning train/test tensors). Without ``quant`` and ``prune``: `DEFAULT_QUANTS`.
+    ``chips``: default `DEFAULT_PROJECTION_CHIP`; ``[]`` for none. ``npu``: also a ``ROWSxCOLS`` systolic array.
+    """
+    from xpusim.api.projection import projector
+    from xpusim.compress.api import baseline, check_prune, check_variant, load_task, run_prune, run_variant
+    from xpusim.compress.prune import parse_prune
+    from xpusim.compress.variants import parse_variant
+
+    _positive("batch", batch)
+    variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
+    prunes = [parse_prune(p) for p in (prune or [])]
+    chip_names = [load_chip(c).name for c in (chips if chips is not None else [DEFAULT_PROJECTION_CHIP])]
+    array = parse_array(npu, "npu") if npu is not None else None
+    progress(f"loading {task} ...")
+    t = load_task(task, seed, data, epochs)
+    for v in variants:  # every setting checked on every layer before anything runs
+        check_variant(t, v)
+    for pr in prunes:
+        check_prune(t, pr)
+    project = projector(chip_names, batch, array) if chip_names or array else None
+    progress("float32 baseline ...")
+    base = baseline(t, project)
+    results = []
+    for v in variants:
+        progress(f"{v.name} ...")
+        results.append(run_variant(t, v, seed, project))
+    for p in prunes:
+        progress(f"prune {p.name} ...")
+        results.append(run_prune(t, p, seed, project))
+    return CompressResult(task=t, baseline=base, variants=tuple(results), chips=tuple(chip_names),
+                          npu=f"{array[0]}x{array[1]}" if array else None, prunes=tuple(prunes))
+
+
+__all__ = [
+    "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
+    "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
+    "compress", "dumps", "llm", "npu", "parse_array", "parse_schedule", "parse_sparsity", "roofline",
+    "search", "train", "workload_at",
+]
