@@ -310,3 +310,38 @@ def test_scalesim_replay_too_large_falls_back_with_a_note(monkeypatch: pytest.Mo
     run = simulate_scalesim(sc, layers)
     assert len(run.notes) == 1 and "conv_a (ws)" in run.notes[0]
     assert run.layers[0].scalesim is None and run.layers[1].scalesim is not None
+
+
+def test_defaults_are_scalesim_google_cfg_and_the_energy_file() -> None:
+    """SRAMs and bandwidth from SCALE-Sim's configs/google.cfg (6144, 6144, 2048 KiB; Bandwidth 10); energy per
+    access from hardware/energy/horowitz-45nm.yaml, the table the roofline engine reads too."""
+    import yaml
+
+    from xpusim.engines.npu import DEFAULT_SRAM_KIB, EnergyTable, simulate
+    from xpusim.engines.roofline import energy_table
+
+    assert DEFAULT_SRAM_KIB == (6144, 6144, 2048) and all(isinstance(v, int) for v in DEFAULT_SRAM_KIB)
+    cfg = NpuConfig(rows=8, cols=8)
+    assert (cfg.ifmap_sram_bytes, cfg.filter_sram_bytes, cfg.ofmap_sram_bytes) == (6144 * 1024, 6144 * 1024,
+                                                                                   2048 * 1024)
+    assert cfg.dram_bytes_per_cycle == 10.0
+    data = yaml.safe_load(Path(__file__).parents[1].joinpath("src/xpusim/hardware/energy/horowitz-45nm.yaml")
+                          .read_text())
+    assert data == energy_table()
+    et = cfg.energy_table
+    assert (et.mac_pj, et.sram_pj_per_byte, et.dram_pj_per_byte) == (0.3, 1.25, 162.5)  # 0.2 + 0.1; 10/8; 1300/8
+    for dtype, pj in (("int4", 0.15), ("fp8", 0.75), ("fp16", 1.5), ("bf16", 1.5), ("fp32", 4.6)):
+        assert NpuConfig(rows=8, cols=8, dtype=dtype).energy_table.mac_pj == pj == data["mac_pj"][dtype]
+    # a vector op costs vector_op_mac_fraction (0.5, an NB assumption in the file) of a MAC, plus its bytes
+    run = simulate([("relu", 1000, 100, "activation")], cfg)
+    assert run.layers[0].energy_pj == pytest.approx(1000 * 0.3 * 0.5 + 100 * (162.5 + 1.25))
+    whole = NpuConfig(rows=8, cols=8, energy=EnergyTable(mac_pj=0.3, vector_op_mac_fraction=1.0))
+    assert simulate([("relu", 1000, 100, "activation")], whole).layers[0].energy_pj == pytest.approx(
+        1000 * 0.3 + 100 * (162.5 + 1.25))
+
+
+def test_word_sizes_come_from_the_precision_module() -> None:
+    sizes = {d: NpuConfig(rows=8, cols=8, dtype=d).word_bytes for d in ("int4", "int8", "fp8", "fp16", "bf16", "fp32")}
+    assert sizes == {"int4": 0.5, "int8": 1, "fp8": 1, "fp16": 2, "bf16": 2, "fp32": 4}
+    with pytest.raises(NpuError, match="dtype 'fp64' is not one of int4, int8, fp8, fp16, bf16, fp32"):
+        NpuConfig(rows=8, cols=8, dtype="fp64")
