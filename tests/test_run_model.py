@@ -118,3 +118,34 @@ def test_stage_parts() -> None:
     assert isinstance(first, Stage) and first.head is None and first.tied_copy is None
     assert last.embed is None and last.tied_copy is not None
     assert [n for n, _ in last.named_parameters()][-1] == "head.weight"
+
+
+@pytest.mark.parametrize(("schedule", "v"), [("1f1b", 1), ("interleaved", 2), ("zb-h1", 1)])
+def test_compare_on_a_run_of_xpusims_order_matches_xpusims_schedule(schedule: str, v: int) -> None:
+    # A record made by the event simulator on xpusim's own order (what the ranks now execute): the "as run" and
+    # "xpusim's own schedule" simulations are one order, so they agree (zb-h1's split backward included).
+    from xpusim.parallel.events import run_schedule
+    from xpusim.parallel.real.compare import compare
+
+    sched = build(schedule, 2, 4, v)
+    cost = {"F": 1.0, "B": 2.0 if not sched.split_backward else 1.0, "W": 1.0}
+    events = run_schedule(sched, lambda a: cost[a.kind], lambda a: 0.1)
+    end = max(e.end_s for e in events)
+    ranks = []
+    for r in range(2):
+        evs: list[list[object]] = [[str(a), a.kind, a.stage, a.mb, e.start_s, e.end_s]
+                                   for e in events if e.rank == r for a in [_action(e.name)]]
+        evs += [["optimizer", "opt", -1, 0, end, end + 0.5], ["step 0", "step", -1, 0, 0.0, end + 0.5]]
+        ranks.append({"rank": r, "events": evs})
+    spec = make_spec(model="mlp:layers=4,width=8", plan="pp=2", schedule=schedule, micro_batches=4,
+                     virtual_stages=v)
+    sim = compare(spec, {"ranks": 2, "events": ranks})
+    assert sim["order"] == sched.compact()
+    assert sim["xpusim_schedule"]["step_time_s"] == pytest.approx(sim["step_time_s"])
+    assert sim["xpusim_schedule"]["bubble_fraction"] == pytest.approx(sim["bubble_fraction"])
+
+
+def _action(name: str):  # type: ignore[no-untyped-def]
+    from xpusim.parallel.schedules import Action
+
+    return Action.parse(name)
