@@ -33,6 +33,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:  # imported on first use, so torch-free commands start fast
+    if name == "compress":  # the package, made callable by xpusim.api (see xpusim.api.calls._CompressPackage)
+        import_module("xpusim.api")
+        return import_module("xpusim.compress")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -1,255 +1,109 @@
 """The ``xpusim`` command: parse, call the Python API (`xpusim.api`), render. ``--format json`` prints the result's
-``to_dict()``. User mistakes — a bad option value, an unknown name, a bad file — exit 2 with one line ``error: ...``."""
+``to_dict()``. User mistakes — a bad option value, an unknown name, a bad file — exit 2 with one line ``error: ...``.
+torch is imported only by what captures a model (and not on a cache hit): chips, llm, parallel never load it."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
-from rich.console import Console
-from typer.core import TyperGroup
 
+from xpusim.api.calls import dumps
 from xpusim.errors import UserError
-from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
+from xpusim.files import check_output
 from xpusim.precision import CHIP_DTYPES
+from xpusim.report.console import Format, OneLineErrors, busy, command, emit, err, out_console
 
-# torch is imported only by what captures a model (and not even then on a cache hit): chips, llm, parallel and a
-# cached npu run never load it.
-
-
-class _OneLineErrors(TyperGroup):
-    """Usage errors (``--batch 0``, ``--mode train``) as one line on stderr, exit 2, like every other mistake."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        standalone_mode = kwargs.pop("standalone_mode", True)
-        try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-            rv = 0
-        except click.UsageError as exc:
-            err.print(f"error: {exc.format_message()}", markup=False)
-            rv = 2
-        except click.exceptions.Abort:
-            rv = 1
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="xpusim: how AI workloads run on AI hardware. Start with: xpusim analyze resnet50")
-chips_app = typer.Typer(cls=_OneLineErrors, help="The chip catalog: peaks per dtype, memory, ridge points, "
-                                                 "efficiency per watt.")
+chips_app = typer.Typer(cls=OneLineErrors, help="The chip catalog: peaks per dtype, memory, ridge points.")
 app.add_typer(chips_app, name="chips")
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
 
 
 class Mode(StrEnum):
-    inference = "inference"
-    training = "training"
+    inference, training = "inference", "training"
 
 
 class Device(StrEnum):
-    meta = "meta"
-    eager = "eager"
-
-
-def out_console() -> Console:
-    """Tables are wide: when stdout is not a terminal (a pipe, a file, CI), do not wrap them at 80 columns."""
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=200)
-
-
-def _cli_words(message: str, options: dict[str, str]) -> str:
-    """The API names fields (``recompute 'x': ...``); say the option the user typed (``--recompute 'x': ...``)."""
-    first, sep, rest = message.partition(" ")
-    return f"{options[first]}{sep}{rest}" if first in options else message
-
-
-def _options(fn: Callable[..., None]) -> dict[str, str]:
-    """Parameter name → its long option (``rank_order`` → ``--rank-order``)."""
-    out = {}
-    for name, p in inspect.signature(fn).parameters.items():
-        decls = getattr(p.default, "param_decls", None) or ()
-        if decls and decls[0].startswith("--"):
-            out[name] = decls[0]
-    return out
-
-
-def command(target: typer.Typer, name: str, csv: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register a command with the one error policy: a `UserError` (or the library's ValueError) → ``error: ...``,
-    exit 2; a failed real run → exit 1. Without ``csv``, ``--format csv`` is refused before any work."""
-
-    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
-        options = _options(fn)
-
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> None:
-            from xpusim.parallel.real.launch import RunError
-
-            try:
-                if kwargs.get("fmt") is Format.csv and not csv:
-                    raise UserError(f"--format csv is not available for {name}; use table or json")
-                for opt, suffixes in (("output", ()), ("plot", PLOT_SUFFIXES), ("trace", (".json",))):
-                    check_output(kwargs.get(opt), f"--{opt}", suffixes)
-                fn(*args, **kwargs)
-            except RunError as exc:
-                err.print(f"error: {exc}", markup=False)
-                raise typer.Exit(1) from None
-            except ValueError as exc:  # UserError, and the engines' own argument checks
-                err.print(f"error: {_cli_words(str(exc), options)}", markup=False)
-                raise typer.Exit(2) from None
-
-        return target.command(name)(run)
-
-    return wrap
-
-
-def emit(text: str, output: Path | None) -> None:
-    """Print, or write atomically to ``output``."""
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    write_atomic(output, text)
-    err.print(f"wrote {output}")
-
-
-@contextmanager
-def busy(message: str, show: bool = True) -> Iterator[Callable[[str], None]]:
-    """A spinner with the current step on stderr (only for table output: JSON stays clean for pipes)."""
-    if not show:
-        yield lambda _: None
-        return
-    with err.status(message) as status:
-        yield lambda text: status.update(text)
-
-
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if not dims or any(d < 1 for d in dims):
-        raise UserError(f"--input-shape {text!r}: expected comma-separated positive integers such as 1,3,224,224")
-    return dims
-
-
-def parse_sweep(text: str) -> tuple[str, list[int]]:
-    from xpusim.workload.model import SWEEP_PARAMS
-
-    name, sep, values = text.partition("=")
-    if not sep or name not in SWEEP_PARAMS:
-        raise UserError(f"--sweep {text!r}: expected PARAM=V1,V2,... with PARAM one of {', '.join(SWEEP_PARAMS)}")
-    try:
-        vals = [int(v) for v in values.split(",") if v.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v < 1 for v in vals):
-        raise UserError(f"--sweep {text!r}: values must be positive integers such as {name}=1,8,32")
-    return name, vals
+    meta, eager = "meta", "eager"
 
 
 def _opt(default: Any, *names: str, help: str = "", **kw: Any) -> Any:
     return typer.Option(default, *names, help=help, **kw)
 
 
-MODEL_HELP = "Zoo name (resnet50, vit_b_16, llama2-7b, ...; see 'xpusim models') or file.py:factory."
-LLM_HELP = ("A zoo LLM (llama2-7b, gpt-175b, ...), an HF-style config.json or "
-            "gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..].")
+def _wrote(path: Path | None) -> None:
+    if path is not None:
+        err.print(f"wrote {path}")
+
+
+MODEL = "Zoo name (resnet50, vit_b_16, llama2-7b, ...; see 'xpusim models') or file.py:factory."
+LLM = "A zoo LLM (llama2-7b, gpt-175b, ...), an HF config.json or gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]."
 FMT = _opt(Format.table, "--format", "-f", help="table or json (csv where offered).")
 OUT = _opt(None, "--output", "-o", help="Write JSON/CSV here instead of stdout.")
-PLOT = _opt(None, "--plot", help="Also save a figure (.png, .svg or .pdf).")
 MODE = _opt(Mode.inference, "--mode", help="inference (forward) or training (forward+backward).")
+BATCH, SEQ = _opt(1, "--batch", "-b", min=1), _opt(None, "--seq-len", min=1, help="Sequence length.")
+SHAPE = _opt(None, "--input-shape", help="Full input shape, e.g. 1,3,64,64.")
+PRICE = _opt(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0)
 
 
 @command(app, "analyze", csv=True)
 def analyze_cmd(
-    model: str = typer.Argument("resnet50", help=MODEL_HELP), batch: int = _opt(1, "--batch", "-b", min=1),
-    input_shape: str | None = _opt(None, "--input-shape", help="Full input shape, e.g. 1,3,64,64."),
+    model: str = typer.Argument("resnet50", help=MODEL), batch: int = BATCH, input_shape: str | None = SHAPE,
     image_size: int | None = _opt(None, "--image-size", help="Square image size for vision models.", min=1),
-    seq_len: int | None = _opt(None, "--seq-len", help="Sequence length for language models.", min=1),
-    dtype: str | None = _opt(None, "--dtype", help="Cast parameters and inputs: float32, bfloat16, ..."),
-    mode: Mode = MODE,
-    device: Device = _opt(Device.meta, "--device",
-                       help="meta: no memory, no arithmetic. eager: real random weights and inputs on the CPU, so "
-                            "PyTorch takes the kernels a real run would (fused attention fast paths)."),
-    fmt: Format = FMT,
-    depth: int | None = _opt(None, "--depth", help="Group rows by module path up to this depth.", min=0),
-    top: int | None = _opt(None, "--top", help="Table only: show the N rows with the most FLOPs.", min=1),
-    sweep_spec: str | None = _opt(None, "--sweep", help="PARAM=V1,V2,...: batch, seq-len or image-size."),
-    output: Path | None = OUT, plot: Path | None = PLOT,
+    seq_len: int | None = SEQ, dtype: str | None = _opt(None, "--dtype", help="float32, bfloat16, float16, ..."),
+    mode: Mode = MODE, device: Device = _opt(Device.meta, "--device", help="meta: no memory, no arithmetic. eager: "
+                                             "real random weights, so PyTorch takes the kernels a real run would."),
+    fmt: Format = FMT, depth: int | None = _opt(None, "--depth", min=0, help="Group rows by module path depth."),
+    top: int | None = _opt(None, "--top", min=1, help="Table only: the N rows with the most FLOPs."),
+    sweep: str | None = _opt(None, "--sweep", help="PARAM=V1,V2,...: batch, seq-len or image-size."),
+    output: Path | None = OUT, plot: Path | None = _opt(None, "--plot", help="Also save a figure (.png/.svg/.pdf)."),
 ) -> None:
     """Per-layer MACs, FLOPs, params, bytes read/written and arithmetic intensity of a model."""
     from xpusim import api
+    from xpusim.api import parse
     from xpusim.report import plots, tables
 
-    common = dict(batch=batch, input_shape=parse_shape(input_shape), image_size=image_size, seq_len=seq_len,
+    common = dict(batch=batch, input_shape=parse.shape(input_shape), image_size=image_size, seq_len=seq_len,
                   dtype=dtype, mode=mode.value, device=device.value)
-    if sweep_spec:
-        param, values = parse_sweep(sweep_spec)
+    if sweep:
+        param, values = parse.sweep(sweep)
         if input_shape is not None:
             raise UserError("--sweep and --input-shape do not combine: the sweep sets the shape")
         with busy(f"capturing {model} at {len(values)} {param} values ...", fmt is Format.table):
-            sw = api.analyze_sweep(model, param, values, **{k: v for k, v in common.items()
-                                                             if k != param.replace("-", "_")})
+            sw = api.analyze_sweep(model, param, values,
+                                   **{k: v for k, v in common.items() if k != param.replace("-", "_")})
         if plot is not None:
             plots.save_atomic(plots.sweep_figure(model, param, sw.results), plot)
-            err.print(f"wrote {plot}")
+        _wrote(plot)
         if fmt is Format.table:
-            tables.print_sweep(out_console(), model, param, sw.results)
-        else:
-            emit(sw.to_json() if fmt is Format.json else sw.to_csv(), output)
-        return
+            return tables.print_sweep(out_console(), model, param, sw.results)
+        return emit(sw.to_json() if fmt is Format.json else sw.to_csv(), output)
     with busy(f"capturing {model} ...", fmt is Format.table):
         wl = api.analyze(model, **common)  # type: ignore[arg-type]
     if plot is not None:
         plots.save_atomic(plots.layers_figure(wl, depth), plot)
-        err.print(f"wrote {plot}")
+    _wrote(plot)
     if fmt is Format.table:
-        tables.print_workload(out_console(), wl, depth, top)
-    else:
-        emit(wl.to_json(depth) if fmt is Format.json else wl.to_csv(depth), output)
+        return tables.print_workload(out_console(), wl, depth, top)
+    emit(wl.to_json(depth) if fmt is Format.json else wl.to_csv(depth), output)
 
 
 @chips_app.callback(invoke_without_command=True)
 def chips_cmd(ctx: typer.Context, fmt: Format = FMT) -> None:
     """List every chip of the catalog (run 'xpusim chips compare A B ...' to put some side by side)."""
-    if ctx.invoked_subcommand is not None:
-        return
     from xpusim.hardware.chip import all_chips
     from xpusim.report.hardware import catalog_table, chip_dict
 
+    if ctx.invoked_subcommand is not None:
+        return
     if fmt is Format.csv:
         err.print("error: --format csv is not available for chips; use table or json")
         raise typer.Exit(2)
     chips = all_chips()
-    if fmt is Format.json:
-        emit(_dumps([chip_dict(c) for c in chips]), None)
-    else:
-        out_console().print(catalog_table(chips))
-
-
-def _dumps(obj: Any) -> str:
-    from xpusim.api import dumps
-
-    return dumps(obj)
+    emit(dumps([chip_dict(c) for c in chips])) if fmt is Format.json else out_console().print(catalog_table(chips))
 
 
 @command(chips_app, "compare")
@@ -261,34 +115,28 @@ def chips_compare_cmd(names: list[str] = typer.Argument(..., help="Catalog names
     from xpusim.precision import chip_dtype_name
     from xpusim.report.hardware import chip_dict, compare_table
 
-    d = chip_dtype_name(dtype)
-    chips = [load_chip(n) for n in names]
-    if fmt is Format.json:
-        emit(_dumps([chip_dict(c) for c in chips]), None)
-    else:
-        out_console().print(compare_table(chips, d))
+    d, chips = chip_dtype_name(dtype), [load_chip(n) for n in names]
+    emit(dumps([chip_dict(c) for c in chips])) if fmt is Format.json else out_console().print(compare_table(chips, d))
 
 
 @command(app, "roofline")
 def roofline_cmd(
     models: list[str] = typer.Argument(..., help="One or more zoo names or file.py:factory (compared on one chip)."),
     chip: str = _opt(..., "--chip", "-c", help="Catalog name (see 'xpusim chips') or a chip .yaml file."),
-    dtype: str | None = _opt(None, "--dtype", help="fp32, tf32, bf16, fp16, fp8, int8, int4. Default: fp32 on a "
-                                                   "probed host, else the first of fp16, bf16, fp32 the chip has."),
-    batch: int = _opt(1, "--batch", "-b", min=1), input_shape: str | None = _opt(None, "--input-shape"),
-    seq_len: int | None = _opt(None, "--seq-len", min=1), mode: Mode = MODE,
-    price_per_hour: float | None = _opt(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0),
-    top: int | None = _opt(None, "--top", help="Table: the N slowest ops only.", min=1), fmt: Format = FMT,
-    plot: Path | None = _opt(None, "--plot", help="Roofline and per-layer time figure (.png/.svg/.pdf)."),
+    dtype: str | None = _opt(None, "--dtype", help="fp32, tf32, bf16, fp16, fp8, int8, int4. Default: fp32 on a probed "
+                                                   "host, else the first of fp16, bf16, fp32 the chip has."),
+    batch: int = BATCH, input_shape: str | None = SHAPE, seq_len: int | None = SEQ, mode: Mode = MODE,
+    price_per_hour: float | None = PRICE, top: int | None = _opt(None, "--top", min=1, help="The N slowest ops only."),
+    fmt: Format = FMT, plot: Path | None = _opt(None, "--plot", help="Roofline and per-layer time figure."),
     measure: bool = _opt(False, "--measure", help="Also run the model for real on this CPU, layer by layer."),
-    threads: int = _opt(1, "--threads", min=1, help="With --measure: CPU threads (as probed)."),
-    output: Path | None = OUT,
+    threads: int = _opt(1, "--threads", min=1, help="With --measure: CPU threads."), output: Path | None = OUT,
 ) -> None:
     """Time every layer of a model on a chip with the roofline model: compute- or memory-bound, and why."""
     from xpusim import api
+    from xpusim.api import parse
     from xpusim.report.hardware import print_roofline
 
-    results, shape = [], parse_shape(input_shape)
+    results, shape = [], parse.shape(input_shape)
     for model in models:
         with busy(f"capturing {model} ...", fmt is Format.table):
             results.append(api.roofline(model, chip=chip, dtype=dtype, batch=batch, input_shape=shape, seq_len=seq_len,
@@ -298,27 +146,23 @@ def roofline_cmd(
         from xpusim.report.plots import roofline_figure, save_atomic
 
         save_atomic(roofline_figure([r.estimate for r in results]), plot)
-        err.print(f"wrote {plot}")
+    _wrote(plot)
     if fmt is Format.json:
-        emit(results[0].to_json() if len(results) == 1 else _dumps([r.to_dict() for r in results]), output)
-    else:
-        for r in results:
-            print_roofline(out_console(), r, top)
+        return emit(results[0].to_json() if len(results) == 1 else dumps([r.to_dict() for r in results]), output)
+    for r in results:
+        print_roofline(out_console(), r, top)
 
 
 @command(app, "llm")
 def llm_cmd(
-    model: str = typer.Argument(..., help=LLM_HELP),
-    chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
-    batch: int = _opt(1, "--batch", "-b", min=1), prompt_len: int = _opt(1024, "--prompt-len", min=1),
-    gen_len: int = _opt(256, "--gen-len", min=0), w_bits: int = _opt(16, "--w-bits", help="Weight bits: 16, 8, 4, ..."),
+    model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
+    batch: int = BATCH, prompt_len: int = _opt(1024, "--prompt-len", min=1),
+    gen_len: int = _opt(256, "--gen-len", min=0),
+    w_bits: int = _opt(16, "--w-bits", help="Weight bits: 16, 8, 4, ..."), kv_bits: int = _opt(16, "--kv-bits"),
     a_bits: int = _opt(16, "--a-bits", help="Activation (compute) bits: 32, 16 or 8."),
-    kv_bits: int = _opt(16, "--kv-bits", help="KV-cache bits."),
-    float16: str | None = _opt(None, "--float16", help="The 16-bit float of 16-bit activations: bf16 or fp16 "
-                                                       "(default: bf16 where the chip has it, else fp16)."),
+    float16: str | None = _opt(None, "--float16", help="bf16 or fp16 (default: bf16 where the chip has it)."),
     flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention: scores stay on chip."),
-    price_per_hour: float | None = _opt(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0),
-    fmt: Format = FMT, output: Path | None = OUT,
+    price_per_hour: float | None = PRICE, fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """LLM inference on a chip: time to first token, time per output token, tokens/s, memory, largest batch."""
     from xpusim import api
@@ -335,40 +179,31 @@ def npu_cmd(
     array: str = _opt("128x128", "--array", help="PE array ROWSxCOLS."),
     dataflow: str | None = _opt(None, "--dataflow", help="os, ws, is or auto (best per layer). Default: ws, or the "
                                                          "SCALE-Sim config's."),
-    sram_kb: str | None = _opt(None, "--sram-kb", help="ifmap,filter,ofmap SRAM sizes in KiB (default SCALE-Sim's "
-                                                       "6144,6144,2048)."),
-    dram_bytes_per_cycle: float = _opt(10.0, "--dram-bytes-per-cycle", help="DRAM bandwidth."),
-    dtype: str = _opt("int8", "--dtype", help="Word size: int4, int8, fp8, fp16, bf16, fp32."),
-    clock_ghz: float = _opt(1.0, "--clock-ghz", help="Clock for time, TOPS and TOPS/W."),
+    sram_kb: str | None = _opt(None, "--sram-kb", help="ifmap,filter,ofmap KiB (default SCALE-Sim's 6144,6144,2048)."),
+    dram_bytes_per_cycle: float = _opt(10.0, "--dram-bytes-per-cycle"), clock_ghz: float = _opt(1.0, "--clock-ghz"),
+    dtype: str = _opt("int8", "--dtype", help="Word: int4, int8, fp8, fp16, bf16, fp32."),
     macs_per_pe: int = _opt(1, "--macs-per-pe", help="Low-bit MACs per PE per cycle."),
     sparsity: str | None = _opt(None, "--sparsity", help="N:M structured sparsity the array skips, e.g. 2:4."),
     objective: str = _opt("cycles", "--objective", help="With --dataflow auto: cycles or energy."),
-    batch: int = _opt(1, "--batch", "-b", min=1), input_shape: str | None = _opt(None, "--input-shape"),
-    seq_len: int | None = _opt(None, "--seq-len", min=1),
+    batch: int = BATCH, input_shape: str | None = SHAPE, seq_len: int | None = SEQ,
     scalesim_config: Path | None = _opt(None, "--scalesim-config", help="A SCALE-Sim .cfg, read as is."),
     scalesim_topology: Path | None = _opt(None, "--scalesim-topology", help="A SCALE-Sim topology .csv."),
     check: bool = _opt(False, "--check", help="Run real numbers through the mapping and compare."),
     check_layers: int = _opt(8, "--check-layers", min=1, help="With --check: how many conv/linear layers."),
-    top: int | None = _opt(None, "--top", min=1, help="Table: the N slowest layers."), fmt: Format = FMT,
+    top: int | None = _opt(None, "--top", min=1, help="The N slowest layers."), fmt: Format = FMT,
     output: Path | None = OUT,
 ) -> None:
     """A systolic-array NPU: cycles, stalls, SRAM/DRAM traffic and energy per layer (SCALE-Sim-compatible)."""
     from xpusim import api
+    from xpusim.api import parse
     from xpusim.report.hardware import print_npu
 
-    sizes = None
-    if sram_kb is not None:
-        try:
-            sizes = [int(v) for v in sram_kb.split(",")]
-        except ValueError:
-            sizes = []
-        if len(sizes) != 3 or any(v < 1 for v in sizes):
-            raise UserError(f"--sram-kb {sram_kb!r}: expected three positive KiB sizes: ifmap,filter,ofmap")
     with busy("simulating ...", fmt is Format.table) as progress:
-        r = api.npu(model, array=array, dataflow=dataflow, sram_kib=sizes, dram_bytes_per_cycle=dram_bytes_per_cycle,
-                    dtype=dtype, clock_ghz=clock_ghz, macs_per_pe=macs_per_pe, sparsity=sparsity, objective=objective,
-                    batch=batch, input_shape=parse_shape(input_shape), seq_len=seq_len, scalesim_config=scalesim_config,
-                    scalesim_topology=scalesim_topology, check=check, check_layers=check_layers, progress=progress)
+        r = api.npu(model, array=array, dataflow=dataflow, sram_kib=parse.sram_kib(sram_kb), dtype=dtype,
+                    dram_bytes_per_cycle=dram_bytes_per_cycle, clock_ghz=clock_ghz, macs_per_pe=macs_per_pe,
+                    sparsity=sparsity, objective=objective, batch=batch, input_shape=parse.shape(input_shape),
+                    seq_len=seq_len, scalesim_config=scalesim_config, scalesim_topology=scalesim_topology, check=check,
+                    check_layers=check_layers, progress=progress)
     emit(r.to_json(), output) if fmt is Format.json else print_npu(out_console(), r, top)
     if not r.ok:
         raise typer.Exit(1)
@@ -376,7 +211,7 @@ def npu_cmd(
 
 @command(app, "probe")
 def probe_cmd(out: Path = _opt(Path("host.yaml"), "--out", "-o", help="Chip file to write."),
-              threads: int = _opt(1, "--threads", min=1, help="Threads to measure with (use the same for --measure).")
+              threads: int = _opt(1, "--threads", min=1, help="Threads to measure with (the same for --measure).")
               ) -> None:
     """Measure this machine's roofline (matmul FLOP/s per dtype, bandwidth per memory level) into a chip file."""
     from xpusim.api.host import probe_chip_file
@@ -390,43 +225,33 @@ def probe_cmd(out: Path = _opt(Path("host.yaml"), "--out", "-o", help="Chip file
 
 @command(app, "parallel")
 def parallel_cmd(
-    model: str = typer.Argument(..., help=LLM_HELP),
-    cluster: str = _opt("dgx-a100", "--cluster", help="Cluster preset (dgx-a100, dgx-h100, hgx-b200, tpu-v5p-pod, "
-                                                      "mi300x-node) or a cluster .yaml file."),
-    gpus: int = _opt(..., "--gpus", "-g", min=1, help="GPUs in the job."), tp: int = _opt(1, "--tp", min=1),
-    pp: int = _opt(1, "--pp", min=1), dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
-    batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch in samples (default: pp micro-batches "
-                                                                "per replica)."),
+    model: str = typer.Argument(..., help=LLM),
+    cluster: str = _opt("dgx-a100", "--cluster", help="dgx-a100, dgx-h100, hgx-b200, tpu-v5p-pod, mi300x-node or a "
+                                                      "cluster .yaml file."),
+    gpus: int = _opt(..., "--gpus", "-g", min=1), tp: int = _opt(1, "--tp", min=1), pp: int = _opt(1, "--pp", min=1),
+    dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
+    batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch (default: pp micro-batches)."),
     micro_batch: int = _opt(1, "--micro-batch", min=1),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
-    recompute: str = _opt("none", "--recompute", help="Activation recomputation: none, selective, full."),
-    sp: bool = _opt(False, "--sp", help="Megatron sequence parallelism (needs --tp > 1)."),
-    zero: int = _opt(0, "--zero", min=0, max=3, help="ZeRO stage 0-3 over the data-parallel ranks."),
-    fsdp: str | None = _opt(None, "--fsdp", help="FSDP: full (= ZeRO-3) or grad-op (= ZeRO-2)."),
-    dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP: reduce gradient buckets during the "
-                                                                       "last backward, or one all-reduce after it."),
-    seq_len: int | None = _opt(None, "--seq-len", min=1, help="Sequence length (default: the model's)."),
-    rank_order: str = _opt("tp-dp-pp", "--rank-order", help="Rank numbering, innermost first: tp-dp-pp or tp-pp-dp."),
+    recompute: str = _opt("none", "--recompute", help="none, selective or full."),
+    sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
+    zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
+    dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
+    seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
     layer_ms: str | None = _opt(None, "--layer-ms", help="Measured FWD,BWD ms of one layer and micro-batch."),
     do_search: bool = _opt(False, "--search", help="Search every valid plan for --gpus and --batch."),
     top: int = _opt(10, "--top", min=1, help="With --search: how many plans to show."),
-    trace: Path | None = _opt(None, "--trace", help="Write a Chrome/Perfetto trace (.json) of the step."),
-    plot: Path | None = _opt(None, "--plot", help="Write a Gantt chart (.png/.svg/.pdf) of the step."),
+    trace: Path | None = _opt(None, "--trace", help="Chrome/Perfetto trace (.json) of the step."),
+    plot: Path | None = _opt(None, "--plot", help="Gantt chart (.png/.svg/.pdf) of the step."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
     --search ranks every valid plan."""
     from xpusim import api
+    from xpusim.api import parse
     from xpusim.report.parallel import gantt, print_result, search_table, write_trace
 
-    measured = None
-    if layer_ms is not None:
-        try:
-            measured = tuple(float(x) for x in layer_ms.split(","))
-        except ValueError:
-            measured = ()
-        if len(measured) != 2 or min(measured) <= 0:
-            raise UserError(f"--layer-ms {layer_ms!r}: expected two positive numbers FWD,BWD such as 1.2,2.5")
+    measured = parse.layer_ms(layer_ms)
     if do_search:
         if measured is not None:
             raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
@@ -440,38 +265,35 @@ def parallel_cmd(
             out_console().print(search_table(found.plans))
         step = found.best.step
     else:
-        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, batch=batch, micro_batch=micro_batch,
-                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, dp_overlap=dp_overlap,
-                      seq_len=seq_len, rank_order=rank_order, layer_ms=measured)  # type: ignore[arg-type]
-        emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
-        step = r.step
+        step = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, batch=batch, micro_batch=micro_batch,
+                         schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, dp_overlap=dp_overlap,
+                         seq_len=seq_len, rank_order=rank_order, layer_ms=measured).step
+        emit(dumps(step.to_dict()), output) if fmt is Format.json else print_result(out_console(), step)
     title = f"{step.model.config.name} on {step.cluster.name}: {step.plan.label()}"
     if trace is not None:
         write_trace(step.timeline, trace, title)
-        err.print(f"wrote {trace}")
+    _wrote(trace)
     if plot is not None:
         gantt(step.timeline, plot, title)
-        err.print(f"wrote {plot}")
+    _wrote(plot)
 
 
 @command(app, "run")
 def run_cmd(
     plan: str = _opt("pp=2", "--plan", help="dp=N, tp=N or pp=N (one kind of parallelism per run)."),
-    model: str = _opt("mlp:layers=8,width=1024", "--model",
-                      help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..]."),
+    model: str = _opt("mlp:layers=8,width=1024", "--model", help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=.."),
     schedule: str = _opt("1f1b", "--schedule", help="Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zbv."),
     micro_batches: int = _opt(8, "--micro-batches", help="Micro-batches per step and replica."),
-    micro_batch: int | None = _opt(None, "--micro-batch",
-                                   help="Samples per micro-batch (default 16 for mlp, 1 for gpt)."),
+    micro_batch: int | None = _opt(None, "--micro-batch", help="Samples per micro-batch (16 for mlp, 1 for gpt)."),
     virtual_stages: int = _opt(2, "--virtual-stages", help="Stages per rank for interleaved."),
     steps: int = _opt(5, "--steps", help="Optimizer steps (the first is warm-up when there are 3+)."),
-    zero: int = _opt(0, "--zero", help="With dp: 2 or 3 runs FSDP2 without / with resharding after forward; 0: DDP."),
+    zero: int = _opt(0, "--zero", help="With dp: 2 or 3 runs FSDP2 without / with resharding; 0 runs DDP."),
     fsdp: bool = _opt(False, "--fsdp", help="With dp: FSDP2 fully_shard (ZeRO-3 unless --zero 2)."),
     seed: int = _opt(0, "--seed"), timeout: float = _opt(120.0, "--timeout", help="Seconds for the whole run."),
     do_compare: bool = _opt(False, "--compare", help="Simulate the pipeline with the measured action times."),
     check_grads: bool = _opt(False, "--check-grads", help="Compare loss and gradients with one process."),
     instrument: bool = _opt(True, "--instrument/--no-instrument", help="Per-action timestamps."),
-    trace: Path | None = _opt(None, "--trace", help="Write the measured timeline as a Chrome/Perfetto trace."),
+    trace: Path | None = _opt(None, "--trace", help="The measured timeline as a Chrome/Perfetto trace."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Run a parallel plan for real on torch.distributed (one process per rank, gloo on CPU), record the
@@ -492,29 +314,25 @@ def run_cmd(
     simulated = compare(spec, report) if do_compare else None
     if trace is not None:
         write_trace(measured_timeline(report), trace, f"xpusim run {spec.plan.label()} (measured)")
-        err.print(f"wrote {trace}")
+    _wrote(trace)
     result = run_result(spec, report, simulated=simulated, trace=str(trace) if trace is not None else None)
-    emit(_dumps(result), output) if fmt is Format.json else print_run(out_console(), result)
+    emit(dumps(result), output) if fmt is Format.json else print_run(out_console(), result)
 
 
 @command(app, "compress")
 def compress_cmd(
-    task: str = typer.Argument("digits-cnn", help="Built-in task (digits-cnn, mnist1d-cnn, minilm) or a user model "
-                                                  "file.py:factory with --data."),
+    task: str = typer.Argument("digits-cnn", help="digits-cnn, mnist1d-cnn, minilm, or file.py:factory with --data."),
     data: str | None = _opt(None, "--data", help="file.py:factory returning (train_x, train_y, test_x, test_y)."),
     epochs: int = _opt(0, "--epochs", min=0, help="Train a user model this many epochs first (0: already trained)."),
     quant: list[str] | None = _opt(None, "--quant", "-q", help="A quantization variant (repeatable): w8a8, "
                                    "w4a8:per-tensor, w4:group=16, w2:qat, fp8-e4m3, bf16, codebook16, pow2:4, binary, "
-                                   "ternary, adder (weights per channel unless :per-tensor)."),
+                                   "ternary, adder:ft=N (weights per channel unless :per-tensor)."),
     prune: list[str] | None = _opt(None, "--prune", "-p", help="A pruning variant (repeatable): 0.5, 0.5:global, 2:4, "
                                                                "0.5:structured, with :ft=N fine-tuning epochs."),
-    chip: list[str] | None = _opt(None, "--chip", "-c", help="Project each variant onto this chip (repeatable; "
-                                                             "default t4; 'none' for no projection)."),
+    chip: list[str] | None = _opt(None, "--chip", "-c", help="Project onto this chip (repeatable; default t4)."),
     batch: int = _opt(64, "--batch", min=1, help="Batch for the chip projection."),
-    npu: str | None = _opt(None, "--npu", help="Also project onto a ROWSxCOLS systolic array (best dataflow per "
-                                               "layer)."),
-    seed: int = _opt(0, "--seed"),
-    plot: Path | None = _opt(None, "--plot", help="Accuracy vs size (and vs latency on the first chip)."),
+    npu: str | None = _opt(None, "--npu", help="Also project onto a ROWSxCOLS systolic array."),
+    seed: int = _opt(0, "--seed"), plot: Path | None = _opt(None, "--plot", help="Accuracy vs size (and latency)."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Quantize and prune a model, measure each variant on real data (accuracy, file size, parameters, MACs,
@@ -528,7 +346,7 @@ def compress_cmd(
     emit(r.to_json(), output) if fmt is Format.json else compress_table(out_console(), r)
     if plot is not None:
         pareto_plot(r.task, r.baseline, r.variants, r.chips[0] if r.chips else None, plot)
-        err.print(f"wrote {plot}")
+    _wrote(plot)
 
 
 @app.command("models")
@@ -541,8 +359,7 @@ def models_cmd() -> None:
     for name, entry in llm_configs().items():
         console.print(f"  {name:<12} {entry.get('source', '')}")
     names = torchvision_names()
-    console.print(f"[bold]torchvision classifiers[/bold] ({len(names)}):")
-    console.print("  " + ", ".join(names))
+    console.print(f"[bold]torchvision classifiers[/bold] ({len(names)}):\n  " + ", ".join(names))
     console.print("and any file.py:factory returning an nn.Module (or (module, example_inputs)).")
 
 

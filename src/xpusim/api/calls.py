@@ -12,11 +12,13 @@ calls and renders.
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import xpusim.compress as _compress_package
 from xpusim import precision
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip, load_chip
@@ -609,8 +611,8 @@ class SearchPlans(_Result):
 
     def to_dict(self) -> dict[str, Any]:
         f = self.found
-        return {"evaluated": f.evaluated, "fitting": f.fitting, "estimate_seconds": f.estimate_seconds,
-                "seconds": f.seconds, "plans": [r.to_dict() for r in f.results]}
+        # NB: no wall times here (they are in summary()): the same search gives the same dict.
+        return {"evaluated": f.evaluated, "fitting": f.fitting, "plans": [r.to_dict() for r in f.results]}
 
     def summary(self) -> str:
         f = self.found
@@ -714,6 +716,16 @@ def compress(task: str = "digits-cnn", *, quant: Sequence[str] | None = None, pr
     return CompressResult(task=t, baseline=base, variants=tuple(results), chips=tuple(chip_names),
                           npu=f"{array[0]}x{array[1]}" if array else None, prunes=tuple(prunes))
 
+
+class _CompressPackage(types.ModuleType):
+    """``xpusim.compress`` names both the compression package and the API call: the package is made callable, so
+    ``xpusim.compress("digits-cnn", quant=["w8a8"])`` is `compress` however the package was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CompressResult:
+        return compress(*args, **kwargs)
+
+
+_compress_package.__class__ = _CompressPackage
 
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",

@@ -121,19 +121,29 @@ def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return x[tr], y[tr], x[te], y[te]
 
 
+TRAIN_THREADS = 1
+"""Threads every training run uses (reproducibility: the same seed gives the same weights on any machine)."""
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int,
           batch: int = 64) -> nn.Module:
-    """Plain Adam + cross-entropy, deterministic for a seed (one thread)."""
+    """Plain Adam + cross-entropy, deterministic for a seed: always on one thread, since a different thread count
+    sums in a different order and the trained weights (and accuracies) differ."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y), batch):
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+    try:
+        for _ in range(epochs):
+            perm = torch.randperm(len(y), generator=g)
+            for i in range(0, len(y), batch):
+                idx = perm[i:i + batch]
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     return model
 
@@ -141,7 +151,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
 def _trained(name: str, model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, *, seed: int, epochs: int,
              lr: float) -> nn.Module:
     """Train once per (task, seed, epochs) and cache the weights (loaded back with weights_only=True)."""
-    key = hashlib.sha256(f"{name}-v1-{seed}-{epochs}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{name}-v2-threads{TRAIN_THREADS}-{seed}-{epochs}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}-{key}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -214,6 +224,7 @@ def user_task(model_spec: str, data_spec: str, error: type[ValueError], epochs: 
     shapes are checked against the model before anything else runs."""
     from xpusim.workload.zoo import call_user_factory
 
+    torch.manual_seed(seed)  # before the factory runs: its layers draw their initial weights now
     model = call_user_factory(model_spec, error, "model")
     if not isinstance(model, nn.Module):
         raise error(f"{model_spec}() returned {type(model).__name__}, expected a torch.nn.Module")

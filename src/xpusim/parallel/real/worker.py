@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -369,6 +368,10 @@ def run_rank(spec: RunSpec, rank: int, world: int) -> dict[str, Any]:
     return {"rank": rank, "events": rec.events, "peak_rss_bytes": rss, "peak_cuda_bytes": gpu, **extra}
 
 
+Renderer = Callable[..., None]
+"""(spec, report, *, fmt, do_compare, trace) -> None: how rank 0 shows the finished run."""
+
+
 def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Step time, bubble and idle time per rank (medians over the steps that count: the first is warm-up when
     there are more than two), and peak RSS per rank."""
@@ -402,30 +405,9 @@ def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def render(spec: RunSpec, report: dict[str, Any], *, fmt: str = "table", do_compare: bool = False,
-           trace: str = "") -> None:
-    """Rank 0's summary on stdout, the same as ``xpusim run``'s: the table (``print_run``) or its JSON."""
-    from rich.console import Console
-
-    from xpusim.parallel.real.compare import compare, measured_timeline, run_result
-    from xpusim.report.parallel import print_run, write_trace
-    from xpusim.report.tables import dumps
-
-    simulated = compare(spec, report) if do_compare else None
-    if trace:
-        write_trace(measured_timeline(report), Path(trace), f"xpusim run {spec.plan.label()} (measured)")
-        print(f"wrote {trace}", file=sys.stderr)
-    result = run_result(spec, report, simulated, Path(trace) if trace else None)
-    if fmt == "json":
-        print(dumps(result))
-    else:
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(highlight=False, width=200)
-        print_run(console, result)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, render: Renderer | None = None) -> None:
+    """One rank. Rank 0 writes the run's record to ``--result``, or hands it to ``render`` (the entry point's
+    summary: ``python -m xpusim.run`` prints ``xpusim run``'s table)."""
     ns = argument_parser().parse_args(argv)
     try:
         spec = spec_from_args(ns)
@@ -467,7 +449,9 @@ def main(argv: list[str] | None = None) -> None:
                 with open(tmp, "w") as f:
                     f.write(json.dumps(report))
                 os.replace(tmp, ns.result)
-            else:
+            elif render is not None:
                 render(spec, report, fmt=ns.format, do_compare=ns.compare, trace=ns.trace)
+            else:
+                print(json.dumps(report))
     finally:
         dist.destroy_process_group()

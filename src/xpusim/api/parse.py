@@ -1,0 +1,55 @@
+"""Text forms of the API's arguments, as the CLI and study files write them (``1,3,224,224``, ``batch=1,8,32``,
+``6144,6144,2048``, ``1.2,2.5``). Errors name the field as the API does; the CLI shows its option instead."""
+
+from __future__ import annotations
+
+from xpusim.errors import UserError
+from xpusim.workload.model import SWEEP_PARAMS
+
+
+def ints(text: str, field: str, count: int | None = None, example: str = "1,8,32") -> tuple[int, ...]:
+    """Comma-separated positive integers (``x`` also separates: ``1x3x64x64``)."""
+    try:
+        values = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values) or (count is not None and len(values) != count):
+        what = f"{count} " if count is not None else ""
+        raise UserError(f"{field} {text!r}: expected {what}comma-separated positive integers such as {example}")
+    return values
+
+
+def shape(text: str | None) -> tuple[int, ...] | None:
+    """``1,3,224,224`` → (1, 3, 224, 224)."""
+    return None if text is None else ints(text, "input_shape", example="1,3,224,224")
+
+
+def sweep(text: str) -> tuple[str, tuple[int, ...]]:
+    """``batch=1,8,32`` → ("batch", (1, 8, 32))."""
+    name, sep, values = text.partition("=")
+    if not sep or name not in SWEEP_PARAMS:
+        raise UserError(f"sweep {text!r}: expected PARAM=V1,V2,... with PARAM one of {', '.join(SWEEP_PARAMS)}")
+    return name, ints(values, "sweep", example=f"{name}=1,8,32")
+
+
+def sram_kib(text: str | None) -> tuple[int, ...] | None:
+    """``6144,6144,2048`` → the ifmap, filter and ofmap SRAM sizes in KiB."""
+    if text is None:
+        return None
+    try:
+        return ints(text, "sram_kb", 3, "6144,6144,2048")
+    except UserError:
+        raise UserError(f"sram_kb {text!r}: expected three positive KiB sizes: ifmap,filter,ofmap") from None
+
+
+def layer_ms(text: str | None) -> tuple[float, float] | None:
+    """``1.2,2.5`` → measured (forward, backward) milliseconds of one layer."""
+    if text is None:
+        return None
+    try:
+        fwd, bwd = (float(x) for x in text.split(","))
+    except ValueError:
+        fwd = bwd = -1.0
+    if not (fwd > 0 and bwd > 0):
+        raise UserError(f"layer_ms {text!r}: expected two positive numbers FWD,BWD such as 1.2,2.5")
+    return fwd, bwd

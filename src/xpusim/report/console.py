@@ -1,0 +1,106 @@
+"""The command line's plumbing: the stdout console for tables, stderr for progress and errors, atomic file output,
+and the one error policy every command runs under (`OneLineErrors`, `command`)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from xpusim.errors import UserError
+from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    """Tables are wide: when stdout is not a terminal (a pipe, a file, CI), do not wrap them at 80 columns."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=200)
+
+
+def emit(text: str, output: Path | None = None) -> None:
+    """Print ``text``, or write it atomically to ``output``."""
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    write_atomic(output, text)
+    err.print(f"wrote {output}")
+
+
+@contextmanager
+def busy(message: str, show: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner with the current step on stderr (shown for table output only: JSON on stdout stays clean)."""
+    if not show:
+        yield lambda _: None
+        return
+    with err.status(message) as status:
+        yield lambda text: status.update(text)
+
+
+class Format(StrEnum):
+    table, json, csv = "table", "json", "csv"
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (``--batch 0``, ``--mode train``) as one line on stderr, exit 2, like every other mistake."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            rv = 0
+        except click.UsageError as exc:
+            err.print(f"error: {exc.format_message()}", markup=False)
+            rv = 2
+        except click.exceptions.Abort:
+            rv = 1
+        if not standalone:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def command(target: typer.Typer, name: str, csv: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a command under the one error policy: a `UserError` (or an engine's ValueError) → ``error: ...``,
+    exit 2, naming the option the user typed; a failed real run → exit 1. Before any work: output paths checked,
+    and ``--format csv`` refused where the command has no CSV."""
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        options = {n: p.default.param_decls[0] for n, p in inspect.signature(fn).parameters.items()
+                   if getattr(p.default, "param_decls", None) and p.default.param_decls[0].startswith("--")}
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> None:
+            from xpusim.parallel.real.launch import RunError
+
+            try:
+                if kwargs.get("fmt") is Format.csv and not csv:
+                    raise UserError(f"--format csv is not available for {name}; use table or json")
+                for opt, suffixes in (("output", ()), ("plot", PLOT_SUFFIXES), ("trace", (".json",))):
+                    check_output(kwargs.get(opt), f"--{opt}", suffixes)
+                fn(*args, **kwargs)
+            except RunError as exc:
+                err.print(f"error: {exc}", markup=False)
+                raise typer.Exit(1) from None
+            except ValueError as exc:  # the API names its field (`recompute 'x'`): say the option (`--recompute 'x'`)
+                first, sep, rest = str(exc).partition(" ")
+                if rest[:1] in ("'", '"', "(", "-") or rest[:1].isdigit():  # `field value: ...`
+                    first = options.get(first, first)
+                err.print(f"error: {first}{sep}{rest}", markup=False)
+                raise typer.Exit(2) from None
+
+        return target.command(name)(run)
+
+    return wrap
