@@ -162,3 +162,66 @@ def test_no_module_imports_a_layer_above_it() -> None:
 
 def test_cli_is_thin() -> None:
     assert len((SRC / "cli.py").read_text().splitlines()) <= 375  # ~350: parse, call, render; options are most of it
+
+
+# ------------------------------------------------------------------------------- the CLI's one error policy
+@pytest.mark.parametrize(("args", "message"), [
+    (["roofline", "resnet18", "--chip", "t4", "--format", "csv"], "--format csv is not available for roofline"),
+    (["llm", "gpt2", "--chip", "t4", "-f", "csv"], "--format csv is not available for llm"),
+    (["npu", "resnet18", "-f", "csv"], "--format csv is not available for npu"),
+    (["chips", "-f", "csv"], "--format csv is not available for chips"),
+    (["analyze", "resnet18", "--mode", "train"], "Invalid value for '--mode': 'train' is not one of"),
+    (["analyze", "resnet18", "--batch", "0"], "'--batch' / '-b': Input should be greater than or equal"),
+    (["parallel", "gpt-175b", "--gpus", "8", "--recompute", "some"], "--recompute 'some': expected one of"),
+    (["analyze", "resnet18", "--input-shape", "1,x,3"], "--input-shape '1,x,3': expected"),
+])
+def test_cli_mistakes_are_one_line(args: list[str], message: str) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_file_that_is_not_a_chip_file_says_so(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    r = runner.invoke(app, ["roofline", "resnet18", "--chip", str(notes)])
+    assert r.exit_code == 2 and "is a file but not a chip file: chip files are .yaml, .yml or .json" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["compress", "digits-cnn", "--plot", "no-such-dir/p.png"],  # before any training
+    ["probe", "--out", "no-such-dir/host.yaml"],  # before any measuring
+    ["parallel", "gpt-175b", "--gpus", "8", "--trace", "no-such-dir/t.json"],
+    ["analyze", "resnet18", "-f", "json", "--output", "."],
+])
+def test_output_paths_are_checked_before_any_work(args: list[str], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    import xpusim.api.calls as calls
+
+    def no_work(*_: object, **__: object) -> None:
+        raise AssertionError("work started before the output path was checked")
+
+    for name in ("compress", "train", "analyze"):
+        monkeypatch.setattr(calls, name, no_work)
+    import xpusim.api.host as host
+
+    monkeypatch.setattr(host, "probe_chip_file", no_work)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.stderr
+    assert ("does not exist" in r.stderr or "is a directory" in r.stderr) and list(tmp_path.iterdir()) == []
+
+
+def test_measure_names_the_model_not_its_last_layer() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    r = xpusim.roofline("resnet18", chip="t4", dtype="fp32", measure=True)
+    assert r.measured is not None and r.measured.model == "resnet18"
+    assert r.to_dict()["measured"]["model"] == "resnet18"
+
+
+def test_npu_check_says_how_many_layers_it_checked() -> None:
+    r = xpusim.npu("resnet18", array=(16, 16), check=True, check_layers=2)
+    assert r.checks is not None and len({c.name for c in r.checks}) == 2 and r.ok
+    assert "check: the first 2 of 21 conv/linear layers" in r.summary()

@@ -16,12 +16,10 @@ from typing import Any
 from xpusim.errors import UserError
 from xpusim.workload import OpCost, Totals, Workload
 
+_API = ("analyze", "analyze_sweep", "roofline", "llm", "npu", "train", "search", "compress", "AnalyzeSweep",
+        "RooflineResult", "LLMResult", "NpuResult", "TrainResult", "SearchPlans", "CompressResult")
 _LAZY = {
-    # the API: one function per question
-    "analyze": "xpusim.api", "roofline": "xpusim.api", "llm": "xpusim.api", "npu": "xpusim.api",
-    "train": "xpusim.api", "search": "xpusim.api", "compress": "xpusim.api",
-    "RooflineResult": "xpusim.api", "LLMResult": "xpusim.api", "NpuResult": "xpusim.api",
-    "TrainResult": "xpusim.api", "SearchPlans": "xpusim.api", "CompressResult": "xpusim.api",
+    **dict.fromkeys(_API, "xpusim.api"),  # one function per question, and the results they return
     # the inputs, as objects
     "Chip": "xpusim.hardware.chip", "Cluster": "xpusim.hardware.cluster", "ParallelPlan": "xpusim.parallel.plan",
     "TransformerConfig": "xpusim.workload.transformer", "Precision": "xpusim.workload.transformer",

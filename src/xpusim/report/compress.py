@@ -49,6 +49,19 @@ def compress_table(console: Console, result: Any) -> None:
         console.print(f"- {n}")
 
 
+def _label(ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """Name every point; labels of points in the right half of a (log) axis go to their left, so none runs off."""
+    if not points:
+        return
+    xs = sorted(x for x, _, _ in points)
+    mid = xs[len(xs) // 2]
+    for x, y, name in points:
+        right = x > mid
+        ax.annotate(name, (x, y), fontsize=8, xytext=(-4 if right else 4, 3), textcoords="offset points",
+                    ha="right" if right else "left")
+    ax.margins(x=0.15, y=0.08)
+
+
 def pareto_plot(task: Any, base: Any, results: Sequence[Any], chip: str | None, path: Path) -> None:
     from xpusim.report.plots import plt, save_atomic
 
@@ -58,7 +71,7 @@ def pareto_plot(task: Any, base: Any, results: Sequence[Any], chip: str | None, 
     ax = axes[0][0]
     for r in everything:
         ax.scatter(r.size_bytes / 1024, r.value, s=40, color="black" if r is base else "#4C78A8")
-        ax.annotate(r.name, (r.size_bytes / 1024, r.value), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    _label(ax, [(r.size_bytes / 1024, r.value, r.name) for r in everything])
     ax.set_xscale("log")
     ax.set_xlabel("file size (KiB, log)")
     ax.set_ylabel(task.metric)
@@ -66,12 +79,11 @@ def pareto_plot(task: Any, base: Any, results: Sequence[Any], chip: str | None, 
     ax.grid(alpha=0.3)
     if chip:
         ax2 = axes[0][1]
-        for r in everything:
-            lat = r.hardware.get(chip, {}).get("latency_s")
-            if lat is None:
-                continue
-            ax2.scatter(lat * 1e6, r.value, s=40, color="black" if r is base else "#F58518")
-            ax2.annotate(r.name, (lat * 1e6, r.value), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        shown = [(r, r.hardware.get(chip, {}).get("latency_s")) for r in everything]
+        for r, lat in shown:
+            if lat is not None:
+                ax2.scatter(lat * 1e6, r.value, s=40, color="black" if r is base else "#F58518")
+        _label(ax2, [(lat * 1e6, r.value, r.name) for r, lat in shown if lat is not None])
         ax2.set_xscale("log")
         ax2.set_xlabel(f"latency on {chip} (µs, roofline, log)")
         ax2.set_ylabel(task.metric)

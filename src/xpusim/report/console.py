@@ -12,12 +12,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from xpusim.errors import UserError
+
+try:  # typer >= 0.20 carries its own copy of click; older typers use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -59,13 +63,13 @@ class OneLineErrors(TyperGroup):
         standalone = kwargs.pop("standalone_mode", True)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
-        except click.exceptions.NoArgsIsHelpError as exc:
-            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        except click_exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             rv = 0
-        except click.UsageError as exc:
-            err.print(f"error: {exc.format_message()}", markup=False)
+        except click_exceptions.UsageError as exc:
+            err.print(f"error: {exc.format_message().replace('Value error, ', '')}", markup=False)
             rv = 2
-        except click.exceptions.Abort:
+        except typer.Abort:
             rv = 1
         if not standalone:
             return rv

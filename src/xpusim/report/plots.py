@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from xpusim.engines.roofline import Estimate
 from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
@@ -103,31 +104,49 @@ def roofline_figure(estimates: Sequence[Estimate], max_bars: int = 40) -> Figure
             if peak:
                 ax.plot(xs, [min(peak, x * bw) for x in xs], style, color="black", lw=1.2,
                         label=f"{unit} {dtype}: {peak / 1e12:g} TFLOP/s, ridge {peak / bw:.0f} FLOP/B")
+    kinds_seen: list[str] = []
     for i, est in enumerate(estimates):
         marker = MODEL_MARKERS[i % len(MODEL_MARKERS)]
         for kind in KINDS:
             ops = [o for o in est.ops if o.kind == kind and o.flops and o.bytes]
             if ops:
                 ax.scatter([o.intensity for o in ops], [o.attainable_flops_per_s for o in ops], s=18, marker=marker,
-                           color=KIND_COLORS[kind], alpha=0.8, edgecolors="none",
-                           label=f"{est.model}: {kind}" if len(estimates) > 1 else kind)
+                           color=KIND_COLORS[kind], alpha=0.8, edgecolors="none")
+                kinds_seen += [kind] if kind not in kinds_seen else []
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOPs per byte of main memory)")
     ax.set_ylabel("attainable FLOP/s")
     ax.set_title(f"roofline on {chip.title} ({chip.main_memory.bandwidth_gb_per_s:g} GB/s)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
-    est = estimates[0]
-    ops = sorted(est.ops, key=lambda o: -o.time_s)[:max_bars]
-    ops = [o for o in est.ops if o in ops]  # model order
-    colors = ["tab:red" if o.bound == "memory" else "tab:blue" for o in ops]
-    bx.bar(range(len(ops)), [o.time_s * 1e6 for o in ops], color=colors)
-    bx.set_xticks(range(len(ops)))
-    bx.set_xticklabels([o.name for o in ops], rotation=90, fontsize=6)
-    bx.set_ylabel("time (µs)")
-    bx.set_title(f"{est.model}: the {len(ops)} slowest ops, red = memory-bound, blue = compute-bound, "
-                 f"total {est.latency_s * 1e3:.3g} ms", fontsize=9)
+    # One legend entry per roof, per op kind (colour) and per model (marker), below the chart: never over the points.
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], ls="", marker="o", color=KIND_COLORS[k], label=k) for k in kinds_seen]
+    if len(estimates) > 1:
+        handles += [Line2D([], [], ls="", marker=MODEL_MARKERS[i % len(MODEL_MARKERS)], color="gray", label=e.model)
+                    for i, e in enumerate(estimates)]
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+    if len(estimates) == 1:
+        est = estimates[0]
+        ops = sorted(est.ops, key=lambda o: -o.time_s)[:max_bars]
+        ops = [o for o in est.ops if o in ops]  # model order
+        colors = ["tab:red" if o.bound == "memory" else "tab:blue" for o in ops]
+        bx.bar(range(len(ops)), [o.time_s * 1e6 for o in ops], color=colors)
+        bx.set_xticks(range(len(ops)))
+        bx.set_xticklabels([o.name for o in ops], rotation=90, fontsize=6)
+        bx.set_ylabel("time (µs)")
+        bx.set_title(f"{est.model}: the {len(ops)} slowest ops, red = memory-bound, blue = compute-bound, "
+                     f"total {est.latency_s * 1e3:.3g} ms", fontsize=9)
+    else:  # several models: each model's latency, split into memory- and compute-bound time
+        names = [e.model for e in estimates]
+        mem = [sum(o.time_s for o in e.ops if o.bound == "memory") * 1e3 for e in estimates]
+        comp = [sum(o.time_s for o in e.ops if o.bound != "memory") * 1e3 for e in estimates]
+        bx.bar(names, mem, color="tab:red", label="memory-bound ops")
+        bx.bar(names, comp, bottom=mem, color="tab:blue", label="compute-bound ops")
+        bx.set_ylabel("latency (ms)")
+        bx.tick_params(axis="x", rotation=30)
+        bx.legend(fontsize=8)
+        bx.set_title(f"latency per model on {chip.name} (batch {estimates[0].batch})", fontsize=9)
     bx.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
