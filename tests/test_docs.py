@@ -1,4 +1,5 @@
-"""The docs cannot rot: the Python examples in docs/api.md and the README run and print what the page says, and\nthe README's pasted command outputs are what the commands print today."""
+"""The docs cannot rot: the Python examples in docs/api.md and the README run and print what the page says, and
+the README's pasted command outputs are what the commands print today."""
 
 import doctest
 from pathlib import Path

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xpusim import precision
 from xpusim.compress.api import capture_any
 from xpusim.compress.variants import Variant
 from xpusim.engines.npu import NpuConfig, lower_workload
@@ -28,9 +29,10 @@ def compute_dtype(v: Variant | None) -> tuple[str, int, int]:
     """(torch-style compute dtype, weight bits, activation bits) a variant runs with."""
     if v is None:
         return "float32", 32, 32
-    if v.kind == "float":
-        return {"tf32": ("float32", 32, 32), "bf16": ("bfloat16", 16, 16), "fp16": ("float16", 16, 16),
-                "fp8-e4m3": ("float8_e4m3fn", 8, 8), "fp8-e5m2": ("float8_e5m2", 8, 8)}[v.float_format]
+    if v.kind == "float":  # tf32 stores and moves fp32; the others are their own torch dtypes
+        name = "float32" if v.float_format == "tf32" else precision.torch_dtype_name(v.float_format)
+        bits = int(8 * precision.element_bytes(name))
+        return name, bits, bits
     if v.kind == "uniform" and v.act_bits:
         return "int8", v.weight_bits, 8
     return "float16", v.weight_bits, 16  # weight-only: dequantize into a 16-bit matmul
@@ -73,8 +75,8 @@ def npu_word(v: Variant | None) -> tuple[str, int]:
     for the float model."""
     if v is None:
         return "fp32", 1
-    if v.kind == "float":
-        return {"tf32": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8-e4m3": "fp8", "fp8-e5m2": "fp8"}[v.float_format], 1
+    if v.kind == "float":  # the array's word: TF32 multiplies run on fp32 words here
+        return ("fp32" if v.float_format == "tf32" else precision.chip_dtype_name(v.float_format)), 1
     if v.kind == "uniform" and v.act_bits:
         return "int8", 1
     return "fp16", 1
