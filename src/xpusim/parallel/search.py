@@ -12,7 +12,7 @@ et al. 2021 and Qi et al. 2024; peak in-flight chunks per schedule as in ``Pipel
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -64,6 +64,11 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
     if found:
         raise PlanError("invalid base plan for the search: " + "; ".join(found))
     max_tp = max_tp or cluster.gpus_per_node
+    # the base plan's own settings, only where they differ from the defaults (a default base costs nothing)
+    searched = {"dp", "tp", "pp", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp", "recompute",
+                "rank_order"}
+    kept = {f.name: getattr(base, f.name) for f in fields(ParallelPlan)
+            if f.init and f.name not in searched and getattr(base, f.name) != f.default}
     plans = []
     for t in divisors(gpus):
         if t > max_tp or cfg.heads % t or cfg.kv_heads % t or cfg.ffn % t:
@@ -87,10 +92,10 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
                         for rc in RECOMPUTE_CODES:
                             for sp in ((False, True) if t > 1 else (False,)):
-                                plans.append(replace(base, dp=d, tp=t, pp=p, vp=v, micro_batch=b,
-                                                     global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
-                                                     zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
-                                                     rank_order="tp-dp-pp"))
+                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, vp=v, micro_batch=b,
+                                                          global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
+                                                          zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
+                                                          rank_order="tp-dp-pp", **kept))
     return plans
 
 
@@ -103,6 +108,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                                     "act", "work", "tpf", "tpb", "sched", "overlap", "pb", "gb", "ob", "adam",
                                     "lb", "ab")}
     costs: dict[tuple[int, int, bool, str, str, int], tuple[float, ...]] = {}
+    byte_keys: list[tuple[int, int, int, int, str]] = []
     for i, pl in enumerate(plans):
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes)
         if key not in costs:
@@ -121,9 +127,21 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
-        # bytes per parameter, gradient, optimizer state, Adam step, logit and activation element
-        col["pb"][i], col["gb"][i], col["ob"][i] = pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes
-        col["adam"][i], col["lb"][i], col["ab"][i] = pl.optimizer_step_bytes, pl.logits_bytes, element_bytes(pl.dtype)
+        byte_keys.append((pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype))
+    # bytes per parameter, gradient, optimizer state, Adam step, logit and activation element: one value per
+    # distinct setting (a search has one), broadcast, not looked up plan by plan
+    first: dict[tuple[int, int, int, int, str], int] = {}
+    for i, k in enumerate(byte_keys):
+        first.setdefault(k, i)
+    per_setting = {k: (k[0], k[1], k[2], plans[i].optimizer_step_bytes, k[3], element_bytes(k[4]))
+                   for k, i in first.items()}
+    if len(per_setting) == 1:
+        for name, value in zip(("pb", "gb", "ob", "adam", "lb", "ab"), next(iter(per_setting.values())), strict=True):
+            col[name] = np.full(n, float(value))
+    else:
+        for i, k in enumerate(byte_keys):
+            for name, value in zip(("pb", "gb", "ob", "adam", "lb", "ab"), per_setting[k], strict=True):
+                col[name][i] = value
     pb, gb, ob, lb = col["pb"], col["gb"], col["ob"], col["lb"]
     t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
     chunk_layers = cfg.layers / (p * v)

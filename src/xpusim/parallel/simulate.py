@@ -139,7 +139,19 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
 
 def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str = "bf16",
               logits_bytes: float = LOGITS_BYTES_PER_ELEMENT) -> HeadCost:
-    """Vocabulary-parallel output layer and loss on the last stage, embedding lookup on the first."""
+    """Vocabulary-parallel output layer and loss on the last stage, embedding lookup on the first (memoized like
+    `layer_cost`: the search asks for the same few hundred shapes for every plan)."""
+    key = (cfg, chip.model_dump_json(), s, b, t, dtype, logits_bytes)
+    if key not in _HEAD_CACHE:
+        _HEAD_CACHE[key] = _head_cost(cfg, chip, s, b, t, dtype, logits_bytes)
+    return _HEAD_CACHE[key]
+
+
+_HEAD_CACHE: dict[tuple[object, ...], HeadCost] = {}
+
+
+def _head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str,
+               logits_bytes: float) -> HeadCost:
     embed, norm, lm_head = head_ops(_sharded(cfg, 1), b, s, s, precision(dtype))
     lm_head = dataclasses.replace(lm_head, macs=lm_head.macs // t, flops=lm_head.flops // t,
                                   weight_bytes=lm_head.weight_bytes // t, bytes_written=lm_head.bytes_written // t)
