@@ -225,3 +225,42 @@ def test_npu_check_says_how_many_layers_it_checked() -> None:
     r = xpusim.npu("resnet18", array=(16, 16), check=True, check_layers=2)
     assert r.checks is not None and len({c.name for c in r.checks}) == 2 and r.ok
     assert "check: the first 2 of 21 conv/linear layers" in r.summary()
+
+
+USER_MODEL = """
+import torch
+from torch import nn
+
+def build():  # no seed of its own: xpusim's --seed decides its initial weights
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(dim=1)
+    return x[:200], y[:200], x[200:], y[200:]
+"""
+
+
+def test_compression_reproduces(tmp_path: Path) -> None:
+    import torch
+
+    f = tmp_path / "user.py"
+    f.write_text(USER_MODEL)
+    timed = {"cpu_latency_s"}  # a wall time
+    runs = []
+    for threads in (2, 1):  # training always runs on one thread: the thread count of the caller does not matter
+        torch.set_num_threads(threads)
+        r = xpusim.compress(f"{f}:build", data=f"{f}:data", epochs=3, quant=["w4a8", "w2:qat"], prune=["0.5"],
+                            chips=[], seed=7)
+        runs.append(without(r.to_dict(), timed))
+    torch.set_num_threads(1)
+    assert runs[0] == runs[1]
+    # the seed is set before the user's factory builds the model: it decides the initial weights
+    from xpusim.compress.api import load_task
+
+    def weights(seed: int) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in load_task(f"{f}:build", seed, f"{f}:data").model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(weights(7), weights(7), strict=True))
+    assert not torch.equal(weights(7)[0], weights(8)[0])
