@@ -180,7 +180,8 @@ def npu_cmd(
     dataflow: str | None = _opt(None, "--dataflow", help="os, ws, is or auto (best per layer). Default: ws, or the "
                                                          "SCALE-Sim config's."),
     sram_kb: str | None = _opt(None, "--sram-kb", help="ifmap,filter,ofmap KiB (default SCALE-Sim's 6144,6144,2048)."),
-    dram_bytes_per_cycle: float = _opt(10.0, "--dram-bytes-per-cycle"), clock_ghz: float = _opt(1.0, "--clock-ghz"),
+    dram_bytes_per_cycle: float | None = _opt(None, "--dram-bytes-per-cycle", help="Default 10 (SCALE-Sim's)."),
+    clock_ghz: float | None = _opt(None, "--clock-ghz", help="Default 1 GHz."),
     dtype: str = _opt("int8", "--dtype", help="Word: int4, int8, fp8, fp16, bf16, fp32."),
     macs_per_pe: int = _opt(1, "--macs-per-pe", help="Low-bit MACs per PE per cycle."),
     sparsity: str | None = _opt(None, "--sparsity", help="N:M structured sparsity the array skips, e.g. 2:4."),

@@ -23,7 +23,7 @@ from xpusim import precision
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip, load_chip
 from xpusim.hardware.cluster import Cluster, load_cluster
-from xpusim.units import TERA
+from xpusim.units import GIGA, KIB, TERA
 from xpusim.workload.model import SWEEP_PARAMS, Workload
 from xpusim.workload.transformer import Precision, TransformerConfig, load_transformer
 
@@ -403,8 +403,8 @@ class NpuResult(_Result):
 
 
 def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (128, 128), dataflow: str | None = None,
-        sram_kib: Sequence[int] | None = None, dram_bytes_per_cycle: float = 10.0, dtype: str = "int8",
-        clock_ghz: float = 1.0, macs_per_pe: int = 1, sparsity: str | None = None, objective: str = "cycles",
+        sram_kib: Sequence[int] | None = None, dram_bytes_per_cycle: float | None = None, dtype: str = "int8",
+        clock_ghz: float | None = None, macs_per_pe: int = 1, sparsity: str | None = None, objective: str = "cycles",
         batch: int = 1, input_shape: Sequence[int] | None = None, seq_len: int | None = None,
         example_inputs: Any = None, scalesim_config: str | Path | None = None,
         scalesim_topology: str | Path | None = None, check: bool = False, check_layers: int = 8,
@@ -413,10 +413,23 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
     topology files replayed as SCALE-Sim would run them.
 
     ``dataflow``: ``os``, ``ws``, ``is`` or ``auto`` (the best per layer by ``objective``); default ``ws``, or the
-    SCALE-Sim config's. ``sram_kib``: (ifmap, filter, ofmap) KiB, default SCALE-Sim's. ``check`` runs real
-    numbers through the mapping of the first ``check_layers`` conv/linear layers.
+    SCALE-Sim config's. ``sram_kib``: (ifmap, filter, ofmap) KiB; it, ``dram_bytes_per_cycle`` and ``clock_ghz``
+    default to SCALE-Sim's google.cfg (`xpusim.engines.npu.DEFAULT_SRAM_KIB`, ``DEFAULT_DRAM_WORDS_PER_CYCLE``,
+    ``DEFAULT_CLOCK_HZ``). ``check`` runs real numbers through the mapping of the first ``check_layers``
+    conv/linear layers.
     """
-    from xpusim.engines.npu import DEFAULT_SRAM_KIB, NpuConfig, NpuRun, lower_workload, simulate
+    from xpusim.engines.npu import (
+        DEFAULT_CLOCK_HZ,
+        DEFAULT_DRAM_WORDS_PER_CYCLE,
+        DEFAULT_SRAM_KIB,
+        NpuConfig,
+        NpuRun,
+        lower_workload,
+        simulate,
+    )
+
+    clock_hz = DEFAULT_CLOCK_HZ if clock_ghz is None else clock_ghz * GIGA
+    dram_bytes_per_cycle = float(DEFAULT_DRAM_WORDS_PER_CYCLE) if dram_bytes_per_cycle is None else dram_bytes_per_cycle
 
     _positive("clock_ghz", clock_ghz)
     _positive("dram_bytes_per_cycle", dram_bytes_per_cycle)
@@ -444,7 +457,7 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
         if sc.ignored:
             notes.append(f"not modelled, ignored: {', '.join(sc.ignored)} (xpusim runs SCALE-Sim's default layout, "
                          "dense, without Ramulator)")
-        run = simulate_scalesim(sc, ss_layers, dataflow or sc.dataflow, objective, clock_hz=clock_ghz * 1e9)
+        run = simulate_scalesim(sc, ss_layers, dataflow or sc.dataflow, objective, clock_hz=clock_hz)
         run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention="scalesim",
                      notes=(*notes, *run.notes))
         return NpuResult(run=run, title=Path(scalesim_topology).name)
@@ -454,9 +467,9 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
     sizes = tuple(DEFAULT_SRAM_KIB if sram_kib is None else sram_kib)
     if len(sizes) != 3 or any(not isinstance(v, int) or v < 1 for v in sizes):
         raise UserError(f"sram_kib {sram_kib!r}: expected three positive KiB sizes: ifmap, filter, ofmap")
-    cfg = NpuConfig(rows=rows, cols=cols, ifmap_sram_bytes=sizes[0] * 1024, filter_sram_bytes=sizes[1] * 1024,
-                    ofmap_sram_bytes=sizes[2] * 1024, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
-                    clock_hz=clock_ghz * 1e9, macs_per_pe=macs_per_pe, sparsity=parse_sparsity(sparsity))
+    cfg = NpuConfig(rows=rows, cols=cols, ifmap_sram_bytes=sizes[0] * KIB, filter_sram_bytes=sizes[1] * KIB,
+                    ofmap_sram_bytes=sizes[2] * KIB, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
+                    clock_hz=clock_hz, macs_per_pe=macs_per_pe, sparsity=parse_sparsity(sparsity))
     wl = analyze(model, example_inputs, batch=batch, input_shape=input_shape, seq_len=seq_len)
     layers, notes = lower_workload(wl)
     df = dataflow or "ws"
