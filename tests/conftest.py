@@ -12,3 +12,12 @@ os.environ["XPUSIM_CAPTURE_CACHE"] = "0"
 def _one_thread() -> None:
     # 2 threads on a shared 2-core box are 5-10x slower than 1 for small CPU work.
     torch.set_num_threads(1)
+
+
+def process_alive(pid: int) -> bool:
+    """A process that has not exited (a zombie counts as gone): for tests that no rank is left behind."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

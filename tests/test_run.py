@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import process_alive
 from xpusim.cli import app
 from xpusim.parallel.events import run_schedule
 from xpusim.parallel.real.compare import compare
@@ -21,14 +22,6 @@ from xpusim.parallel.schedules import build
 
 runner = CliRunner()
 GPT = "gpt:h=64,l=4,a=4,s=16,V=1024"  # a small vocabulary: the default 51200 only makes the tests slower
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.slow
@@ -79,7 +72,7 @@ def test_fault_stops_every_rank(fault: str) -> None:
         assert "rank 1 failed" in msg and "RuntimeError: injected fault on rank 1 in step 2" in msg
     else:
         assert "Timed out" in msg and "rank 1 never reached the collective: hung" in msg
-    assert len(pids) == 2 and not any(alive(p) for p in pids)
+    assert len(pids) == 2 and not any(process_alive(p) for p in pids)
 
 
 @pytest.mark.slow

@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import process_alive
 from xpusim.parallel.real.launch import free_port, launch
 from xpusim.parallel.real.spec import make_spec
 from xpusim.parallel.schedules import build
 
 GPT = "gpt:h=64,l=4,a=4,s=16,V=1024"
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.slow
@@ -48,7 +41,7 @@ def test_pipeline_runs_xpusims_schedule(schedule: str, pp: int, m: int, vs: int,
     assert check["loss_abs_error"] < 1e-5
     assert check["max_grad_rel_error"] < 1e-4, check["worst_param"]
     assert {"embed.weight", "head.weight"} <= set(check["params_compared"])
-    assert not any(alive(p) for p in pids)
+    assert not any(process_alive(p) for p in pids)
 
 
 @pytest.mark.slow

@@ -1,14 +1,6 @@
-"""LLM inference on a chip: an analytic transformer builder (prefill and decode) fed to the roofline engine.
-
-The builder writes the same ops the captured model runs — projections, attention products, MLP, norms, residuals,
-lm_head — as `OpCost` rows, with bytes at the chosen bit widths: weights at ``w_bits``, activations at
-``a_bits``, the KV cache at ``kv_bits``. It runs in milliseconds, so it can sit inside search loops; a test
-holds its MACs equal to the captured Hugging Face model of the same config.
-
-Conventions (NB, what it leaves out): rotary embeddings and masks are not costed (a few elementwise ops per
-token); with FlashAttention the score matrix never goes to memory, without it scores and probabilities are
-written and read once each at ``a_bits``; the KV cache is read in full at every decode step; all parameters
-(embeddings included) are stored at ``w_bits``.
+"""LLM inference on a chip: the analytic transformer builder (`xpusim.workload.transformer`: prefill and decode as
+`OpCost` rows at the chosen bit widths, with its conventions) timed op by op with the roofline engine, plus the
+memory a serving chip needs (weights, KV cache, activations) and the largest batch that fits.
 """
 
 from __future__ import annotations

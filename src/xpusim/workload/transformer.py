@@ -230,22 +230,28 @@ def analytic_workload_ops(cfg: TransformerConfig, batch: int, seq_len: int, p: P
     return out + ops[1:]
 
 
-def parse_gpt(text: str) -> TransformerConfig:
-    """``gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]``: the one meaning of a GPT spec in analyze, llm, parallel and
-    run. ``s`` is the sequence length (and the learned position table's size)."""
-    body = text.partition(":")[2]
+def key_values(text: str, keys: dict[str, str], error: type[UserError], where: str) -> dict[str, int]:
+    """The ``KEY=N`` pairs after ``kind:`` in a spec (``gpt:h=64,l=2``, ``mlp:layers=8``), each a positive integer;
+    ``keys`` maps each allowed key to what it means. Errors start with ``where``."""
     values: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in body.split(","))):
+    for part in filter(None, (p.strip() for p in text.partition(":")[2].split(","))):
         key, sep, val = part.partition("=")
-        if not sep or key not in GPT_KEYS:
-            allowed = ", ".join(f"{k} ({v})" for k, v in GPT_KEYS.items())
-            raise SpecError(f"model spec {text!r}: {part!r} is not KEY=VALUE with KEY one of {allowed}")
+        if not sep or key not in keys:
+            allowed = ", ".join(f"{k} ({v})" for k, v in keys.items())
+            raise error(f"{where}: {part!r} is not KEY=VALUE with KEY one of {allowed}")
         try:
             values[key] = int(val)
         except ValueError:
-            raise SpecError(f"model spec {text!r}: {key}={val!r} is not an integer") from None
+            raise error(f"{where}: {key}={val!r} is not an integer") from None
         if values[key] < 1:
-            raise SpecError(f"model spec {text!r}: {key}={val} must be >= 1")
+            raise error(f"{where}: {key}={val} must be >= 1")
+    return values
+
+
+def parse_gpt(text: str) -> TransformerConfig:
+    """``gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]``: the one meaning of a GPT spec in analyze, llm, parallel and
+    run. ``s`` is the sequence length (and the learned position table's size)."""
+    values = key_values(text, GPT_KEYS, SpecError, f"model spec {text!r}")
     missing = [k for k in ("h", "l", "a", "s") if k not in values]
     if missing:
         raise SpecError(f"model spec {text!r}: missing {', '.join(f'{k} ({GPT_KEYS[k]})' for k in missing)}; "
@@ -325,4 +331,4 @@ def with_seq_len(cfg: TransformerConfig, seq_len: int | None) -> int:
 
 
 __all__ = ["DEFAULT_VOCAB", "GPT_KEYS", "Precision", "SpecError", "TransformerConfig", "analytic_workload_ops",
-           "gpt_spec", "head_ops", "layer_ops", "load_transformer", "parse_gpt", "with_seq_len"]
+           "gpt_spec", "head_ops", "key_values", "layer_ops", "load_transformer", "parse_gpt", "with_seq_len"]

@@ -8,9 +8,13 @@ from dataclasses import dataclass
 
 from xpusim.errors import UserError
 from xpusim.parallel.plan import SCHEDULES, ParallelPlan
-from xpusim.workload.transformer import SpecError, TransformerConfig, parse_gpt
+from xpusim.workload.transformer import SpecError, TransformerConfig, key_values, parse_gpt
 
 RUN_SCHEDULES = (*SCHEDULES, "zbv")
+
+
+MLP_KEYS = {"layers": "ReLU layers (default 8)", "width": "width (default 1024)"}
+"""Keys of an ``mlp:`` spec."""
 
 
 class RunSpecError(UserError):
@@ -37,7 +41,7 @@ class ModelSpec:
     def parse(cls, text: str) -> ModelSpec:
         """``mlp:layers=N,width=W``, or a ``gpt:`` spec with the meaning `xpusim.workload.transformer.parse_gpt`
         gives it everywhere (the simulator included)."""
-        kind, _, body = text.partition(":")
+        kind = text.partition(":")[0]
         if kind == "gpt":
             try:
                 cfg = parse_gpt(text)
@@ -48,18 +52,7 @@ class ModelSpec:
         if kind != "mlp":
             raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W or "
                                "gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]")
-        allowed = {"layers", "width"}
-        vals: dict[str, int] = {}
-        for part in filter(None, (p.strip() for p in body.split(","))):
-            key, sep, val = part.partition("=")
-            if not sep or key not in allowed:
-                raise RunSpecError(f"--model {text!r}: {part!r} is not one of {', '.join(sorted(allowed))}=N")
-            try:
-                vals[key] = int(val)
-            except ValueError:
-                raise RunSpecError(f"--model {text!r}: {key}={val!r} is not an integer") from None
-            if vals[key] < 1:
-                raise RunSpecError(f"--model {text!r}: {key}={val} must be >= 1")
+        vals = key_values(text, MLP_KEYS, RunSpecError, f"--model {text!r}")
         return cls(kind="mlp", layers=vals.get("layers", 8), width=vals.get("width", 1024))
 
     def text(self) -> str:
