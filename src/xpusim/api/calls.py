@@ -711,7 +711,7 @@ def compress(task: str = "digits-cnn", *, quant: Sequence[str] | None = None, pr
     chip_names = [load_chip(c).name for c in (chips if chips is not None else [DEFAULT_PROJECTION_CHIP])]
     array = parse_array(npu, "npu") if npu is not None else None
     progress(f"loading {task} ...")
-    t = load_task(task, seed, data, epochs)
+    t = load_task(task, seed, data, epochs, progress=progress)
     for v in variants:  # every setting checked on every layer before anything runs
         check_variant(t, v)
     for pr in prunes:

@@ -268,16 +268,17 @@ def baseline(task: Task, project: Projector | None = None) -> Measured:
                     cpu_latency_s=cpu_latency_s(task.model, task.test_x))
 
 
-def load_task(name: str, seed: int = 0, data: str | None = None, epochs: int = 0) -> Task:
+def load_task(name: str, seed: int = 0, data: str | None = None, epochs: int = 0,
+              progress: Callable[[str], None] | None = None) -> Task:
     """A built-in task by name, or a user model ``file.py:factory`` with ``data`` ``file.py:factory``."""
     if name.partition(":")[0].endswith(".py"):
         if data is None:
             raise CompressError(f"{name}: a user model needs --data file.py:factory returning "
                                 "(train_x, train_y, test_x, test_y)")
-        return user_task(name, data, CompressError, epochs=epochs, seed=seed)
+        return user_task(name, data, CompressError, epochs=epochs, seed=seed, progress=progress)
     if data is not None:
         raise CompressError(f"--data is for user models (file.py:factory); {name} brings its own data")
     if name not in TASKS:
         raise CompressError(f"unknown task {name!r}; built-in tasks: {', '.join(TASKS)}, or file.py:factory")
-    return TASKS[name](seed)
+    return TASKS[name](seed, progress=progress)
 

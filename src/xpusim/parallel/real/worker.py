@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from xpusim.errors import UserError
-from xpusim.files import check_output
+from xpusim.files import check_output, write_atomic
 from xpusim.parallel.real.models import batch, build_stage, global_name, loss_fn
 from xpusim.parallel.real.spec import RunSpec, argument_parser, spec_from_args
 
@@ -445,10 +445,7 @@ def main(argv: list[str] | None = None, render: Renderer | None = None) -> None:
             if spec.check_grads:
                 report["check"] = reference_check(spec, gathered)
             if ns.result:
-                tmp = f"{ns.result}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(json.dumps(report))
-                os.replace(tmp, ns.result)
+                write_atomic(ns.result, json.dumps(report))
             elif render is not None:
                 render(spec, report, fmt=ns.format, do_compare=ns.compare, trace=ns.trace)
             else:
