@@ -63,8 +63,7 @@ class OneLineErrors(TyperGroup):
         standalone = kwargs.pop("standalone_mode", True)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
-        except click_exceptions.NoArgsIsHelpError as exc:
-            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        except click_exceptions.NoArgsIsHelpError:  # the help was printed already
             rv = 0
         except click_exceptions.UsageError as exc:
             err.print(f"error: {exc.format_message().replace('Value error, ', '')}", markup=False)
