@@ -43,19 +43,20 @@ def test_gradients_equal_single_process(plan: str, schedule: str, extra: dict[st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("m", [4, 8])
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
-def test_measured_bubble_close_to_simulated(schedule: str, m: int) -> None:
-    # Tolerance from repeated runs on this 2-core VM (benchmarks/RESULTS.md): over 16 runs the measured bubble
-    # was 4.7 points below to 7.6 points above the simulated one; ±10 points and ±20% of step time are allowed.
+@pytest.mark.parametrize(("schedule", "m"), [("gpipe", 4), ("1f1b", 8)])
+def test_compare_simulates_the_order_the_ranks_ran(schedule: str, m: int) -> None:
+    # What is deterministic about --compare: the simulator replays exactly the order each rank executed, which is
+    # xpusim's own schedule, so on the same measured action times both give the same step and bubble. How close
+    # the simulated timing comes to the measured one depends on the machine's load: benchmarks/bench_run.py
+    # measures that spread (benchmarks/RESULTS.md), a test does not.
     spec = make_spec(model="mlp:layers=8,width=1024", plan="pp=2", schedule=schedule, micro_batches=m,
-                     micro_batch=16, steps=5, timeout_s=60)
+                     micro_batch=16, steps=3, timeout_s=60)
     report = launch(spec)
     sim = compare(spec, report)
-    meas = report["measured"]
-    assert abs(meas["bubble_fraction"] - sim["bubble_fraction"]) <= 0.10
-    assert sim["step_time_s"] == pytest.approx(meas["step_time_s"], rel=0.20)
-    assert "xpusim_schedule" in sim  # xpusim's own order of the same schedule, on the same measured times
+    assert sim["order"] == build(schedule, 2, m).compact()
+    assert sim["xpusim_schedule"]["bubble_fraction"] == pytest.approx(sim["bubble_fraction"])
+    assert sim["xpusim_schedule"]["step_time_s"] == pytest.approx(sim["step_time_s"])
+    assert 0.0 < sim["bubble_fraction"] < 1.0 and sim["step_time_s"] > sim["optimizer_s"] > 0.0
 
 
 @pytest.mark.slow

@@ -262,14 +262,15 @@ def parallel_cmd(
         if fmt is Format.json:
             emit(found.to_json(), output)
         else:
-            out_console().print(found.summary().rpartition("; best:")[0])
+            out_console().print(found.counts())
             out_console().print(search_table(found.plans))
         step = found.best.step
     else:
-        step = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, batch=batch, micro_batch=micro_batch,
-                         schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, dp_overlap=dp_overlap,
-                         seq_len=seq_len, rank_order=rank_order, layer_ms=measured).step
-        emit(dumps(step.to_dict()), output) if fmt is Format.json else print_result(out_console(), step)
+        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, batch=batch, micro_batch=micro_batch,
+                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, dp_overlap=dp_overlap,
+                      seq_len=seq_len, rank_order=rank_order, layer_ms=measured)
+        emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
+        step = r.step
     title = f"{step.model.config.name} on {step.cluster.name}: {step.plan.label()}"
     if trace is not None:
         write_trace(step.timeline, trace, title)
@@ -299,10 +300,9 @@ def run_cmd(
 ) -> None:
     """Run a parallel plan for real on torch.distributed (one process per rank, gloo on CPU), record the
     timeline, and with --compare hold the simulator to it."""
-    from xpusim.parallel.real.compare import compare, measured_timeline, run_result
     from xpusim.parallel.real.launch import launch
     from xpusim.parallel.real.spec import make_spec
-    from xpusim.report.parallel import print_run, write_trace
+    from xpusim.run import render
 
     spec = make_spec(model=model, plan=plan, schedule=schedule, micro_batches=micro_batches, micro_batch=micro_batch,
                      virtual_stages=virtual_stages if schedule == "interleaved" else 1, steps=steps, seed=seed,
@@ -311,13 +311,7 @@ def run_cmd(
     if do_compare and spec.plan.pp < 2:
         raise UserError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
     err.print(f"starting {spec.ranks} ranks ({spec.plan.label()}, {spec.model.text()}), {steps} steps ...")
-    report = launch(spec)
-    simulated = compare(spec, report) if do_compare else None
-    if trace is not None:
-        write_trace(measured_timeline(report), trace, f"xpusim run {spec.plan.label()} (measured)")
-    _wrote(trace)
-    result = run_result(spec, report, simulated=simulated, trace=str(trace) if trace is not None else None)
-    emit(dumps(result), output) if fmt is Format.json else print_run(out_console(), result)
+    render(spec, launch(spec), fmt=fmt.value, do_compare=do_compare, trace=str(trace) if trace else "", output=output)
 
 
 @command(app, "compress")

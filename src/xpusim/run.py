@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,20 @@ from xpusim.parallel.real.worker import main as worker_main
 
 
 def render(spec: RunSpec, report: dict[str, Any], *, fmt: str = "table", do_compare: bool = False,
-           trace: str = "") -> None:
-    """Rank 0's summary on stdout, the same as ``xpusim run``'s."""
+           trace: str = "", output: Path | None = None) -> None:
+    """What rank 0 of a finished run shows, for ``xpusim run`` and ``python -m xpusim.run`` alike: simulated with
+    the measured action times (``do_compare``), the measured timeline as a trace, then the table or its JSON."""
     from xpusim.api.calls import dumps
     from xpusim.parallel.real.compare import compare, measured_timeline, run_result
-    from xpusim.report.console import out_console
+    from xpusim.report.console import emit, err, out_console
     from xpusim.report.parallel import print_run, write_trace
 
     simulated = compare(spec, report) if do_compare else None
     if trace:
         write_trace(measured_timeline(report), Path(trace), f"xpusim run {spec.plan.label()} (measured)")
-        print(f"wrote {trace}", file=sys.stderr)
-    result = run_result(spec, report, simulated, Path(trace) if trace else None)
-    print(dumps(result)) if fmt == "json" else print_run(out_console(), result)
+        err.print(f"wrote {trace}")
+    result = run_result(spec, report, simulated, trace or None)
+    emit(dumps(result), output) if fmt == "json" else print_run(out_console(), result)
 
 
 def main(argv: list[str] | None = None) -> None:

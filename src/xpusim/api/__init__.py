@@ -19,9 +19,6 @@ from xpusim.api.calls import (
     dumps,
     llm,
     npu,
-    parse_array,
-    parse_schedule,
-    parse_sparsity,
     roofline,
     search,
     train,
@@ -31,6 +28,6 @@ from xpusim.api.calls import (
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
     "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
-    "compress", "dumps", "llm", "npu", "parse_array", "parse_schedule", "parse_sparsity", "roofline",
+    "compress", "dumps", "llm", "npu", "roofline",
     "search", "train", "workload_at",
 ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import xpusim.compress as _compress_package
 from xpusim import precision
+from xpusim.api import parse
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip, load_chip
 from xpusim.hardware.cluster import Cluster, load_cluster
@@ -335,35 +336,6 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
 
 
 # ----------------------------------------------------------------------------------------------------------- npu
-def parse_array(text: str | Sequence[int], field_name: str = "array") -> tuple[int, int]:
-    """``128x128`` or ``(128, 128)`` → (rows, cols)."""
-    if isinstance(text, str):
-        rows_s, sep, cols_s = text.lower().partition("x")
-        try:
-            rows, cols = int(rows_s), int(cols_s)
-        except ValueError:
-            rows = cols = 0
-        if not sep:
-            rows = 0
-    else:
-        try:
-            rows, cols = (int(v) for v in text)
-        except (TypeError, ValueError):
-            rows = cols = 0
-    if rows < 1 or cols < 1:
-        raise UserError(f"{field_name} {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
-    return rows, cols
-
-
-def parse_sparsity(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    n_s, _, m_s = text.partition(":")
-    if not (n_s.isdigit() and m_s.isdigit()):
-        raise UserError(f"sparsity {text!r}: expected N:M such as 2:4")
-    return int(n_s), int(m_s)
-
-
 @dataclass(frozen=True, kw_only=True)
 class NpuResult(_Result):
     """A model (or SCALE-Sim topology) on a systolic-array NPU: cycles, stalls, traffic and energy per layer."""
@@ -463,13 +435,13 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
         return NpuResult(run=run, title=Path(scalesim_topology).name)
     if model is None:
         raise UserError("give a model, or scalesim_config and scalesim_topology")
-    rows, cols = parse_array(array)
+    rows, cols = parse.array(array)
     sizes = tuple(DEFAULT_SRAM_KIB if sram_kib is None else sram_kib)
     if len(sizes) != 3 or any(not isinstance(v, int) or v < 1 for v in sizes):
         raise UserError(f"sram_kib {sram_kib!r}: expected three positive KiB sizes: ifmap, filter, ofmap")
     cfg = NpuConfig(rows=rows, cols=cols, ifmap_sram_bytes=sizes[0] * KIB, filter_sram_bytes=sizes[1] * KIB,
                     ofmap_sram_bytes=sizes[2] * KIB, dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype,
-                    clock_hz=clock_hz, macs_per_pe=macs_per_pe, sparsity=parse_sparsity(sparsity))
+                    clock_hz=clock_hz, macs_per_pe=macs_per_pe, sparsity=parse.sparsity(sparsity))
     wl = analyze(model, example_inputs, batch=batch, input_shape=input_shape, seq_len=seq_len)
     layers, notes = lower_workload(wl)
     df = dataflow or "ws"
@@ -527,29 +499,6 @@ class TrainResult(_Result):
                 f"{r.capacity_bytes / 2**30:.0f} GiB: {'fits' if r.fits else 'OUT OF MEMORY'}")
 
 
-SCHEDULE_HELP = "gpipe, 1f1b, interleaved:V (V virtual stages per rank, e.g. interleaved:2), zb-h1"
-
-
-def parse_schedule(text: str) -> tuple[str, int]:
-    """``1f1b`` → ("1f1b", 1); ``interleaved:3`` → ("interleaved", 3) (``interleaved`` alone: 2)."""
-    from xpusim.parallel.plan import SCHEDULES
-
-    name, sep, v = text.partition(":")
-    if name not in SCHEDULES:
-        raise UserError(f"schedule {text!r}: expected one of {SCHEDULE_HELP}")
-    if name == "interleaved":
-        try:
-            vp = int(v) if sep else 2
-        except ValueError:
-            vp = 0
-        if vp < 2:
-            raise UserError(f"schedule {text!r}: V must be an integer >= 2, e.g. interleaved:2")
-        return name, vp
-    if sep:
-        raise UserError(f"schedule {text!r}: only interleaved takes :V")
-    return name, 1
-
-
 def _train_model(model: str | TransformerConfig, seq_len: int | None) -> TrainModel:
     from xpusim.parallel.spec import parse_model
 
@@ -600,7 +549,7 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
             zero = 3 if fsdp == "full" else 2
         if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
             raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
-        sched, vp = parse_schedule(schedule)
+        sched, vp = parse.schedule(schedule)
         the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, vp=vp, micro_batch=micro_batch,
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
                             recompute=recompute, rank_order=rank_order)
@@ -627,11 +576,15 @@ class SearchPlans(_Result):
         # NB: no wall times here (they are in summary()): the same search gives the same dict.
         return {"evaluated": f.evaluated, "fitting": f.fitting, "plans": [r.to_dict() for r in f.results]}
 
-    def summary(self) -> str:
+    def counts(self) -> str:
+        """How many plans were estimated, how fast, how many fit."""
         f = self.found
         return (f"estimated {f.evaluated:,} plans in {f.estimate_seconds:.2f} s ({f.plans_per_s:,.0f} plans/s), "
-                f"{f.fitting:,} fit in memory; best {3 * self.top} re-simulated, {f.seconds:.2f} s in all; best: "
-                f"{f.results[0].plan.label()}, step {f.results[0].step_time_s:.4g} s")
+                f"{f.fitting:,} fit in memory; best {3 * self.top} re-simulated, {f.seconds:.2f} s in all")
+
+    def summary(self) -> str:
+        best = self.found.results[0]
+        return f"{self.counts()}; best: {best.plan.label()}, step {best.step_time_s:.4g} s"
 
 
 def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int, batch: int,
@@ -709,7 +662,7 @@ def compress(task: str = "digits-cnn", *, quant: Sequence[str] | None = None, pr
     variants = [parse_variant(q) for q in (quant or ([] if prune else DEFAULT_QUANTS))]
     prunes = [parse_prune(p) for p in (prune or [])]
     chip_names = [load_chip(c).name for c in (chips if chips is not None else [DEFAULT_PROJECTION_CHIP])]
-    array = parse_array(npu, "npu") if npu is not None else None
+    array = parse.array(npu, "npu") if npu is not None else None
     progress(f"loading {task} ...")
     t = load_task(task, seed, data, epochs, progress=progress)
     for v in variants:  # every setting checked on every layer before anything runs
@@ -743,6 +696,6 @@ _compress_package.__class__ = _CompressPackage
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
     "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
-    "compress", "dumps", "llm", "npu", "parse_array", "parse_schedule", "parse_sparsity", "roofline",
+    "compress", "dumps", "llm", "npu", "roofline",
     "search", "train", "workload_at",
 ]

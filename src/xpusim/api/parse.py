@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from xpusim.errors import UserError
 from xpusim.workload.model import SWEEP_PARAMS
 
@@ -53,3 +55,55 @@ def layer_ms(text: str | None) -> tuple[float, float] | None:
     if not (fwd > 0 and bwd > 0):
         raise UserError(f"layer_ms {text!r}: expected two positive numbers FWD,BWD such as 1.2,2.5")
     return fwd, bwd
+
+
+def array(text: str | Sequence[int], field_name: str = "array") -> tuple[int, int]:
+    """``128x128`` or ``(128, 128)`` → (rows, cols) of a PE array."""
+    if isinstance(text, str):
+        rows_s, sep, cols_s = text.lower().partition("x")
+        try:
+            rows, cols = int(rows_s), int(cols_s)
+        except ValueError:
+            rows = cols = 0
+        if not sep:
+            rows = 0
+    else:
+        try:
+            rows, cols = (int(v) for v in text)
+        except (TypeError, ValueError):
+            rows = cols = 0
+    if rows < 1 or cols < 1:
+        raise UserError(f"{field_name} {text!r}: expected ROWSxCOLS with positive sizes, e.g. 128x128")
+    return rows, cols
+
+
+def sparsity(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    n_s, _, m_s = text.partition(":")
+    if not (n_s.isdigit() and m_s.isdigit()):
+        raise UserError(f"sparsity {text!r}: expected N:M such as 2:4")
+    return int(n_s), int(m_s)
+
+
+SCHEDULE_HELP = "gpipe, 1f1b, interleaved:V (V virtual stages per rank, e.g. interleaved:2), zb-h1"
+
+
+def schedule(text: str) -> tuple[str, int]:
+    """``1f1b`` → ("1f1b", 1); ``interleaved:3`` → ("interleaved", 3) (``interleaved`` alone: 2)."""
+    from xpusim.parallel.plan import SCHEDULES
+
+    name, sep, v = text.partition(":")
+    if name not in SCHEDULES:
+        raise UserError(f"schedule {text!r}: expected one of {SCHEDULE_HELP}")
+    if name == "interleaved":
+        try:
+            vp = int(v) if sep else 2
+        except ValueError:
+            vp = 0
+        if vp < 2:
+            raise UserError(f"schedule {text!r}: V must be an integer >= 2, e.g. interleaved:2")
+        return name, vp
+    if sep:
+        raise UserError(f"schedule {text!r}: only interleaved takes :V")
+    return name, 1

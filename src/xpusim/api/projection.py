@@ -9,7 +9,6 @@ no sparse-tensor-core speedup for 2:4).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,7 +21,6 @@ from xpusim.engines.npu import NpuConfig, lower_workload
 from xpusim.engines.npu import simulate as npu_simulate
 from xpusim.engines.roofline import roofline
 from xpusim.hardware.chip import ChipError, load_chip
-from xpusim.workload.model import Workload
 
 
 def compute_dtype(v: Variant | None) -> tuple[str, int, int]:
@@ -38,16 +36,6 @@ def compute_dtype(v: Variant | None) -> tuple[str, int, int]:
     return "float16", v.weight_bits, 16  # weight-only: dequantize into a 16-bit matmul
 
 
-def retype(wl: Workload, dtype: str, weight_bits: int, act_bits: int) -> Workload:
-    """A float32 capture's ops recomputed at ``dtype`` with weights at ``weight_bits`` and activations at
-    ``act_bits``."""
-    fw, fa = weight_bits / 32, act_bits / 32
-    ops = tuple(replace(o, dtype=dtype, weight_bytes=round(o.weight_bytes * fw),
-                        activation_bytes_read=round(o.activation_bytes_read * fa),
-                        bytes_written=round(o.bytes_written * fa)) for o in wl.ops)
-    return replace(wl, dtype=dtype, ops=ops)
-
-
 def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, chips: list[str],
             batch: int) -> dict[str, dict[str, float | str | None]]:
     """Latency and energy per inference batch on each chip (roofline, ideal efficiency)."""
@@ -56,7 +44,7 @@ def project(model: nn.Module, example: torch.Tensor, variant: Variant | None, ch
     x = example.expand(batch, *example.shape[1:]) if example.shape[0] == 1 else example
     wl = capture_any(model, x)
     dtype, wb, ab = compute_dtype(variant)
-    wl = retype(wl, dtype, wb, ab)
+    wl = wl.retyped(dtype, wb, ab)
     out: dict[str, dict[str, float | str | None]] = {}
     for name in chips:
         chip = load_chip(name)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from xpusim.hardware.chip import DTYPES, Chip, ChipError
-from xpusim.precision import chip_dtype_of
+from xpusim.hardware.chip import Chip, ChipError
+from xpusim.precision import CHIP_DTYPES, chip_dtype_of
 from xpusim.workload.model import OpCost, Workload
 
 TENSOR_KINDS = frozenset(("matmul", "conv", "attention", "rnn", "fused"))
@@ -167,11 +167,6 @@ def energy_table() -> dict[str, Any]:
     return dict(yaml.safe_load(text))
 
 
-def chip_dtype(torch_dtype: str, *, tf32: bool = False) -> str:
-    """The chip dtype an op of this torch dtype computes in (fp32 matmuls in TF32 only when asked)."""
-    return chip_dtype_of(torch_dtype, tf32=tf32)
-
-
 def _unit_peak(chip: Chip, kind: str, dtype: str) -> tuple[str, float | None]:
     """The unit an op of ``kind`` runs on and its peak; a missing peak falls back to the other unit."""
     first, second = ("tensor", "vector") if kind in TENSOR_KINDS else ("vector", "tensor")
@@ -207,7 +202,7 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
                 model_weight_bytes: float = 0.0) -> OpEstimate:
     """One op on one chip. On a probed host, activations move at the bandwidth of the level the op's working set
     fits in, weights at the level the whole model's weights fit in (they were last read one forward ago)."""
-    dtype = chip_dtype(op.dtype, tf32=tf32 and op.kind in TENSOR_KINDS)
+    dtype = chip_dtype_of(op.dtype, tf32=tf32 and op.kind in TENSOR_KINDS)
     unit, peak = _unit_peak(chip, op.kind, dtype)
     if op.flops and peak is None:
         raise ChipError(f"chip {chip.name} has no peak for {dtype} ({op.name}); it supports {', '.join(chip.dtypes())}")
@@ -238,8 +233,8 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
 
 def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None = None) -> Estimate:
     """Estimate every op of ``wl`` on ``chip`` with the roofline model."""
-    dtype = chip_dtype(wl.dtype, tf32=tf32)
-    if dtype in DTYPES:
+    dtype = chip_dtype_of(wl.dtype, tf32=tf32)
+    if dtype in CHIP_DTYPES:
         chip.require_dtype("fp32" if dtype == "tf32" and chip.best_peak_flops_per_s("tf32") is None else dtype)
     table = energy_table()
     node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0

@@ -18,15 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from xpusim.errors import UserError
 from xpusim.names import suggest
-from xpusim.precision import CHIP_DTYPE_BITS, CHIP_DTYPES, TORCH_TO_CHIP
+from xpusim.precision import CHIP_DTYPES
 from xpusim.units import GIB, GIGA, MIB, TERA
 
 Dtype = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
-DTYPES: tuple[str, ...] = CHIP_DTYPES
 Unit = Literal["tensor", "vector"]
 UNITS: tuple[str, ...] = ("tensor", "vector")
-DTYPE_BITS = CHIP_DTYPE_BITS
-TORCH_TO_CHIP_DTYPE = TORCH_TO_CHIP
 
 
 class ChipError(UserError):
@@ -174,7 +171,7 @@ class Chip(_Strict):
         return table.get(unit, {})
 
     def dtypes(self) -> list[str]:
-        return [d for d in DTYPES if any(d in self.peaks_tflops(u) for u in UNITS)]
+        return [d for d in CHIP_DTYPES if any(d in self.peaks_tflops(u) for u in UNITS)]
 
     def peak_flops_per_s(self, dtype: str, unit: str = "tensor") -> float | None:
         """Dense peak of ``unit`` for ``dtype`` (None if the datasheet gives none)."""
@@ -186,8 +183,8 @@ class Chip(_Strict):
         return max(peaks) if peaks else None
 
     def require_dtype(self, dtype: str) -> None:
-        if dtype not in DTYPES:
-            raise ChipError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        if dtype not in CHIP_DTYPES:
+            raise ChipError(f"dtype {dtype!r} is not one of {', '.join(CHIP_DTYPES)}")
         if self.best_peak_flops_per_s(dtype) is None:
             raise ChipError(f"chip {self.name} has no {dtype} peak; it supports {', '.join(self.dtypes())}")
 

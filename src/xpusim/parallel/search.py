@@ -105,10 +105,10 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     chip = cluster.load_chip()
     n = len(plans)
     col = {k: np.empty(n) for k in ("t", "p", "v", "d", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
-                                    "act", "work", "tpf", "tpb", "sched", "overlap", "pb", "gb", "ob", "adam",
-                                    "lb", "ab")}
+                                    "act", "work", "tpf", "tpb", "sched", "overlap")}
     costs: dict[tuple[int, int, bool, str, str, int], tuple[float, ...]] = {}
-    byte_keys: list[tuple[int, int, int, int, str]] = []
+    per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
+    byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes)
         if key not in costs:
@@ -127,21 +127,14 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
-        byte_keys.append((pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype))
-    # bytes per parameter, gradient, optimizer state, Adam step, logit and activation element: one value per
-    # distinct setting (a search has one), broadcast, not looked up plan by plan
-    first: dict[tuple[int, int, int, int, str], int] = {}
-    for i, k in enumerate(byte_keys):
-        first.setdefault(k, i)
-    per_setting = {k: (k[0], k[1], k[2], plans[i].optimizer_step_bytes, k[3], element_bytes(k[4]))
-                   for k, i in first.items()}
-    if len(per_setting) == 1:
-        for name, value in zip(("pb", "gb", "ob", "adam", "lb", "ab"), next(iter(per_setting.values())), strict=True):
-            col[name] = np.full(n, float(value))
-    else:
-        for i, k in enumerate(byte_keys):
-            for name, value in zip(("pb", "gb", "ob", "adam", "lb", "ab"), per_setting[k], strict=True):
-                col[name][i] = value
+        key_b = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype)
+        if key_b not in per_setting:  # bytes per parameter, gradient, optimizer state, Adam step, logit, activation
+            per_setting[key_b] = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.optimizer_step_bytes,
+                                  pl.logits_bytes, element_bytes(pl.dtype))
+        byte_rows.append(per_setting[key_b])
+    for name, column in zip(("pb", "gb", "ob", "adam", "lb", "ab"), np.array(byte_rows, dtype=float).reshape(n, 6).T,
+                            strict=True):
+        col[name] = column
     pb, gb, ob, lb = col["pb"], col["gb"], col["ob"], col["lb"]
     t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
     chunk_layers = cfg.layers / (p * v)

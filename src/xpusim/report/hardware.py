@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from xpusim.engines.roofline import Estimate
-from xpusim.hardware.chip import DTYPES, Chip
+from xpusim.hardware.chip import Chip
+from xpusim.precision import CHIP_DTYPES
 
 if TYPE_CHECKING:
     from xpusim.api.calls import LLMResult, NpuResult, RooflineResult
@@ -58,7 +59,7 @@ def catalog_table(chips: Sequence[Chip]) -> Table:
         ridge = c.ridge_point(half)
         per_w = c.flops_per_watt(half)
         mem = c.main_memory
-        t.add_row(c.name, str(c.year or "-"), *(_tf(c.best_peak_flops_per_s(d)) for d in DTYPES[1:]),
+        t.add_row(c.name, str(c.year or "-"), *(_tf(c.best_peak_flops_per_s(d)) for d in CHIP_DTYPES[1:]),
                   f"{mem.capacity_bytes / 2**30:.0f} GiB {mem.name}", f"{mem.bandwidth_gb_per_s:,.0f}",
                   f"{ridge:.0f}" if ridge else "-", f"{per_w / TERA:.2f}" if per_w else "-",
                   f"{c.tdp_w:.0f}" if c.tdp_w else "-")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -96,9 +95,3 @@ def print_sweep(console: Console, model: str, param: str, results: Sequence[tupl
         console.print(f"layers whose shapes change ({param} {results[0][0]} → {results[-1][0]}), first {len(changed)}:")
         for c in changed:
             console.print(f"  {c['name']}: {fmt_shape(c['from'])} → {fmt_shape(c['to'])}")
-
-
-def dumps(obj: Any) -> str:
-    from xpusim.api.calls import dumps as api_dumps
-
-    return api_dumps(obj)

@@ -8,15 +8,10 @@ from typing import Any
 
 import torch
 
-from xpusim.precision import torch_dtype
+from xpusim.precision import torch_dtype as torch_dtype_of
 from xpusim.workload.capture import capture
-from xpusim.workload.model import SWEEP_PARAMS, Workload
+from xpusim.workload.model import Workload
 from xpusim.workload.zoo import ModelSpecError, build
-
-
-def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
-    """A capture dtype from a name (``bf16``, ``bfloat16``; see `xpusim.precision.TORCH_NAMES`)."""
-    return torch_dtype(name)
 
 
 def analyze(
@@ -45,7 +40,7 @@ def analyze(
     >>> wl.totals().macs
     4089184256
     """
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = torch_dtype_of(dtype)
     shape = tuple(input_shape) if input_shape is not None else None
     if shape is not None and (not shape or any(int(d) < 1 for d in shape)):
         raise ValueError(f"input_shape={shape} must be a non-empty list of positive sizes")
@@ -101,13 +96,3 @@ def materialize(
         return x
 
     return module.eval(), tuple(real(a) for a in args), {k: real(v) for k, v in kwargs.items()}
-
-
-def sweep(model: str, param: str, values: Sequence[int], **kwargs: Any) -> list[tuple[int, Workload]]:
-    """Analyze ``model`` once per value of ``param`` (``batch``, ``seq-len`` or ``image-size``)."""
-    if param not in SWEEP_PARAMS:
-        raise ValueError(f"sweep parameter {param!r} is not one of {', '.join(SWEEP_PARAMS)}")
-    if not values:
-        raise ValueError("sweep needs at least one value")
-    key = param.replace("-", "_")
-    return [(v, analyze(model, **{**kwargs, key: v})) for v in values]

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from xpusim.precision import element_bytes
+
 Shape = tuple[int, ...]
 
 KINDS = (
@@ -31,6 +33,9 @@ KINDS = (
 
 PHASES = ("forward", "backward")
 
+
+FLOAT_CAPTURES = ("float32", "float16", "bfloat16")
+"""Captures `Workload.retyped` rescales to narrower formats."""
 
 SWEEP_PARAMS = ("batch", "seq-len", "image-size")
 """What ``analyze`` can sweep: how cost grows with batch, sequence length or image size."""
@@ -201,18 +206,21 @@ class Workload:
             )
         return rows
 
-    def retyped(self, dtype: str, bits: int) -> Workload:
-        """The same ops computed and stored in ``dtype`` of ``bits`` bits (e.g. int8 from a float16 capture).
+    def retyped(self, dtype: str, bits: int, act_bits: int | None = None) -> Workload:
+        """The same ops computed in ``dtype`` with weights stored at ``bits`` and activations at ``act_bits``
+        (default ``bits``): int8 from a float16 capture, a W4A8 variant from a float32 one.
 
-        Bytes of floating-point tensors scale by ``bits / 16``; the capture must be 16-bit for this to be exact.
+        Bytes scale from the capture's own floating-point width (``bits / 16`` for a float16 capture).
         NB: integer tensors (indices) are scaled too, a small overestimate of the savings.
         """
-        if self.dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"retyped() expects a 16-bit capture, not {self.dtype}")
-        f = bits / 16
-        ops = tuple(replace(o, dtype=dtype, weight_bytes=round(o.weight_bytes * f),
-                            activation_bytes_read=round(o.activation_bytes_read * f),
-                            bytes_written=round(o.bytes_written * f)) for o in self.ops)
+        if self.dtype not in FLOAT_CAPTURES:
+            raise ValueError(f"retyped() expects a floating-point capture ({', '.join(FLOAT_CAPTURES)}), "
+                             f"not {self.dtype}")
+        source_bits = 8 * element_bytes(self.dtype)
+        fw, fa = bits / source_bits, (bits if act_bits is None else act_bits) / source_bits
+        ops = tuple(replace(o, dtype=dtype, weight_bytes=round(o.weight_bytes * fw),
+                            activation_bytes_read=round(o.activation_bytes_read * fa),
+                            bytes_written=round(o.bytes_written * fa)) for o in self.ops)
         return replace(self, dtype=dtype, ops=ops)
 
     def summary(self) -> str:
