@@ -19,8 +19,10 @@ def test_catalog_has_the_required_chips_and_every_source_is_defined() -> None:
     assert set(catalog_names()) >= REQUIRED
     tags = set(sources())
     for chip in all_chips():
-        cited = {t.strip(" ,():;") for field in (chip.compute_source, *(m.source for m in chip.memory))
+        cited = {t.strip(" ,():;") for field in (chip.compute_source, *(m.source for m in chip.memory),
+                                                 chip.tdp_source or "", chip.usd_per_hour_source or "")
                  for t in field.split() if t.startswith("S-")}
+        assert (chip.usd_per_hour is None) == (chip.usd_per_hour_source is None), f"{chip.name}: price needs a source"
         assert cited, f"{chip.name}: no source tag"
         assert cited <= tags, f"{chip.name}: undefined source tags {cited - tags}"
 

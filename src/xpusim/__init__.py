@@ -20,13 +20,14 @@ _API = ("analyze", "analyze_sweep", "roofline", "llm", "npu", "train", "search",
         "RooflineResult", "LLMResult", "NpuResult", "TrainResult", "SearchPlans", "CompressResult")
 _LAZY = {
     **dict.fromkeys(_API, "xpusim.api"),  # one function per question, and the results they return
+    "Report": "xpusim.api.report", "DesignPoint": "xpusim.api.report",
     # the inputs, as objects
     "Chip": "xpusim.hardware.chip", "Cluster": "xpusim.hardware.cluster", "ParallelPlan": "xpusim.parallel.plan",
     "TransformerConfig": "xpusim.workload.transformer", "Precision": "xpusim.workload.transformer",
     "load_chip": "xpusim.hardware.chip", "load_cluster": "xpusim.hardware.cluster",
 }
 
-__all__ = ["OpCost", "Totals", "UserError", "Workload", *_LAZY]
+__all__ = ["OpCost", "Totals", "UserError", "Workload", "report", *_LAZY]
 __version__ = "0.1.0"
 
 
@@ -34,6 +35,8 @@ def __getattr__(name: str) -> Any:  # imported on first use, so torch-free comma
     if name == "compress":  # the package, made callable by xpusim.api (see xpusim.api.calls._CompressPackage)
         import_module("xpusim.api")
         return import_module("xpusim.compress")
+    if name == "report":  # the rendering package, callable as the report API call (see xpusim.report)
+        return import_module("xpusim.report")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

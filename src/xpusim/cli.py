@@ -344,6 +344,52 @@ def compress_cmd(
     _wrote(plot)
 
 
+@command(app, "report")
+def report_cmd(
+    model: str = typer.Argument("resnet50", help=MODEL + " An LLM gives prefill/decode points; with --compress, a "
+                                "compression task (digits-cnn, mnist1d-cnn, minilm, file.py:factory with --data)."),
+    chips: str | None = _opt(None, "--chips", "-c", help="Comma-separated catalog names or chip .yaml files. Default "
+                             "without --npu: a100-sxm-80gb,h100-sxm,l4,t4."),
+    batch: str = _opt("1", "--batch", "-b", help="Batch sizes, comma-separated: 1,32."),
+    dtype: str | None = _opt(None, "--dtype", help="Comma-separated chip dtypes (fp16,int8); default per chip."),
+    compress: str | None = _opt(None, "--compress", help="'default' or variants (w8a8,w4a8,...): measure each."),
+    data: str | None = _opt(None, "--data", help="With --compress on file.py:factory: its data factory."),
+    npu: str | None = _opt(None, "--npu", help="Systolic arrays as design points: 32x32,64x64,128x128."),
+    dataflow: str = _opt("auto", "--dataflow", help="NPU dataflows, comma-separated: os, ws, is, auto."),
+    prompt_len: int = _opt(1024, "--prompt-len", min=1), gen_len: int = _opt(256, "--gen-len", min=0),
+    input_shape: str | None = SHAPE, seq_len: int | None = SEQ,
+    usd_per_hour: float | None = _opt(None, "--usd-per-hour", min=0, help="USD per chip-hour for every chip "
+                                      "(default: the catalog's on-demand price)."),
+    usd_per_kwh: float | None = _opt(None, "--usd-per-kwh", min=0, help="Electricity price (default 0.0806)."),
+    out: Path | None = _opt(None, "--out", help="Write the interactive HTML page here (self-contained, offline)."),
+    fmt: Format = FMT, output: Path | None = OUT,
+) -> None:
+    """Judge design points on the six key metrics — accuracy, throughput, latency, energy, cost, flexibility — in
+    a table and, with --out, one self-contained interactive HTML page (sortable table, radar, Pareto, roofline)."""
+    from xpusim import api
+    from xpusim.api import parse
+    from xpusim.api.html import HTML_SUFFIXES
+    from xpusim.api.report import DEFAULT_USD_PER_KWH, report
+    from xpusim.report.console import command_line
+    from xpusim.report.metrics import print_report
+
+    check_output(out, "--out", HTML_SUFFIXES)
+    with busy("building the report ...", fmt is Format.table) as progress:
+        r = report(model, chips=chips, batch=parse.ints(batch, "batch"), dtype=dtype, compress=compress, data=data,
+                   npu=npu, dataflow=dataflow, prompt_len=prompt_len, gen_len=gen_len,
+                   input_shape=parse.shape(input_shape), seq_len=seq_len, usd_per_hour=usd_per_hour,
+                   usd_per_kwh=DEFAULT_USD_PER_KWH if usd_per_kwh is None else usd_per_kwh, command=command_line(),
+                   progress=progress)
+        if out is not None:
+            r.to_html(out)
+    _wrote(out)
+    if fmt is Format.json:
+        return emit(api.dumps(r.to_dict()), output)
+    print_report(out_console(), r)
+    if out is None:
+        err.print("add --out report.html for the interactive page")
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""

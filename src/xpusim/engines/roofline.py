@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -121,6 +122,12 @@ class Estimate:
         peak = self.chip.best_peak_flops_per_s(self.dtype) or 0.0
         return self.flops / (self.latency_s * peak) if self.latency_s and peak else 0.0
 
+    @property
+    def matrix_share(self) -> float | None:
+        """Share of the FLOPs that run on the matrix engine: matrix-shaped ops (matmul, conv, attention, ...) on a
+        chip with a matrix-unit peak at their dtype. None without FLOPs."""
+        return matrix_share(self.ops)
+
     def bound_share(self) -> dict[str, float]:
         """Fraction of the latency spent in compute-bound and in memory-bound ops."""
         total = self.latency_s or 1.0
@@ -158,6 +165,16 @@ class Estimate:
             "assumptions": list(self.assumptions),
             "layers": [o.to_dict() for o in self.ops],
         }
+
+
+def matrix_share(ops: Sequence[OpEstimate], weights: Sequence[float] | None = None) -> float | None:
+    """FLOP-weighted share of ``ops`` (each counted ``weights[i]`` times) that run on the matrix engine: a
+    matrix-shaped kind timed on the ``tensor`` unit (elementwise work timed there for want of a vector peak at its
+    dtype does not count)."""
+    ws = weights or [1.0] * len(ops)
+    total = sum(o.flops * w for o, w in zip(ops, ws, strict=True))
+    on_matrix = sum(o.flops * w for o, w in zip(ops, ws, strict=True) if o.unit == "tensor" and o.kind in TENSOR_KINDS)
+    return on_matrix / total if total else None
 
 
 @functools.cache

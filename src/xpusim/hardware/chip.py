@@ -144,6 +144,9 @@ class Chip(_Strict):
     tdp_w: PositiveFloat | None = None
     tdp_source: str | None = None
     price_usd: PositiveFloat | None = None
+    usd_per_hour: PositiveFloat | None = Field(
+        None, description="On-demand cloud price of one chip for one hour (the provider's price includes power).")
+    usd_per_hour_source: str | None = None
     dense_tflops: dict[Unit, dict[Dtype, PositiveFloat]] = Field(
         description="Dense peak in TFLOP/s (TOP/s for integers) per unit and dtype; no 2:4-sparsity figures."
     )

@@ -52,6 +52,31 @@ def busy(message: str, show: bool = True) -> Iterator[Callable[[str], None]]:
         yield lambda text: status.update(text)
 
 
+def command_line() -> str:
+    """The running command as the user typed it (arguments and the options given on the command line), for a
+    report's header; works under test runners, where ``sys.argv`` is the runner's."""
+    import shlex
+
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context()
+    words = ["xpusim", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE:  # type: ignore[arg-type]
+            continue
+        value = ctx.params[param.name]  # type: ignore[index]
+        value = value.value if isinstance(value, StrEnum) else value
+        if not param.opts[0].startswith("-"):
+            words += [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+        elif isinstance(value, bool):
+            words.append(param.opts[0] if value else getattr(param, "secondary_opts", [param.opts[0]])[0])
+        else:
+            for v in value if isinstance(value, list | tuple) else [value]:
+                words += [max(param.opts, key=len), str(v)]
+    return shlex.join(words)
+
+
 class Format(StrEnum):
     table, json, csv = "table", "json", "csv"
 
