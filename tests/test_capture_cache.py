@@ -77,3 +77,13 @@ def test_warm_cli_run_never_imports_torch(tmp_path: Path) -> None:
     assert cold.returncode == 0 and warm.returncode == 0, cold.stderr + warm.stderr
     assert "TORCH True" in cold.stdout and "TORCH False" in warm.stdout
     assert cold.stdout == warm.stdout.replace("TORCH False", "TORCH True")
+
+
+def test_llm_by_name_never_imports_torch() -> None:
+    # the shipped LLM configs are read without torch: `xpusim llm` costs an analytic transformer
+    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in sys.modules)); "
+             "from xpusim.cli import main; sys.argv = sys.argv[1:]; main()")
+    r = subprocess.run([sys.executable, "-c", probe, "xpusim", "llm", "llama2-7b", "--chip", "h100-sxm", "-f", "json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith("TORCH False")

@@ -175,6 +175,10 @@ def _hourly(chip: Chip, usd_per_hour: float | None) -> tuple[float | None, str]:
     return None, ""
 
 
+def _count(x: float) -> str:
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.4g}"
+
+
 def _cost(hourly: float | None, hourly_basis: str, power_w: float | None, power_basis: str,
           units_per_s: float, usd_per_kwh: float, unit: str) -> tuple[float | None, float | None, str]:
     """(cost, power cost, basis) per million ``unit`` at ``units_per_s``."""
@@ -183,7 +187,7 @@ def _cost(hourly: float | None, hourly_basis: str, power_w: float | None, power_
     power_cost = (power_w * DEFAULT_PUE / 1000 * usd_per_kwh / (3600 * units_per_s) * 1e6) if power_w else None
     if hourly is not None:
         return (hourly / (3600 * units_per_s) * 1e6, power_cost,
-                f"{hourly_basis} / (3600 × {units_per_s:,.4g} {unit}/s) × 10⁶")
+                f"{hourly_basis} / (3600 × {_count(units_per_s)} {unit}/s) × 10⁶")
     if power_cost is not None:
         return (power_cost, power_cost, f"{ELECTRICITY_ONLY}: {power_basis} × PUE {DEFAULT_PUE} × "
                 f"${usd_per_kwh:g}/kWh (no hourly price for this system: give --usd-per-hour)")

@@ -14,7 +14,7 @@ def _num(v: float | None, scale: float = 1.0) -> str:
     x = v * scale
     if x and (abs(x) >= 1e9 or abs(x) < 1e-3):
         return f"{x:.3e}"
-    return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+    return f"{x:,.0f}" if abs(x) >= 1e3 else f"{x:.4g}"
 
 
 def print_report(console: Console, report: Any) -> None:

@@ -16,9 +16,11 @@ written and read once each at ``a_bits``; the KV cache is read in full at every 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -275,9 +277,19 @@ def gpt_spec(cfg: TransformerConfig) -> str:
             f"ffn={cfg.ffn},kv={cfg.kv_heads}")
 
 
-def _zoo_llms() -> dict[str, dict[str, Any]]:
-    from xpusim.workload.zoo import llm_configs
+@functools.cache
+def llm_configs() -> dict[str, dict[str, Any]]:
+    """Shipped LLM configs by name (each JSON holds a ``source``, a ``task`` and the HF-style ``config``); read
+    without torch, so naming an LLM never imports it."""
+    root = resources.files("xpusim.workload") / "configs"
+    out = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".json"):
+            out[entry.name.removesuffix(".json")] = json.loads(entry.read_text())
+    return dict(sorted(out.items()))
 
+
+def _zoo_llms() -> dict[str, dict[str, Any]]:
     return {n: e for n, e in llm_configs().items() if e.get("task") == "causal-lm"}
 
 

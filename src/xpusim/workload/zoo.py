@@ -8,11 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 
 from xpusim.names import suggest
 from xpusim.workload.errors import ModelSpecError
+from xpusim.workload.transformer import llm_configs
 
 DEFAULT_IMAGE_SIZE = 224
 DEFAULT_MAX_SEQ_LEN = 2048
@@ -44,17 +43,6 @@ def torchvision_names() -> tuple[str, ...]:
     import torchvision
 
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
-
-
-@functools.cache
-def llm_configs() -> dict[str, dict[str, Any]]:
-    """Shipped LLM configs by name (each JSON holds a ``source``, a ``task`` and the HF-style ``config``)."""
-    root = resources.files("xpusim.workload") / "configs"
-    out = {}
-    for entry in root.iterdir():
-        if entry.name.endswith(".json"):
-            out[entry.name.removesuffix(".json")] = json.loads(entry.read_text())
-    return dict(sorted(out.items()))
 
 
 def model_names() -> list[str]:
