@@ -27,7 +27,7 @@ _LAZY = {
     "load_chip": "xpusim.hardware.chip", "load_cluster": "xpusim.hardware.cluster",
 }
 
-__all__ = ["OpCost", "Totals", "UserError", "Workload", "report", *_LAZY]
+__all__ = ["OpCost", "Totals", "UserError", "Workload", "report", "sweep", *_LAZY]
 __version__ = "0.1.0"
 
 
@@ -35,8 +35,8 @@ def __getattr__(name: str) -> Any:  # imported on first use, so torch-free comma
     if name == "compress":  # the package, made callable by xpusim.api (see xpusim.api.calls._CompressPackage)
         import_module("xpusim.api")
         return import_module("xpusim.compress")
-    if name == "report":  # the rendering package, callable as the report API call (see xpusim.report)
-        return import_module("xpusim.report")
+    if name in ("report", "sweep"):  # packages callable as their API call (see xpusim.report, xpusim.sweep)
+        return import_module(f"xpusim.{name}")
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value

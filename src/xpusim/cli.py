@@ -390,6 +390,45 @@ def report_cmd(
         err.print("add --out report.html for the interactive page")
 
 
+@command(app, "sweep")
+def sweep_cmd(
+    study: Path = typer.Argument(..., help="A study .yaml: 'study: npu|roofline|llm|train|compress', then its keys; a "
+                                 "list is an axis, a scalar a fixed value (docs/sweep.md)."),
+    out: Path | None = _opt(None, "--out", "-o", help="Parquet file, written chunk by chunk as points finish."),
+    workers: int | None = _opt(None, "--workers", min=0, help="Local dask workers (default one per core; 0: a "
+                               "plain loop in this process)."),
+    scheduler: str | None = _opt(None, "--scheduler", help="An existing dask cluster: tcp://host:8786 or a scheduler "
+                                 "file (default $DASK_SCHEDULER_ADDRESS)."),
+    resume: bool = _opt(False, "--resume", help="Compute only the points --out does not hold yet."),
+    force: bool = _opt(False, "--force", help="Overwrite an existing --out."),
+    pareto: str | None = _opt(None, "--pareto", help="Objectives, e.g. latency_s,energy_j or max:tops,energy_j."),
+    plot: Path | None = _opt(None, "--plot", help="The Pareto front on the first two objectives (.png/.svg/.pdf)."),
+    batch_size: int | None = _opt(None, "--batch-size", min=1, help="Points per dask task (default per kind)."),
+    timeout: float = _opt(10.0, "--timeout", min=0.1, help="Seconds to reach --scheduler before giving up."),
+) -> None:
+    """Run every point of a design space through the API on dask.distributed (a local cluster by default, a real
+    one by address): one Parquet row per point, resumable, failing points kept as rows, Pareto fronts."""
+    from xpusim.sweep import load_study, plot_pareto, sweep
+
+    objectives = pareto or load_study(study).pareto
+    if plot is not None and not objectives:
+        raise UserError("--plot needs objectives: give --pareto a,b (or pareto: in the study)")
+    with busy("starting ...") as status:
+        df = sweep(study, out=out, workers=workers, scheduler=scheduler, resume=resume, force=force, pareto=pareto,
+                   batch_size=batch_size, connect_timeout_s=timeout, progress=lambda p: status(
+                       p.line() + (f" · dashboard {p.dashboard}" if p.dashboard else "")))
+    a = df.attrs
+    err.print(f"{len(df):,} points: {a.get('computed', 0):,} computed in {a.get('seconds', 0.0):.1f} s, "
+              f"{a.get('reused', 0):,} reused, {a.get('errors', 0):,} failed" + (
+                  f" · dashboard was {a['dashboard']}" if a.get("dashboard") else ""), markup=False)
+    if plot is not None and objectives:
+        plot_pareto(df, objectives, plot)
+    _wrote(out)
+    _wrote(plot)
+    if out is None:
+        out_console().print(df.to_string(max_rows=40), markup=False)
+
+
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""

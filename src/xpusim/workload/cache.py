@@ -48,6 +48,7 @@ def _code_digest() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache  # installed versions do not change within a process; reading them costs ~2 ms each
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
