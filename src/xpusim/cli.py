@@ -27,7 +27,7 @@ class Mode(StrEnum):
 
 
 class Device(StrEnum):
-    meta, eager = "meta", "eager"
+    auto, meta, eager = "auto", "meta", "eager"
 
 
 def _opt(default: Any, *names: str, help: str = "", **kw: Any) -> Any:
@@ -54,8 +54,9 @@ def analyze_cmd(
     model: str = typer.Argument("resnet50", help=MODEL), batch: int = BATCH, input_shape: str | None = SHAPE,
     image_size: int | None = _opt(None, "--image-size", help="Square image size for vision models.", min=1),
     seq_len: int | None = SEQ, dtype: str | None = _opt(None, "--dtype", help="float32, bfloat16, float16, ..."),
-    mode: Mode = MODE, device: Device = _opt(Device.meta, "--device", help="meta: no memory, no arithmetic. eager: "
-                                             "real random weights, so PyTorch takes the kernels a real run would."),
+    mode: Mode = MODE, device: Device = _opt(Device.auto, "--device", help="meta: no memory, no arithmetic. eager: "
+                                             "real tensors (a factory's own; random weights for zoo models), so "
+                                             "PyTorch takes a real run's kernels. auto: meta, else eager."),
     fmt: Format = FMT, depth: int | None = _opt(None, "--depth", min=0, help="Group rows by module path depth."),
     top: int | None = _opt(None, "--top", min=1, help="Table only: the N rows with the most FLOPs."),
     sweep: str | None = _opt(None, "--sweep", help="PARAM=V1,V2,...: batch, seq-len or image-size."),

@@ -93,24 +93,49 @@ MODES = ("inference", "training")
 
 
 # ------------------------------------------------------------------------------------------------------- analyze
+DEVICES = ("auto", "meta", "eager")
+
+
 def analyze(model: str | nn.Module, example_inputs: Any = None, *, batch: int = 1,
             input_shape: Sequence[int] | None = None, image_size: int | None = None, seq_len: int | None = None,
-            mode: str = "inference", device: str = "meta", dtype: str | None = None, name: str | None = None,
+            mode: str = "inference", device: str = "auto", dtype: str | None = None, name: str | None = None,
             example_kwargs: dict[str, Any] | None = None) -> Workload:
     """Per-op MACs, FLOPs, params and bytes of one run of ``model`` (a `Workload`: ``to_dict()``, ``summary()``).
 
-    Zoo names are served from the capture cache when the same capture was made before (torch is then not
-    imported). ``device="eager"`` runs real tensors so PyTorch takes the kernels a real run would.
+    ``device``: ``meta`` runs on shape-only stand-ins (no memory, no arithmetic); ``eager`` on real tensors, so
+    PyTorch takes the kernels a real run would (a factory's own weights and inputs as given; a zoo model gets random
+    weights); ``auto`` (default) is meta, and eager when meta cannot run the model (data-dependent code such as a
+    detector's ``nonzero``/``nms``, ``.item()``, packed sequences), with a note in ``Workload.notes`` saying why.
+    The model object is never modified. Zoo names are served from the capture cache when the same capture was made
+    before (torch is then not imported).
     """
     for n, v in (("batch", batch), ("image_size", image_size), ("seq_len", seq_len)):
         _positive(n, v)
     if mode not in MODES:
         raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    if device not in ("meta", "eager"):
-        raise UserError(f"device {device!r} is not one of meta, eager")
+    if device not in DEVICES:
+        raise UserError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     if dtype is not None:
         dtype = precision.torch_dtype_name(dtype)
     shape = _shape(input_shape)
+    if device == "auto":
+        from dataclasses import replace
+
+        from xpusim.workload.errors import CaptureError
+
+        again = {"batch": batch, "input_shape": shape, "image_size": image_size, "seq_len": seq_len, "mode": mode,
+                 "dtype": dtype, "name": name, "example_kwargs": example_kwargs}
+        try:
+            return analyze(model, example_inputs, device="meta", **again)  # type: ignore[arg-type]
+        except CaptureError as exc:
+            why = str(exc).split(": ", 1)[-1]
+        if dtype is not None and not isinstance(model, str):
+            raise UserError(f"meta could not run the model ({why}) and dtype= casts only on meta: cast the module "
+                            "yourself and analyze it with device='eager'")
+        wl = analyze(model, example_inputs, device="eager", **again)  # type: ignore[arg-type]
+        note = (f"meta could not run this model ({why[:160]}); it was run eagerly on real tensors instead "
+                f"({wl.params:,} parameters in memory)")
+        return replace(wl, notes=(*wl.notes, note))
     if isinstance(model, str) and example_inputs is None and example_kwargs is None and name is None:
         from xpusim.workload.cache import analyze_cached
 

@@ -47,16 +47,21 @@ def analyze(
     if isinstance(model, str):
         built = build(model, batch=batch, input_shape=shape, image_size=image_size, seq_len=seq_len)
         module, args, kwargs = built.module, built.args, dict(built.kwargs)
-        if device == "eager":  # give the meta-built model real (random) weights and inputs
+        if device == "eager" and any(t.device.type == "meta" for t in module.parameters()):
+            # a meta-built zoo model: real (random) weights and inputs
             module, args, kwargs = materialize(module, args, kwargs, torch_dtype)
             torch_dtype = None
+        elif device == "eager":  # a factory's own module: its weights and inputs as they are, shapes given made real
+            args, kwargs = real_inputs(args), {k: real_inputs(v) for k, v in kwargs.items()}
         return capture(module, args, kwargs, mode=mode, device=device, dtype=torch_dtype, name=name or built.name)
     if not isinstance(model, torch.nn.Module):
         raise ModelSpecError(f"model must be a name, file.py:factory or torch.nn.Module, not {type(model).__name__}")
     if example_inputs is None:
         if shape is None:
             raise ValueError("give example_inputs or input_shape for a module")
-        example_inputs = torch.empty(shape, device="meta" if device == "meta" else "cpu")
+        example_inputs = torch.empty(shape, device="meta")
+    if device == "eager":
+        example_inputs = real_inputs(example_inputs)
     return capture(model, example_inputs, example_kwargs, mode=mode, device=device, dtype=torch_dtype, name=name)
 
 
@@ -69,6 +74,18 @@ def _available_memory_bytes() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 2**63
+
+
+def real_inputs(x: Any) -> Any:
+    """Meta tensors (inputs made from a shape) as real ones: random floats, zero integers; real tensors and other
+    values unchanged."""
+    if isinstance(x, torch.Tensor) and x.device.type == "meta":
+        return torch.randn(x.shape, dtype=x.dtype) if x.is_floating_point() else torch.zeros(x.shape, dtype=x.dtype)
+    if isinstance(x, tuple | list):
+        return type(x)(real_inputs(v) for v in x)
+    if isinstance(x, dict):
+        return {k: real_inputs(v) for k, v in x.items()}
+    return x
 
 
 def materialize(

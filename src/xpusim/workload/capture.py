@@ -214,9 +214,13 @@ class _Recorder(TorchDispatchMode):
         self.records: list[tuple[str, str, _Costed]] = []
         self.uncounted: Counter[str] = Counter()
         self.free: Counter[str] = Counter()
+        self.last_op: Any = None
+        self.last_module = ""
+        """The op dispatched last and the module it ran in: where a failing forward raised."""
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        self.last_op, self.last_module = func, self.stack[-1]
         info = self.infos.get(func)
         if info is None:
             info = self.infos[func] = _resolve(func)
@@ -360,6 +364,51 @@ def _train_mode(model: torch.nn.Module, training: bool) -> Iterator[None]:
             p.grad = g
 
 
+_MODULE_INTERNALS = frozenset(torch.nn.Module().__dict__) - {"training"}
+"""nn.Module's own bookkeeping (hooks, parameter and buffer stores): restored by the contexts that change it."""
+_STORES = ("_parameters", "_buffers", "_modules")
+
+
+@contextlib.contextmanager
+def _preserved_attributes(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """Leave every module exactly as found, also when the forward fails: a forward that caches a tensor in a plain
+    attribute (torchvision's ``AnchorGenerator.cell_anchors``, a lazily built positional table) or registers a
+    buffer would otherwise keep a meta stand-in there, and every later real forward would fail.
+
+    Restores attribute identity (a reassigned or added attribute), the contents of list and dict attributes, and
+    the keys of the parameter, buffer and submodule stores."""
+    unique = list({id(m): m for m in modules}.values())
+    snapshots = []
+    for mod in unique:
+        attrs = {k: v for k, v in vars(mod).items() if k not in _MODULE_INTERNALS}
+        contents = {k: (list(v) if isinstance(v, list) else dict(v)) for k, v in attrs.items()
+                    if isinstance(v, list | dict)}
+        stores = {k: dict(getattr(mod, k)) for k in _STORES}
+        snapshots.append((mod, attrs, contents, stores))
+    try:
+        yield
+    finally:
+        for mod, attrs, contents, stores in snapshots:
+            d = vars(mod)
+            for k in [k for k in d if k not in _MODULE_INTERNALS and k not in attrs]:
+                del d[k]  # added during the forward
+            for k, v in attrs.items():
+                if d.get(k) is not v:
+                    d[k] = v
+                if k in contents:
+                    saved = contents[k]
+                    if isinstance(v, list) and v != saved:
+                        v[:] = saved  # type: ignore[index]
+                    elif isinstance(v, dict) and (v.keys() != saved.keys()  # type: ignore[union-attr]
+                                                  or any(v[x] is not saved[x] for x in saved)):  # type: ignore[index]
+                        v.clear()
+                        v.update(saved)  # type: ignore[arg-type]
+            for k, saved_store in stores.items():
+                store = getattr(mod, k)
+                for key in [key for key in store if key not in saved_store]:
+                    del store[key]
+
+
 @contextlib.contextmanager
 def _swapped_state(
     modules: list[torch.nn.Module],
@@ -492,6 +541,7 @@ def capture(
     try:
         with contextlib.ExitStack() as ctx:
             if isinstance(model, torch.nn.Module):
+                ctx.enter_context(_preserved_attributes([m for _, m in named]))
                 ctx.enter_context(_train_mode(model, training))
                 ctx.enter_context(_swapped_state([m for _, m in named], device == "meta", dtype, training, tags))
                 ctx.enter_context(_module_tracking(named, stack, training))
@@ -507,8 +557,10 @@ def capture(
                     torch.autograd.backward(outs, grads)
     except CaptureError:
         raise
-    except Exception as exc:  # the user's model raised: report it as one clear line
-        raise CaptureError(f"{label} raised in {'forward/backward' if training else 'forward'}: "
+    except Exception as exc:  # the user's model raised: report it as one clear line, naming the layer and the op
+        where = (f" in {recorder.last_module or 'the top module'} at {recorder.last_op}" if recorder.last_op
+                 else "")
+        raise CaptureError(f"{label} raised in {'forward/backward' if training else 'forward'}{where}: "
                            f"{type(exc).__name__}: {exc}".split("\n")[0]) from exc
 
     ops = _name_rows(recorder.records)

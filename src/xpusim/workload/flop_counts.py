@@ -12,6 +12,21 @@ LAYER_NORM_FLOPS_PER_ELEMENT = 8
 RMS_NORM_FLOPS_PER_ELEMENT = 4
 """square, add, normalize multiply, affine multiply."""
 
+COMPLEX_REAL_MACS_PER_MAC = 4
+"""One complex multiply-accumulate (a+bi)(c+di) + acc = 4 real multiplies and 4 real adds = 4 real MACs, so a
+complex matmul costs 4× the MACs and 8 real FLOPs per complex MAC. NB: 3M (Gauss/Karatsuba) algorithms do it in 3
+real multiplies and are not assumed (PyTorch's complex ``conv2d`` does use 3 real convolutions, visibly)."""
+
+COMPLEX_POINTWISE_FLOPS: dict[str, tuple[int, int]] = {
+    "add": (2, 1),
+    "sub": (2, 1),
+    "rsub": (2, 1),
+    "mul": (6, 2),
+}
+"""Real FLOPs per complex output element: (both operands complex, one operand real). A complex multiply is
+4 multiplies + 2 adds; a complex add is 2 adds; with a real operand only its real part (add) or both parts by a
+real (mul) take work. Other pointwise ops on complex tensors keep their real counts."""
+
 POINTWISE_FLOPS: dict[str, float] = {
     # one arithmetic operation or comparison per output element
     **dict.fromkeys(

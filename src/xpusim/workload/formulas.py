@@ -7,6 +7,9 @@ Conventions (the numbers users most often get confused about):
 * **FLOPs** count every floating-point operation: ``2 * MACs`` plus the per-element counts below for bias
   adds, normalization, softmax, activations, pooling, reductions. A special function (exp, log, tanh, erf,
   sqrt, reciprocal) counts as **one** FLOP, as a GPU's special-function unit issues it as one instruction.
+* **Complex** matmuls (first matrix operand complex) count 4 real MACs per complex MAC, so 8 real FLOPs
+  (`COMPLEX_REAL_MACS_PER_MAC`; 3M/Gauss algorithms are not assumed). Complex add/sub/mul count 2/2/6 FLOPs
+  per element (`COMPLEX_POINTWISE_FLOPS`).
 * Bytes are computed by the capture from the real tensor arguments, not here, except where a formula says
   which tensors an op really touches (embedding reads only the gathered rows; ``copy_`` does not read its
   destination).
@@ -24,6 +27,8 @@ from typing import Any
 import torch
 
 from xpusim.workload.flop_counts import (
+    COMPLEX_POINTWISE_FLOPS,
+    COMPLEX_REAL_MACS_PER_MAC,
     LAYER_NORM_FLOPS_PER_ELEMENT,
     POINTWISE_FLOPS,
     RMS_NORM_FLOPS_PER_ELEMENT,
@@ -81,6 +86,18 @@ def out_numel(out: Any) -> int:
     return t.numel() if t is not None else 0
 
 
+def arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None) -> Any:
+    """Argument ``i`` (or ``name``): dispatch may drop trailing arguments left at their schema default."""
+    if i < len(args):
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def cplx(t: Any) -> int:
+    """Real MACs per MAC of a product whose first matrix operand is ``t``: 4 if complex, else 1."""
+    return COMPLEX_REAL_MACS_PER_MAC if isinstance(t, Tensor) and t.is_complex() else 1
+
+
 # ---------------------------------------------------------------- matmul family
 
 
@@ -94,36 +111,42 @@ def _mm_macs(a: Tensor, b: Tensor) -> tuple[int, int]:
 
 @register("mm", "bmm", "_int_mm", "matmul")
 def mm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    """(B,)M×K @ K×N: B·M·K·N MACs, 2 FLOPs each."""
+    """(B,)M×K @ K×N: B·M·K·N MACs, 2 FLOPs each (×4 MACs for complex)."""
     a, b = args[0], args[1]
     if a.dim() == 1 or b.dim() == 1:  # aten.matmul with vectors (rarely reaches dispatch)
-        macs = out_numel(out) * a.shape[-1]
+        macs = out_numel(out) * a.shape[-1] * cplx(a)
         return Cost("matmul", macs, 2 * macs)
     macs, _ = _mm_macs(a, b)
+    macs *= cplx(a)
     return Cost("matmul", macs, 2 * macs)
 
 
-@register("addmm", "baddbmm", "_addmm_activation")
+@register("addmm", "baddbmm", "addbmm", "_addmm_activation")
 def addmm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     """beta·C + A@B: the product's MACs; FLOPs add one per output element for the bias/C add.
 
+    ``addbmm`` sums the b products into one M×N output: b·M·K·N MACs (the sum over the batch is accumulation),
+    one C add per output element. Complex: ×4 MACs, 2 FLOPs per C add.
     NB: scaling by alpha/beta != 1 and the fused activation of ``_addmm_activation`` are not counted.
     """
-    macs, n_out = _mm_macs(args[1], args[2])
-    return Cost("matmul", macs, 2 * macs + n_out)
+    macs, _ = _mm_macs(args[1], args[2])
+    k = cplx(args[1])
+    return Cost("matmul", macs * k, 2 * macs * k + out_numel(out) * (2 if k > 1 else 1))
 
 
 @register("mv", "addmv")
 def mv_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     mat = args[0] if args[0].dim() == 2 else args[1]
-    macs = numel(mat.shape)
-    extra = out_numel(out) if mat is args[1] else 0
+    k = cplx(mat)
+    macs = numel(mat.shape) * k
+    extra = out_numel(out) * (2 if k > 1 else 1) if mat is args[1] else 0
     return Cost("matmul", macs, 2 * macs + extra)
 
 
 @register("dot", "vdot")
 def dot_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    macs = args[0].numel()
+    """N MACs (×4 complex). NB: ``vdot``'s conjugation is a sign flip, not counted."""
+    macs = args[0].numel() * cplx(args[0])
     return Cost("matmul", macs, 2 * macs)
 
 
@@ -149,11 +172,16 @@ def conv_macs(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequenc
 
 @register("convolution", "_convolution")
 def conv_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
-    """Convolution 1-D/2-D/3-D, grouped, depthwise, transposed; bias adds one FLOP per output element."""
+    """Convolution 1-D/2-D/3-D, grouped, depthwise, transposed; bias adds one FLOP per output element.
+
+    Complex: ×4 MACs, as a matmul. NB: ``nn.Conv*d`` never sends complex tensors here: ``conv2d`` splits them
+    into 3 real convolutions and adds (Gauss's trick) before dispatch, and those are what is counted.
+    """
     x, w, bias = args[0], args[1], args[2]
     transposed = bool(args[6])
-    macs = conv_macs(x.shape, w.shape, out.shape, transposed)
-    return Cost("conv", macs, 2 * macs + (out.numel() if bias is not None else 0))
+    k = cplx(x)
+    macs = conv_macs(x.shape, w.shape, out.shape, transposed) * k
+    return Cost("conv", macs, 2 * macs + (out.numel() * (2 if k > 1 else 1) if bias is not None else 0))
 
 
 @register("convolution_backward")
@@ -368,8 +396,23 @@ register("_softmax_backward_data", "_log_softmax_backward_data")(_per_element("s
 # ---------------------------------------------------------------- pointwise
 
 
+def _complex_pointwise(real: Formula, counts: tuple[int, int]) -> Formula:
+    """``real`` unless the output is complex; then `COMPLEX_POINTWISE_FLOPS` per element (both / one complex)."""
+
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        o = first_tensor(out)
+        if o is None or not o.is_complex():
+            return real(args, kwargs, out)
+        both = all(isinstance(a, complex) or (isinstance(a, Tensor) and a.is_complex()) for a in args[:2])
+        return Cost("elementwise", 0, o.numel() * counts[0 if both else 1])
+
+    formula.__doc__ = f"{real.__doc__} Complex output: {counts[0]} FLOPs per element ({counts[1]} with a real operand)."
+    return formula
+
+
 for _name, _per in POINTWISE_FLOPS.items():
-    register(_name)(_per_element("activation" if _per > 1 and "backward" not in _name else "elementwise", _per))
+    _f = _per_element("activation" if _per > 1 and "backward" not in _name else "elementwise", _per)
+    register(_name)(_complex_pointwise(_f, COMPLEX_POINTWISE_FLOPS[_name]) if _name in COMPLEX_POINTWISE_FLOPS else _f)
 for _name in ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "threshold", "tanh", "prelu", "_prelu_kernel"):
     register(_name)(_per_element("activation", POINTWISE_FLOPS[_name]))
 
@@ -462,6 +505,173 @@ def embedding_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: 
     return Cost("embedding", 0, args[0].numel())
 
 
+@register("_embedding_bag", "_embedding_bag_forward_only")
+def embedding_bag_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """Gather + per-bag reduction: (indices − bags)·D adds (sum, mean) or compares (max), + bags·D divides for
+    mean, + indices·D multiplies with ``per_sample_weights``. Reads the gathered rows only, as `embedding`.
+
+    (weight, indices, offsets, scale_grad_by_freq, mode 0 sum / 1 mean / 2 max, sparse, per_sample_weights,
+    include_last_offset, padding_idx). NB: empty bags and ``padding_idx`` entries are counted as present.
+    """
+    weight, idx, offsets = args[0], args[1], args[2]
+    mode = int(arg(args, kwargs, 4, "mode", 0))
+    psw = arg(args, kwargs, 6, "per_sample_weights")
+    bags = offsets.numel() - (1 if arg(args, kwargs, 7, "include_last_offset", False) else 0)
+    dim = numel(weight.shape[1:])
+    n = idx.numel()
+    flops = max(n - bags, 0) * dim + (bags * dim if mode == 1 else 0) + (n * dim if psw is not None else 0)
+    rows = min(n, weight.shape[0])
+    return Cost("embedding", 0, flops, read_bytes_override=((weight, rows * dim * weight.element_size()),))
+
+
+# ---------------------------------------------------------------- FFT
+
+FFT_FLOPS_PER_POINT_LOG2 = 5
+"""A complex FFT of length N costs 5·N·log2(N) real FLOPs (the radix-2 Cooley–Tukey count used by FFTW's
+benchmarks); a real-input (r2c) or real-output (c2r) transform costs half. NB: for lengths that are not powers
+of two (Bluestein, mixed radix) the real cost differs; the same 5·N·log2(N) is used."""
+
+
+def _fft_cost(logical: Sequence[int], dims: Sequence[int], half: bool, normalization: int, out: Any) -> Cost:
+    """Σ over transformed dims d of (numel / N_d) transforms × 5·N_d·log2(N_d) = 5·numel·Σ log2(N_d).
+
+    ``logical`` is the full signal shape (the real side of r2c/c2r). A normalization (1/N or 1/√N) adds one
+    real multiply per real output value (2 per complex element).
+    """
+    total = numel(logical)
+    flops = FFT_FLOPS_PER_POINT_LOG2 * total * sum(math.log2(logical[d]) for d in dims if logical[d] > 0)
+    if half:
+        flops /= 2
+    o = first_tensor(out)
+    if normalization and o is not None:
+        flops += o.numel() * (2 if o.is_complex() else 1)
+    return Cost("elementwise", 0, round(flops))
+
+
+@register("_fft_r2c")
+def fft_r2c_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(input, dim, normalization, onesided): real input of the signal's shape; half a complex FFT."""
+    x = args[0]
+    return _fft_cost(x.shape, [d % x.dim() for d in args[1]], True, int(args[2]), out)
+
+
+@register("_fft_c2r")
+def fft_c2r_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(input, dim, normalization, last_dim_size): real output of the signal's shape; half a complex FFT."""
+    o = first_tensor(out)
+    if o is None:
+        return Cost("elementwise")
+    return _fft_cost(o.shape, [d % o.dim() for d in args[1]], True, int(args[2]), out)
+
+
+@register("_fft_c2c")
+def fft_c2c_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(input, dim, normalization, forward): complex to complex."""
+    x = args[0]
+    return _fft_cost(x.shape, [d % x.dim() for d in args[1]], False, int(args[2]), out)
+
+
+# ---------------------------------------------------------------- distances, sampling, trilinear
+
+
+def pair_distance_flops(m: int, p: float) -> int:
+    """FLOPs of one p-norm distance between two M-vectors.
+
+    p = 2: M subtracts + M squares + (M−1) adds + 1 sqrt = 3M. p = 1, ∞, 0: M subtracts + M abs (or ≠ 0 tests)
+    + (M−1) adds (or maxes) = 3M − 1. Other p: M subtracts + M abs + M pows + (M−1) adds + 1 pow(1/p) = 4M.
+    """
+    if p == 2:
+        return 3 * m
+    if p in (0, 1) or math.isinf(p):
+        return 3 * m - 1
+    return 4 * m
+
+
+def _euclidean_dist_flops(b: int, p: int, r: int, m: int) -> Cost:
+    """‖x−y‖ through a matmul (``_euclidean_dist``): [−2x, ‖x‖², 1] · [y, 1, ‖y‖²]ᵀ, clamp at 0, sqrt.
+
+    B·P·R·(M+2) MACs; squared norms 2 FLOPs per element (square, add) of x and y; −2x 1 per element of x;
+    clamp and sqrt 1 each per output.
+    """
+    macs = b * p * r * (m + 2)
+    return Cost("matmul", macs, 2 * macs + 3 * b * p * m + 2 * b * r * m + 2 * b * p * r)
+
+
+@register("_euclidean_dist")
+def euclidean_dist_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    x1, x2 = args[0], args[1]
+    return _euclidean_dist_flops(out_numel(out) // (x1.shape[-2] * x2.shape[-2] or 1), x1.shape[-2],
+                                 x2.shape[-2], x1.shape[-1])
+
+
+@register("_cdist_forward")
+def cdist_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(x1 (..., P, M), x2 (..., R, M), p, compute_mode): `pair_distance_flops` per output pair.
+
+    For p = 2 with compute_mode 1 (always mm), or 0/None (if necessary) and P or R > 25, ATen's kernel takes the
+    matmul path of ``_euclidean_dist`` inside the op; that is counted then.
+    """
+    x1, x2 = args[0], args[1]
+    p, mode = float(args[2]), args[3] if len(args) > 3 else None
+    pp, r = x1.shape[-2], x2.shape[-2]
+    if p == 2 and (mode == 1 or (mode in (None, 0) and (pp > 25 or r > 25))):
+        return _euclidean_dist_flops(out_numel(out) // (pp * r or 1), pp, r, x1.shape[-1])
+    return Cost("reduction", 0, out_numel(out) * pair_distance_flops(x1.shape[-1], p))
+
+
+@register("_pdist_forward")
+def pdist_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(input N×M, p=2): N(N−1)/2 pairs, `pair_distance_flops` each."""
+    x = args[0]
+    n, m = x.shape
+    return Cost("reduction", 0, n * (n - 1) // 2 * pair_distance_flops(m, float(arg(args, kwargs, 1, "p", 2.0))))
+
+
+GRID_SAMPLE_FLOPS = {
+    ("2d", 0): POINTWISE_FLOPS["upsample_bilinear2d"],  # bilinear: 4 taps, 4 multiplies + 3 adds
+    ("2d", 2): POINTWISE_FLOPS["upsample_bicubic2d"],  # bicubic: 16 taps, 16 multiplies + 15 adds
+    ("3d", 0): POINTWISE_FLOPS["upsample_trilinear3d"],  # trilinear: 8 taps, 8 multiplies + 7 adds
+}
+"""FLOPs per output element of ``grid_sampler_{2d,3d}`` by interpolation mode (0 bilinear, 1 nearest, 2 bicubic);
+nearest is a gather (0). NB: as for upsampling, computing the tap weights from the grid (per output location,
+shared by all channels) and the padding-mode reflection are not counted."""
+
+
+def _grid_sampler(rank: str) -> Formula:
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        per = GRID_SAMPLE_FLOPS.get((rank, int(args[2])), 0)
+        return Cost("elementwise", 0, round(out_numel(out) * per)) if per else Cost("memory")
+
+    formula.__doc__ = f"grid_sampler_{rank}(input, grid, interpolation, padding, align_corners): `GRID_SAMPLE_FLOPS`."
+    return formula
+
+
+register("grid_sampler_2d")(_grid_sampler("2d"))
+register("grid_sampler_3d")(_grid_sampler("3d"))
+
+
+@register("_trilinear")
+def trilinear_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """``(i1·i2·i3).sum(sumdim)`` after unsqueezing each at its ``expand`` dims (what ``nn.Bilinear`` runs).
+
+    ATen contracts in two products: i1·i2 summed over the sum dims i3 lacks, then that·i3 summed over the rest.
+    MACs = numel(broadcast(i1, i2)) + numel(broadcast(buf, i3)); for ``nn.Bilinear`` (x1 B×I1, W O×I1×I2,
+    x2 B×I2) that is B·O·I1·I2 + B·O·I2. Complex: ×4.
+    """
+    ins = args[:3]
+    expands = [{int(d) for d in arg(args, kwargs, 3 + j, f"expand{j + 1}", ())} for j in range(3)]
+    sumdim = {int(d) for d in arg(args, kwargs, 6, "sumdim", ())}
+    total = ins[0].dim() + len(expands[0])
+    shapes: list[list[int]] = []
+    for t, ex in zip(ins, expands, strict=True):
+        it = iter(t.shape)
+        shapes.append([1 if d in ex else next(it) for d in range(total)])
+    s12 = [max(a, b) for a, b in zip(shapes[0], shapes[1], strict=True)]
+    buf = [1 if (d in sumdim and d in expands[2]) else s for d, s in enumerate(s12)]
+    macs = (numel(s12) + numel([max(a, b) for a, b in zip(buf, shapes[2], strict=True)])) * cplx(ins[0])
+    return Cost("matmul", macs, 2 * macs)
+
+
 # ---------------------------------------------------------------- data movement (no arithmetic)
 
 
@@ -476,8 +686,8 @@ for _name in (
     "index_put index_put_ _unsafe_index _unsafe_index_put index_add index_copy masked_scatter masked_select "
     "repeat roll flip upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact2d "
     "pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle im2col col2im slice_scatter "
-    "select_scatter diagonal_scatter as_strided_scatter _unsafe_view_copy lift_fresh_copy nonzero "
-    "_pdist_forward grid_sampler_2d embedding_renorm one_hot _copy_from _copy_from_and_resize "
+    "select_scatter diagonal_scatter as_strided_scatter view_copy lift_fresh_copy nonzero "
+    "select_backward slice_backward diagonal_backward embedding_renorm one_hot _copy_from _copy_from_and_resize "
     "_nested_tensor_from_mask to_padded_tensor _nested_from_padded"
 ).split():
     register(_name)(_memory)
@@ -506,8 +716,9 @@ FREE_OPS = frozenset(
         "resolve_neg _nested_tensor_size _nested_tensor_strides _nested_tensor_storage_offsets "
         "_nested_get_values _nested_view_from_buffer _to_dense _nested_tensor_from_mask_left_aligned "
         "_is_all_true _assert_async _assert_tensor_metadata _functional_assert_async record_stream "
-        "_debug_has_internal_overlap _make_dep_token prim::device item equal t_ transpose_ squeeze_ unsqueeze_ "
-        "as_strided_ detach_ swapdims_ swapaxes_"
+        "_debug_has_internal_overlap _make_dep_token item equal t_ transpose_ squeeze_ unsqueeze_ "
+        "as_strided_ detach_ swapdims_ swapaxes_ device"
     ).split()
 )
-"""Views, allocation and metadata ops: no arithmetic and no data movement of their own."""
+"""Views, allocation and metadata ops: no arithmetic and no data movement of their own (``device`` is
+``torch.ops.prim.device``; the capture keys ops by packet name)."""

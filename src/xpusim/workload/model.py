@@ -147,6 +147,8 @@ class Workload:
     """aten ops with no cost formula, with how many times each ran. Never silently zero: they are listed here."""
     free_ops: Mapping[str, int] = field(default_factory=dict)
     """View and metadata ops (no arithmetic, no data movement) with their counts."""
+    notes: tuple[str, ...] = ()
+    """How the capture was made when it differs from the default (e.g. run eagerly because meta could not)."""
 
     def totals(self, phase: str | None = None) -> Totals:
         ops = self.ops if phase is None else [o for o in self.ops if o.phase == phase]
@@ -233,6 +235,7 @@ class Workload:
             fwd, bwd = self.totals("forward"), self.totals("backward")
             ratio = bwd.macs / fwd.macs if fwd.macs else 0.0
             lines.append(f"forward {fwd.macs:,} MACs, backward {bwd.macs:,} MACs (backward/forward = {ratio:.3f})")
+        lines.extend(f"note: {n}" for n in self.notes)
         if self.uncounted:
             listed = ", ".join(f"{k} ×{v}" for k, v in self.uncounted.items())
             lines.append(f"uncounted ops (no cost formula; not included above): {listed}")
@@ -254,6 +257,8 @@ class Workload:
         }
         if self.mode == "training":
             d["totals_by_phase"] = {p: self.totals(p).to_dict() for p in PHASES}
+        if self.notes:
+            d["notes"] = list(self.notes)
         return d
 
     @classmethod
@@ -268,7 +273,8 @@ class Workload:
             ops.append(OpCost(**kw))
         return cls(model=d["model"], mode=d["mode"], dtype=d["dtype"],
                    input_shapes=tuple(tuple(s) for s in d["input_shapes"]), ops=tuple(ops),
-                   params=int(d["totals"]["params"]), uncounted=dict(d["uncounted"]), free_ops=dict(d["free_ops"]))
+                   params=int(d["totals"]["params"]), uncounted=dict(d["uncounted"]), free_ops=dict(d["free_ops"]),
+                   notes=tuple(d.get("notes", ())))
 
     def to_json(self, depth: int | None = None, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(depth), indent=indent)

@@ -164,10 +164,15 @@ def call_user_factory(spec: str, error: type[ValueError] = ValueError, kind: str
         raise error(f"cannot import {path_s!r} as a Python file")
     user_mod = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = user_mod
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # the file's own folder, so it can import its siblings
     try:
         loader_spec.loader.exec_module(user_mod)
     except Exception as exc:
         raise error(f"importing {path_s} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
     factory: Callable[[], Any] | None = getattr(user_mod, factory_name, None)
     if not callable(factory):
         names = [n for n, v in vars(user_mod).items() if callable(v) and not n.startswith("_")]
@@ -179,25 +184,38 @@ def call_user_factory(spec: str, error: type[ValueError] = ValueError, kind: str
 
 
 def _build_user(spec: str, *, batch: int, input_shape: tuple[int, ...] | None) -> BuiltModel:
-    """``file.py:factory``: the factory returns a module, or a ``(module, example_inputs)`` pair. Without example
-    inputs the user must give ``input_shape``."""
-    made = call_user_factory(spec, ModelSpecError)
+    """``file.py:factory``: the factory returns a module, a ``(module, example_inputs)`` pair or a ``(module,
+    example_inputs, example_kwargs)`` triple (encoder-decoder models take keyword inputs). Without example inputs
+    the user must give ``input_shape``."""
+    made: Any = call_user_factory(spec, ModelSpecError)
     example: Any = None
-    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
-        made, example = made
+    kwargs: dict[str, Any] = {}
+    if isinstance(made, tuple) and len(made) in (2, 3) and isinstance(made[0], torch.nn.Module):
+        if len(made) == 3:
+            if not isinstance(made[2], dict):
+                raise ModelSpecError(f"{spec}() returned a triple whose third item is {type(made[2]).__name__}, "
+                                     "expected a dict of keyword inputs")
+            kwargs = dict(made[2])
+        made, example = made[0], made[1]
     if not isinstance(made, torch.nn.Module):
         raise ModelSpecError(f"{spec}() returned {type(made).__name__}, expected a torch.nn.Module")
     if input_shape is not None:
         example = torch.empty(input_shape, device="meta")
-    if example is None:
+    if example is None and not kwargs:
         raise ModelSpecError(f"{spec}: give --input-shape (e.g. 1,3,224,224) or return (model, example_inputs)")
-    args = example if isinstance(example, tuple) else (example,)
+    args = () if example is None else example if isinstance(example, tuple) else (example,)
     if input_shape is None and batch != 1:
         args = tuple(_rebatch(a, batch) for a in args)
-    return BuiltModel(name=spec, module=made, args=args, family="user")
+        kwargs = {k: _rebatch(v, batch) for k, v in kwargs.items()}
+    return BuiltModel(name=spec, module=made, args=args, kwargs=kwargs, family="user")
 
 
 def _rebatch(t: Any, batch: int) -> Any:
+    """``t`` with ``batch`` rows: real tensors keep their values (rows repeated), so an eager run sees the
+    factory's own data."""
     if isinstance(t, torch.Tensor) and t.dim() >= 1:
-        return torch.empty((batch, *t.shape[1:]), dtype=t.dtype, device="meta")
+        if t.device.type == "meta" or t.shape[0] == 0:
+            return torch.empty((batch, *t.shape[1:]), dtype=t.dtype, device="meta")
+        reps = -(-batch // t.shape[0])
+        return t.repeat(reps, *([1] * (t.dim() - 1)))[:batch]
     return t

@@ -1,0 +1,146 @@
+"""Capturing never touches the user's model; meta falls back to real tensors where it cannot run; factory files
+keep their own inputs and weights, import their siblings and may return keyword inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+import xpusim
+from xpusim.cli import app
+
+runner = CliRunner()
+
+
+class Lazy(nn.Module):
+    """Caches tensors on first use, in every way a forward can: a plain attribute, a list, a new attribute, a
+    buffer registered on the fly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.pe: torch.Tensor | None = None
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pe is None:
+            self.pe = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+        self.seen.append(x.sum())
+        if not hasattr(self, "extra"):
+            self.extra = torch.ones(1, device=x.device)
+        if "table" not in self._buffers:
+            self.register_buffer("table", torch.zeros(1, device=x.device))
+        return self.lin(x + self.pe)
+
+
+@pytest.mark.parametrize("device", ["meta", "eager"])
+def test_a_forward_that_caches_tensors_leaves_the_model_as_it_was(device: str) -> None:
+    m = Lazy()
+    weight = m.lin.weight
+    wl = xpusim.analyze(m, torch.randn(2, 8), device=device)
+    assert wl.totals().macs == 2 * 8 * 8  # the linear layer, by hand
+    assert m.pe is None and m.seen == [] and not hasattr(m, "extra") and "table" not in m._buffers
+    assert m.lin.weight is weight and weight.device.type == "cpu"
+    y = m(torch.randn(2, 8))  # the real forward still works (it would fail on a cached meta tensor)
+    assert y.shape == (2, 8) and m.pe is not None and m.pe.device.type == "cpu"
+
+
+def test_a_detector_analyzes_by_falling_back_to_real_tensors_and_still_runs() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    det = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3).eval()
+    image = [torch.rand(3, 160, 160)]
+    with pytest.raises(xpusim.UserError, match="nonzero"):  # meta cannot: data-dependent shapes
+        xpusim.analyze(det, image, device="meta")
+    wl = xpusim.analyze(det, image)  # auto: meta, then eager
+    assert wl.notes and "run eagerly on real tensors" in wl.notes[0] and "nonzero" in wl.notes[0]
+    assert wl.totals().macs > 0
+    with torch.no_grad():
+        out = det(image)  # the AnchorGenerator's cached anchors were not left on meta
+    assert set(out[0]) == {"boxes", "labels", "scores"}
+
+
+LOOP = '''
+import torch
+from torch import nn
+
+from helper import WIDTH  # a sibling module: the factory's folder is importable
+
+
+class Loop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x, n):
+        for _ in range(int(n)):
+            x = self.lin(x)
+        return x
+
+
+def build():
+    return Loop(), (torch.randn(2, WIDTH), torch.tensor(4))
+
+
+class Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(WIDTH, 16), nn.Linear(16, 4)
+
+    def forward(self, x, *, memory):
+        return self.dec(self.enc(x) + memory)
+
+
+def keywords():
+    return Pair(), (torch.randn(3, WIDTH),), {"memory": torch.randn(3, 16)}
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Linear(WIDTH, 8)
+
+    def forward(self, x):
+        return self.block(x[:, :7])
+
+
+def broken():
+    return Broken(), torch.randn(2, WIDTH)
+'''
+
+
+@pytest.fixture
+def factory(tmp_path: Path) -> Path:
+    (tmp_path / "helper.py").write_text("WIDTH = 512\n")
+    path = tmp_path / "models.py"
+    path.write_text(LOOP)
+    return path
+
+
+def test_eager_uses_the_factorys_own_inputs(factory: Path) -> None:
+    # four passes through a 512x512 linear layer, batch 2, as the factory's n = 4 says
+    expected = 4 * 2 * 512 * 512
+    assert expected == 2_097_152
+    assert xpusim.analyze(f"{factory}:build", device="eager").totals().macs == expected
+    r = runner.invoke(app, ["analyze", f"{factory}:build", "--format", "json"])  # default: auto
+    assert r.exit_code == 0, r.output
+    assert "2,097,152 MACs" not in r.stdout and '"macs": 2097152' in r.stdout
+    assert "meta could not run this model" in r.stdout and ".item()" in r.stdout
+
+
+def test_a_factory_may_return_keyword_inputs(factory: Path) -> None:
+    wl = xpusim.analyze(f"{factory}:keywords")
+    assert wl.totals().macs == 3 * 512 * 16 + 3 * 16 * 4  # encoder and decoder linear layers
+
+
+def test_a_model_that_fails_on_real_tensors_too_names_the_layer_and_the_op(factory: Path) -> None:
+    r = runner.invoke(app, ["analyze", f"{factory}:broken"])
+    assert r.exit_code == 2
+    line = r.stderr.strip()
+    assert line.startswith("error: ") and "\n" not in line
+    assert "in block" in line and "aten." in line and "shapes cannot be multiplied" in line
