@@ -144,3 +144,34 @@ def test_a_model_that_fails_on_real_tensors_too_names_the_layer_and_the_op(facto
     line = r.stderr.strip()
     assert line.startswith("error: ") and "\n" not in line
     assert "in block" in line and "aten." in line and "shapes cannot be multiplied" in line
+
+
+def test_an_lstm_reads_its_weights_once_per_call_in_both_modes() -> None:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(64, 128, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(4, 30, 64)
+    # parameters by hand: per direction 4H(I + H) + 8H; layer 0 has I = 64, layer 1 I = 2H = 256
+    params = 2 * (4 * 128 * (64 + 128) + 8 * 128) + 2 * (4 * 128 * (256 + 128) + 8 * 128)
+    assert params == sum(p.numel() for p in lstm.parameters()) == 593_920
+    meta, eager = (xpusim.analyze(lstm, x, device=d).totals() for d in ("meta", "eager"))
+    assert meta.weight_bytes == eager.weight_bytes == 4 * params  # once, not once per time step
+    assert meta.macs == eager.macs
+    # meta's per-step ops and eager's fused oneDNN kernel now agree on the traffic to within a few percent
+    assert meta.intensity == pytest.approx(eager.intensity, rel=0.10)
+    assert meta.intensity > 30  # was 1.7 FLOP/B on meta (weights re-read every step), 40 eager
+
+
+def test_two_separate_calls_of_one_rnn_read_its_weights_twice() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(16, 32)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return self.rnn(a)[0] + self.rnn(b)[0].sum()
+
+    m = Twice()
+    weights = 4 * sum(p.numel() for p in m.parameters())
+    wl = xpusim.analyze(m, (torch.randn(5, 2, 16), torch.randn(5, 2, 16)), device="meta")
+    # each call is its own fused kernel: the weights are read once per call, twice in all
+    assert wl.totals().weight_bytes == 2 * weights

@@ -17,9 +17,10 @@ Why it is fast:
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -175,6 +176,42 @@ def _describe(args: Sequence[Any], tags: Mapping[int, tuple[int, Tensor]]) -> tu
     return tuple(out)
 
 
+def _under(module: str, roots: Sequence[str]) -> str | None:
+    """The root in ``roots`` that ``module`` is (or is inside of), if any."""
+    for r in roots:
+        if module == r or module.startswith(r + "."):
+            return r
+    return None
+
+
+def _weights_once_per_rnn_call(records: list[tuple[str, str, _Costed]],
+                               reads: Mapping[int, tuple[int, list[tuple[int, int]]]],
+                               roots: Sequence[str]) -> list[tuple[str, str, _Costed]]:
+    """One convention for recurrent layers in both modes: a call of an RNN/LSTM/GRU reads each weight once, as a
+    fused RNN kernel does (eager CPU/GPU runs ``mkldnn_rnn_layer``/``_cudnn_rnn``), not once per time step as the
+    per-step ``addmm``s of the meta decomposition would count. The ops of one call of a recurrent module (and
+    phase) are one fused kernel: later reads of a weight in it cost no weight bytes, and a step's gate GEMMs and
+    gate arithmetic keep their MACs and FLOPs but move no activations (they stay on chip). What moves is the
+    weights (once per call) and the layer's inputs and outputs (the stack/cat/copy ops around the steps)."""
+    out = []
+    current: tuple[str | None, str, int] = (None, "", -1)
+    seen: set[int] = set()
+    for i, (module, phase, c) in enumerate(records):
+        root = _under(module, roots)
+        call, read = reads.get(i, (-1, []))
+        if root is None:
+            out.append((module, phase, c))
+            continue
+        if (root, phase, call) != current:
+            current, seen = (root, phase, call), set()
+        again = sum(b for wid, b in read if wid in seen)
+        seen.update(wid for wid, _ in read)
+        if c.kind in ("matmul", "elementwise", "activation"):  # a step's gates stay on chip in a fused kernel
+            c = replace(c, activation_bytes_read=0, bytes_written=0)
+        out.append((module, phase, replace(c, weight_bytes=c.weight_bytes - again) if again else c))
+    return out
+
+
 def _tensors(args: Sequence[Any]) -> list[Tensor]:
     out: list[Tensor] = []
     for a in args:
@@ -214,6 +251,12 @@ class _Recorder(TorchDispatchMode):
         self.records: list[tuple[str, str, _Costed]] = []
         self.uncounted: Counter[str] = Counter()
         self.free: Counter[str] = Counter()
+        self.rnn_roots: tuple[str, ...] = ()
+        """Paths of the model's recurrent modules (nn.RNNBase): their weight reads are tracked per call."""
+        self.weight_reads: dict[int, tuple[int, list[tuple[int, int]]]] = {}
+        """Record index → (the call of its recurrent module, [(weight tensor id, bytes) read])."""
+        self.entered: dict[str, int] = {}
+        """Module path → the number of its latest call (module entries counted in order)."""
         self.last_op: Any = None
         self.last_module = ""
         """The op dispatched last and the module it ran in: where a failing forward raised."""
@@ -257,6 +300,9 @@ class _Recorder(TorchDispatchMode):
             if node is not None:
                 phase = "backward"
                 module = _node_metadata(node).get(_MODULE_KEY, "")
+        if self.rnn_roots and (root := _under(module, self.rnn_roots)) is not None:
+            self.weight_reads[len(self.records)] = (self.entered.get(root, 0), [  # a view of a weight is the weight
+                (id(t if t._base is None else t._base), _phys_bytes(t)) for t in _tensors(args) if id(t) in self.tags])
         self.records.append((module, phase, hit[0]))
         return out
 
@@ -320,11 +366,13 @@ class _Recorder(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _module_tracking(named: list[tuple[str, torch.nn.Module]], stack: list[str], tag_backward: bool) -> Iterator[None]:
+def _module_tracking(named: list[tuple[str, torch.nn.Module]], stack: list[str], tag_backward: bool,
+                     entered: dict[str, int] | None = None) -> Iterator[None]:
     """Keep ``stack[-1]`` equal to the path of the innermost running module (global hooks, removed on exit)."""
     names: dict[int, str] = {}
     for n, m in named:
         names.setdefault(id(m), n)
+    calls = itertools.count(1)
 
     def pre(mod: torch.nn.Module, args: Any) -> None:
         name = names.get(id(mod))
@@ -332,6 +380,8 @@ def _module_tracking(named: list[tuple[str, torch.nn.Module]], stack: list[str],
             parent = stack[-1]
             name = f"{parent}.{type(mod).__name__}" if parent else type(mod).__name__
         stack.append(name)
+        if entered is not None:  # which call of a module an op belongs to
+            entered[name] = next(calls)
 
     def post(mod: torch.nn.Module, args: Any, out: Any) -> None:
         name = stack.pop()
@@ -538,13 +588,14 @@ def capture(
 
     stack = [""]
     recorder = _Recorder(tags, stack, track_backward=training)
+    recorder.rnn_roots = tuple(n for n, m in named if isinstance(m, torch.nn.RNNBase))
     try:
         with contextlib.ExitStack() as ctx:
             if isinstance(model, torch.nn.Module):
                 ctx.enter_context(_preserved_attributes([m for _, m in named]))
                 ctx.enter_context(_train_mode(model, training))
                 ctx.enter_context(_swapped_state([m for _, m in named], device == "meta", dtype, training, tags))
-                ctx.enter_context(_module_tracking(named, stack, training))
+                ctx.enter_context(_module_tracking(named, stack, training, recorder.entered))
             ctx.enter_context(torch.enable_grad() if training else torch.no_grad())
             with recorder:
                 out = model(*example_inputs, **kwargs)
@@ -563,7 +614,10 @@ def capture(
         raise CaptureError(f"{label} raised in {'forward/backward' if training else 'forward'}{where}: "
                            f"{type(exc).__name__}: {exc}".split("\n")[0]) from exc
 
-    ops = _name_rows(recorder.records)
+    records = recorder.records
+    if recorder.rnn_roots:
+        records = _weights_once_per_rnn_call(records, recorder.weight_reads, recorder.rnn_roots)
+    ops = _name_rows(records)
     first_float = next((t for t in tree_leaves((example_inputs, kwargs)) if isinstance(t, Tensor)
                         and t.is_floating_point()), None)
     first_param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
