@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_leaves
 
 from xpusim.units import dtype_name
 from xpusim.workload.errors import CaptureError
-from xpusim.workload.formulas import FORMULAS, FREE_OPS, Cost, Formula
+from xpusim.workload.formulas import FORMULAS, FREE_OPS, Cost, Formula, sparse_storage_bytes
 from xpusim.workload.model import OpCost, Shape, Workload
 
 Tensor = torch.Tensor
@@ -149,6 +149,8 @@ def _phys_bytes(t: Tensor) -> int:
     """Bytes a tensor really occupies: broadcast (stride-0) dimensions hold one copy."""
     if t.is_nested:
         return int(sum(_phys_bytes(c) for c in t.unbind()))
+    if t.layout != torch.strided:  # sparse: values and indices (CSR and friends have no strides)
+        return sparse_storage_bytes(t)
     n = 1
     for size, stride in zip(t.shape, t.stride(), strict=True):
         if stride != 0:
@@ -166,6 +168,9 @@ def _describe(args: Sequence[Any], tags: Mapping[int, tuple[int, Tensor]]) -> tu
         if isinstance(x, Tensor):
             if x.is_nested:
                 out.append(("nested", id(x)))
+                continue
+            if x.layout != torch.strided:  # sparse: no strides; its cost depends on the stored elements
+                out.append((x.shape, str(x.layout), x._nnz(), x.dtype, id(x)))
                 continue
             tag = tags.get(id(x))
             out.append((x.shape, x.stride(), x.dtype, tag[0] if tag else 0))

@@ -11,8 +11,8 @@ Conventions (the numbers users most often get confused about):
   (`COMPLEX_REAL_MACS_PER_MAC`; 3M/Gauss algorithms are not assumed). Complex add/sub/mul count 2/2/6 FLOPs
   per element (`COMPLEX_POINTWISE_FLOPS`).
 * Bytes are computed by the capture from the real tensor arguments, not here, except where a formula says
-  which tensors an op really touches (embedding reads only the gathered rows; ``copy_`` does not read its
-  destination).
+  which tensors an op really touches (embedding reads only the gathered rows; a sparse operand its values and
+  indices; ``copy_`` does not read its destination).
 
 Each formula returns a `Cost`; an op without a formula is reported by name and count as *uncounted*.
 """
@@ -113,6 +113,8 @@ def _mm_macs(a: Tensor, b: Tensor) -> tuple[int, int]:
 def mm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     """(B,)M×K @ K×N: B·M·K·N MACs, 2 FLOPs each (×4 MACs for complex)."""
     a, b = args[0], args[1]
+    if is_sparse(a) or is_sparse(b):
+        return _sparse_mm_cost(a, b, None, out)
     if a.dim() == 1 or b.dim() == 1:  # aten.matmul with vectors (rarely reaches dispatch)
         macs = out_numel(out) * a.shape[-1] * cplx(a)
         return Cost("matmul", macs, 2 * macs)
@@ -129,9 +131,62 @@ def addmm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     one C add per output element. Complex: ×4 MACs, 2 FLOPs per C add.
     NB: scaling by alpha/beta != 1 and the fused activation of ``_addmm_activation`` are not counted.
     """
+    if is_sparse(args[1]) or is_sparse(args[2]):
+        return _sparse_mm_cost(args[1], args[2], arg(args, kwargs, 3, "beta", 1), out)
     macs, _ = _mm_macs(args[1], args[2])
     k = cplx(args[1])
     return Cost("matmul", macs * k, 2 * macs * k + out_numel(out) * (2 if k > 1 else 1))
+
+
+# ---------------------------------------------------------------- sparse (COO, CSR, ...) matmuls
+
+
+def is_sparse(t: Any) -> bool:
+    """A tensor in a sparse layout (COO, CSR, CSC, BSR, BSC): its dense shape says nothing about its cost."""
+    return isinstance(t, Tensor) and t.layout != torch.strided
+
+
+def _sparse_values(t: Tensor) -> Tensor:
+    return t._values() if t.layout == torch.sparse_coo else t.values()
+
+
+def sparse_storage_bytes(t: Tensor) -> int:
+    """Bytes a sparse tensor really holds: its values plus its indices (COO: sparse_dim × nnz; compressed
+    layouts: the compressed and the plain index arrays)."""
+    values = _sparse_values(t)
+    total = values.numel() * values.element_size()
+    if t.layout == torch.sparse_coo:
+        indices = [t._indices()]
+    elif t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        indices = [t.crow_indices(), t.col_indices()]
+    else:
+        indices = [t.ccol_indices(), t.row_indices()]
+    return total + sum(i.numel() * i.element_size() for i in indices)
+
+
+def _sparse_mm_cost(a: Tensor, b: Tensor, beta: Any, out: Any) -> Cost:
+    """Sparse A (M×K, nnz stored elements) @ dense B (K×N): nnz·N MACs, each stored element meets one row of B;
+    dense A @ sparse B: M·nnz. FLOPs 2·MACs, plus one C add per output element for ``addmm`` unless beta = 0
+    (``torch.sparse.mm`` runs ``_sparse_addmm`` with beta = 0: no add). Sparse operands read their values and
+    indices only. NB: sparse @ sparse is counted as nnz(A)·N, as if B were dense (an upper bound).
+    """
+    k = cplx(_sparse_values(a) if is_sparse(a) else a)
+    macs = k * (_sparse_values(a).numel() * b.shape[-1] if is_sparse(a) else a.shape[-2] * _sparse_values(b).numel())
+    add = 0 if beta is None or beta == 0 else out_numel(out) * (2 if k > 1 else 1)
+    sparse_reads = tuple((t, sparse_storage_bytes(t)) for t in (a, b) if is_sparse(t))
+    return Cost("matmul", macs, 2 * macs + add, read_bytes_override=sparse_reads)
+
+
+@register("_sparse_addmm")
+def sparse_addmm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(C, sparse A, dense B, beta=1, alpha=1): `_sparse_mm_cost` (beta is keyword-only)."""
+    return _sparse_mm_cost(args[1], args[2], kwargs.get("beta", 1), out)
+
+
+@register("_sparse_mm")
+def sparse_mm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(sparse A, dense B): `_sparse_mm_cost` (composite: normally lowered to ``_sparse_addmm`` before dispatch)."""
+    return _sparse_mm_cost(args[0], args[1], None, out)
 
 
 @register("mv", "addmv")
@@ -524,6 +579,40 @@ def embedding_bag_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) 
     return Cost("embedding", 0, flops, read_bytes_override=((weight, rows * dim * weight.element_size()),))
 
 
+def _embedding_bag_backward(mode_index: int, psw_index: int) -> Formula:
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        grad, idx = args[0], args[1]
+        mode = int(arg(args, kwargs, mode_index, "mode", 0))
+        if mode == 2:  # max: each bag's gradient goes to its argmax rows only
+            return Cost("embedding", 0, grad.numel())
+        dim = numel(grad.shape[1:])
+        scaled = mode == 1 or arg(args, kwargs, psw_index, "per_sample_weights") is not None
+        return Cost("embedding", 0, idx.numel() * dim * (2 if scaled else 1))
+
+    formula.__doc__ = (
+        "EmbeddingBag backward: scatter-add of each index's bag gradient row into the table's gradient, indices·D "
+        "adds, + indices·D multiplies when rows are scaled (mean: 1/bag size; per-sample weights); max: one add per "
+        "grad element (to the argmax rows)."
+    )
+    return formula
+
+
+register("_embedding_bag_backward")(_embedding_bag_backward(8, 10))
+register("_embedding_bag_dense_backward")(_embedding_bag_backward(7, 8))
+register("_embedding_bag_sparse_backward")(_embedding_bag_backward(7, 8))
+
+
+@register("_embedding_bag_per_sample_weights_backward")
+def embedding_bag_psw_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(grad, weight, indices, offsets, offset2bag, mode, padding_idx): per index the dot of its bag's gradient
+    with its table row, D multiplies + D adds; reads only the gathered rows, as `embedding_bag_cost`."""
+    weight, idx = args[1], args[2]
+    dim = numel(weight.shape[1:])
+    rows = min(idx.numel(), weight.shape[0])
+    return Cost("embedding", 0, 2 * idx.numel() * dim,
+                read_bytes_override=((weight, rows * dim * weight.element_size()),))
+
+
 # ---------------------------------------------------------------- FFT
 
 FFT_FLOPS_PER_POINT_LOG2 = 5
@@ -650,6 +739,130 @@ register("grid_sampler_2d")(_grid_sampler("2d"))
 register("grid_sampler_3d")(_grid_sampler("3d"))
 
 
+def _grid_sampler_backward(rank: str) -> Formula:
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        grad_out, mask = args[0], arg(args, kwargs, 6, "output_mask", (True, True))
+        per = GRID_SAMPLE_FLOPS.get((rank, int(args[3])), 0)
+        if not per:  # nearest: grad_input is a scatter-add (1 per element), the grid gets no gradient
+            return Cost("elementwise", 0, grad_out.numel() if mask[0] else 0)
+        return Cost("elementwise", 0, round(grad_out.numel() * per * (int(bool(mask[0])) + int(bool(mask[1])))))
+
+    formula.__doc__ = (
+        f"grid_sampler_{rank}_backward(grad_out, input, grid, interpolation, padding, align_corners, output_mask): "
+        "the forward's `GRID_SAMPLE_FLOPS` per grad_output element per requested gradient (grad_input scatters each "
+        "tap back, grad_grid differentiates the interpolation): about 2× the forward with both."
+    )
+    return formula
+
+
+register("grid_sampler_2d_backward")(_grid_sampler_backward("2d"))
+register("grid_sampler_3d_backward")(_grid_sampler_backward("3d"))
+
+
+@register("_cdist_backward")
+def cdist_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(grad, x1, x2, p, cdist): the gradient of x1 only, pairwise, `pair_distance_flops` per pair (recompute the
+    difference, scale by grad/dist, accumulate). Autograd calls it once per input needing a gradient (x2 with the
+    arguments swapped), so x1 and x2 together cost 2× the forward's pairwise count.
+    """
+    x1, p, dist = args[1], float(args[3]), args[4]
+    return Cost("reduction", 0, dist.numel() * pair_distance_flops(x1.shape[-1], p))
+
+
+@register("_pdist_backward")
+def pdist_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """(grad, input N×M, p, pdist): each pair's gradient goes to both of its rows: 2× the forward,
+    N(N−1)·`pair_distance_flops`."""
+    x = args[1]
+    n, m = x.shape
+    return Cost("reduction", 0, n * (n - 1) * pair_distance_flops(m, float(args[2])))
+
+
+# ---------------------------------------------------------------- detection, unique, sort-based ops
+
+
+def sort_compares(n: int) -> int:
+    """Compares of a comparison sort of n keys: n·log2(n) (merge/radix-free count; 0 for n ≤ 1)."""
+    return round(n * math.log2(n)) if n > 1 else 0
+
+
+NMS_IOU_FLOPS = 13
+"""One IoU test of two boxes: intersection corners 2 max + 2 min (4), width and height 2 subtracts + 2 clamps at
+0 (4), intersection area 1 multiply, union = area_a + area_b − inter (2), divide (1), compare with the threshold
+(1)."""
+NMS_AREA_FLOPS = 3
+"""Area of one box, computed once: 2 subtracts, 1 multiply."""
+
+
+@register("nms")
+def nms_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """``torchvision::nms(dets N×4, scores N, iou_threshold)``, worst case (nothing suppressed): every pair of the
+    N boxes is tested once, N(N−1)/2 · `NMS_IOU_FLOPS`, + N · `NMS_AREA_FLOPS` + the score sort N·log2(N).
+
+    NB: how many boxes a suppression removes early is data-dependent; the worst case is counted (on a detector's
+    pre-NMS top-k the pair count dominates either way).
+    """
+    n = args[0].shape[0]
+    return Cost("elementwise", 0, NMS_IOU_FLOPS * n * (n - 1) // 2 + NMS_AREA_FLOPS * n + sort_compares(n))
+
+
+ROI_ALIGN_ADAPTIVE_SAMPLES = 2
+"""Samples per bin axis assumed when ``sampling_ratio <= 0`` (adaptive: ceil(roi_h/pooled_h) × ceil(roi_w/pooled_w),
+which depends on the box sizes). torchvision's detectors pass ``sampling_ratio=2`` explicitly: 2×2 is assumed."""
+ROI_ALIGN_SAMPLE_FLOPS = round(POINTWISE_FLOPS["upsample_bilinear2d"])
+"""One bilinear sample: 4 taps, 4 multiplies + 3 adds (7)."""
+
+
+def _roi_samples(sampling_ratio: int) -> int:
+    s = sampling_ratio if sampling_ratio > 0 else ROI_ALIGN_ADAPTIVE_SAMPLES
+    return s * s
+
+
+@register("roi_align")
+def roi_align_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """``torchvision::roi_align(input, rois K×5, scale, pooled_h, pooled_w, sampling_ratio, aligned)``: per output
+    element (K·C·ph·pw) S = sampling_ratio² bilinear samples (`ROI_ALIGN_SAMPLE_FLOPS` each) and their average
+    (S − 1 adds + 1 divide): 8·S FLOPs. Adaptive sampling_ratio (≤ 0): `ROI_ALIGN_ADAPTIVE_SAMPLES`² assumed.
+    NB: the sample coordinates and tap weights (shared by all channels) are not counted; the whole feature map is
+    counted as read.
+    """
+    s = _roi_samples(int(arg(args, kwargs, 5, "sampling_ratio", -1)))
+    return Cost("pool", 0, out_numel(out) * (ROI_ALIGN_SAMPLE_FLOPS + 1) * s)
+
+
+@register("_roi_align_backward")
+def roi_align_backward_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """``torchvision::_roi_align_backward(grad, rois, scale, ph, pw, n, c, h, w, sampling_ratio, aligned)``: per
+    grad element one divide by the sample count, then each of the S samples scatters to its 4 taps (4 multiplies +
+    4 adds): 8·S + 1. Adaptive sampling_ratio as in `roi_align_cost`."""
+    s = _roi_samples(int(arg(args, kwargs, 9, "sampling_ratio", -1)))
+    return Cost("pool", 0, args[0].numel() * (8 * s + 1))
+
+
+def _unique_cost(dim_index: int | None, sort: bool) -> Formula:
+    def formula(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+        x = args[0]
+        dim = arg(args, kwargs, dim_index, "dim") if dim_index is not None else None
+        items = x.shape[int(dim)] if dim is not None and x.dim() else x.numel()
+        per_item = x.numel() // items if items else 0
+        return Cost("reduction", 0, (sort_compares(items) if sort else 0) * per_item + x.numel())
+
+    formula.__doc__ = (
+        "Sort-based unique: sort the n items (n·log2(n) compares, each of a whole slice for ``dim``), then one "
+        "compare per element against its neighbour: numel·log2(n) + numel FLOPs. Inverse indices and counts are "
+        "data movement (not counted). NB: a hash-based CPU path (``sorted=False``) is costed the same."
+        if sort
+        else "Consecutive unique: one compare per element against its neighbour (no sort)."
+    )
+    return formula
+
+
+register("_unique2", "_unique")(_unique_cost(None, sort=True))
+register("unique_dim")(_unique_cost(1, sort=True))
+register("unique_consecutive")(_unique_cost(3, sort=False))
+register("unique_dim_consecutive")(_unique_cost(1, sort=False))
+
+
 @register("_trilinear")
 def trilinear_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     """``(i1·i2·i3).sum(sumdim)`` after unsqueezing each at its ``expand`` dims (what ``nn.Bilinear`` runs).
@@ -688,7 +901,7 @@ for _name in (
     "pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle im2col col2im slice_scatter "
     "select_scatter diagonal_scatter as_strided_scatter view_copy lift_fresh_copy nonzero "
     "select_backward slice_backward diagonal_backward embedding_renorm one_hot _copy_from _copy_from_and_resize "
-    "_nested_tensor_from_mask to_padded_tensor _nested_from_padded"
+    "_nested_tensor_from_mask to_padded_tensor _nested_from_padded _pack_padded_sequence"
 ).split():
     register(_name)(_memory)
 
