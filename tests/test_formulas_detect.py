@@ -224,3 +224,51 @@ def test_sort_compares_rounding() -> None:
     from xpusim.workload.formulas import sort_compares
 
     assert [sort_compares(n) for n in (0, 1, 2, 8, 10)] == [0, 0, 2, 24, round(10 * math.log2(10))]
+
+
+# ---------------------------------------------------------------- quantized (torch.ao) layers
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_dynamic_int8_linear_counts_its_packed_gemm() -> None:
+    import warnings
+
+    import xpusim
+
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    wl = xpusim.analyze(q, torch.randn(4, 64))  # meta has no kernel for quantized ops: auto runs it eagerly
+    assert wl.uncounted == {} and wl.notes
+    assert wl.totals().macs == 4 * 64 * 128 + 4 * 128 * 10  # batch x K x N per layer, by hand
+    assert wl.params == 64 * 128 + 128 + 128 * 10 + 10  # the packed weights and biases
+    # weights at their real width: int8 values (1 B) + float32 biases (per-tensor scales are not tensors here)
+    assert wl.totals().weight_bytes == (64 * 128 + 128 * 10) * 1 + (128 + 10) * 4
+
+
+def test_static_int8_conv_counts_the_float_convs_macs() -> None:
+    import warnings
+
+    from torch.ao.quantization import DeQuantStub, QuantStub, convert, get_default_qconfig, prepare
+
+    import xpusim
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.conv, self.dequant = QuantStub(), nn.Conv2d(3, 8, 3), DeQuantStub()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.dequant(self.conv(self.quant(x)))
+
+    net = Net().eval()
+    net.qconfig = get_default_qconfig("fbgemm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(net)
+        prepared(torch.randn(2, 3, 10, 10))
+        q = convert(prepared)
+    wl = xpusim.analyze(q, torch.randn(2, 3, 10, 10))
+    assert wl.uncounted == {}
+    conv = next(o for o in wl.ops if o.op.startswith("quantized.conv2d"))
+    assert conv.macs == 2 * 8 * 8 * 8 * 3 * 3 * 3  # N x Cout x 8 x 8 outputs x Cin x 3 x 3
+    assert wl.params == 8 * 3 * 3 * 3 + 8

@@ -121,6 +121,9 @@ decompositions costing 0.3–3 ms per call. Each must equal the meta kernel's (t
 
 def _resolve(func: Any) -> _OpInfo:
     short = func._overloadpacket.__name__ if hasattr(func, "_overloadpacket") else str(func)
+    namespace = getattr(func, "namespace", "aten")
+    if namespace not in ("aten", "prims", "prim", "torchvision") and f"{namespace}::{short}" in FORMULAS:
+        short = f"{namespace}::{short}"  # e.g. quantized::linear, apart from aten's linear
     schema = getattr(func, "_schema", None)
     fresh = inplace = False
     if schema is not None:
@@ -156,6 +159,29 @@ def _phys_bytes(t: Tensor) -> int:
         if stride != 0:
             n *= size
     return n * t.element_size()
+
+
+def _packed_params(model: torch.nn.Module) -> int:
+    """Parameters held in quantized layers' prepacked weights (not `nn.Parameter`s, so ``parameters()`` misses
+    them)."""
+    from xpusim.workload.formulas import _unpack
+
+    n = 0
+    for m in model.modules():
+        packed = getattr(m, "_packed_params", None)
+        if isinstance(packed, torch.ScriptObject):
+            try:
+                w, b = _unpack(packed)
+            except ValueError:
+                continue
+            n += w.numel() + (b.numel() if b is not None else 0)
+    return n
+
+
+def _packed_weight_bytes(w: Tensor) -> int:
+    from xpusim.workload.formulas import _packed_bytes
+
+    return _packed_bytes(w)
 
 
 def _describe(args: Sequence[Any], tags: Mapping[int, tuple[int, Tensor]]) -> tuple[Any, ...]:
@@ -331,6 +357,9 @@ class _Recorder(TorchDispatchMode):
         reads = ins if cost.reads is None else list(cost.reads)
         override = {id(t): b for t, b in cost.read_bytes_override or ()}
         weight_bytes = act_bytes = params = 0
+        for w in cost.packed_weights:  # prepacked (quantized) weights: not tensors among the arguments
+            weight_bytes += _packed_weight_bytes(w)
+            params += w.numel()
         seen: set[int] = set()
         for t in reads:
             if id(t) in seen:
@@ -585,7 +614,7 @@ def capture(
     named: list[tuple[str, torch.nn.Module]] = []
     if isinstance(model, torch.nn.Module):
         named = list(model.named_modules(remove_duplicate=False))
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = sum(p.numel() for p in model.parameters()) + _packed_params(model)
     if device == "meta":
         example_inputs = _to_meta(example_inputs, dtype)
         kwargs = _to_meta(kwargs, dtype)

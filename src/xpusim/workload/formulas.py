@@ -50,6 +50,9 @@ class Cost:
     """Tensors really read, when not all tensor arguments are (None = all of them)."""
     read_bytes_override: tuple[tuple[Tensor, int], ...] | None = None
     """(tensor, bytes) pairs replacing the full-tensor byte count for tensors only partly read."""
+    packed_weights: tuple[Tensor, ...] = ()
+    """Weights an op reads from a packed (non-tensor) argument, e.g. a quantized layer's prepacked int8 weight:
+    weight bytes at their real width, and parameters."""
 
 
 Formula = Callable[[tuple[Any, ...], dict[str, Any], Any], Cost]
@@ -935,3 +938,60 @@ FREE_OPS = frozenset(
 )
 """Views, allocation and metadata ops: no arithmetic and no data movement of their own (``device`` is
 ``torch.ops.prim.device``; the capture keys ops by packet name)."""
+
+
+# ---------------------------------------------------------------------------------- quantized (torch.ao) layers
+def _unpack(packed: Any) -> tuple[Tensor, Tensor | None]:
+    """The (weight, bias) inside a quantized layer's prepacked parameters."""
+    for unpack in ("linear_unpack", "linear_unpack_fp16", "conv2d_unpack", "conv1d_unpack", "conv3d_unpack"):
+        try:
+            w, b = getattr(torch.ops.quantized, unpack)(packed)
+            return w, b
+        except (RuntimeError, AttributeError):
+            continue
+    raise ValueError(f"cannot unpack {type(packed).__name__}")
+
+
+def _packed_bytes(w: Tensor) -> int:
+    """Storage of a packed weight at its real width: int8 values plus per-channel scales and zero points."""
+    n = w.numel() * w.element_size()
+    if w.is_quantized and w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
+                                          torch.per_channel_affine_float_qparams):
+        n += w.q_per_channel_scales().numel() * 8 + w.q_per_channel_zero_points().numel() * 8
+    return n
+
+
+@register("quantized::linear_dynamic", "quantized::linear_dynamic_fp16", "quantized::linear",
+          "quantized::linear_relu", "quantized::linear_relu_dynamic")
+def quantized_linear_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """A quantized linear layer: the int8 (or fp16) GEMM of x (…, K) and the packed (N, K) weight: x.numel()/K·N·K
+    MACs at the weight's width; + N per row for the bias (dynamic: + 2 per input element to quantize x on the fly
+    and 1 per output to rescale)."""
+    x, (w, b) = args[0], _unpack(args[1])
+    n, k = w.shape[0], w.shape[1]
+    rows = x.numel() // k
+    macs = rows * n * k
+    flops = 2 * macs + (rows * n if b is not None else 0) + rows * n
+    if not x.is_quantized:  # dynamic: x is quantized on the fly (scale from its range, then per element)
+        flops += 2 * x.numel()
+    return Cost("matmul", macs=macs, flops=flops, reads=(x,),
+                packed_weights=(w, *(() if b is None else (b,))))
+
+
+@register("quantized::conv2d", "quantized::conv2d_relu", "quantized::conv1d", "quantized::conv1d_relu",
+          "quantized::conv3d", "quantized::conv3d_relu")
+def quantized_conv_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """A static int8 convolution: the MACs of the float convolution of the same shapes (`conv_macs`), + 1 per output
+    for the bias and 1 to requantize."""
+    x, (w, b) = args[0], _unpack(args[1])
+    o = first_tensor(out)
+    assert o is not None
+    macs = conv_macs(tuple(x.shape), tuple(w.shape), tuple(o.shape), transposed=False)
+    flops = 2 * macs + (o.numel() if b is not None else 0) + o.numel()
+    return Cost("conv", macs=macs, flops=flops, reads=(x,), packed_weights=(w, *(() if b is None else (b,))))
+
+
+# quantize: x / scale, round, + zero point, clamp (4 per element); dequantize: (q − zero point) × scale (2)
+register("quantize_per_tensor", "quantize_per_channel", "quantize_per_tensor_dynamic")(
+    _per_element("elementwise", 4, "in"))
+register("dequantize")(_per_element("elementwise", 2, "in"))
