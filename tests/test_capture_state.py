@@ -175,3 +175,55 @@ def test_two_separate_calls_of_one_rnn_read_its_weights_twice() -> None:
     wl = xpusim.analyze(m, (torch.randn(5, 2, 16), torch.randn(5, 2, 16)), device="meta")
     # each call is its own fused kernel: the weights are read once per call, twice in all
     assert wl.totals().weight_bytes == 2 * weights
+
+
+PACKED = '''
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+
+    def forward(self, x, lengths):
+        out, _ = self.lstm(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        return out.data
+
+
+def build():
+    return Tagger(), (torch.randn(3, 5, 8), torch.tensor([5, 3, 2]))
+'''
+
+
+def test_cli_default_mode_analyzes_a_packed_sequence_rnn_and_a_detector(tmp_path: Path) -> None:
+    path = tmp_path / "tagger.py"
+    path.write_text(PACKED)
+    r = runner.invoke(app, ["analyze", f"{path}:build", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads(r.stdout)
+    # the 10 real tokens (5 + 3 + 2) each through W_ih (4H x I) and W_hh (4H x H), H = 16, I = 8
+    assert doc["totals"]["macs"] == 10 * 4 * 16 * (8 + 16)
+    assert doc["uncounted"] == {} and "run eagerly" in doc["notes"][0]
+    r = runner.invoke(app, ["analyze", "fasterrcnn_mobilenet_v3_large_320_fpn", "--image-size", "128", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["totals"]["macs"] > 0 and doc["uncounted"] == {} and "nonzero" in doc["notes"][0]
+
+
+def test_a_segmentation_model_runs_on_meta_without_any_weights() -> None:
+    wl = xpusim.analyze("lraspp_mobilenet_v3_large", image_size=128)
+    assert wl.notes == () and wl.uncounted == {} and wl.totals().macs > 0
+
+
+def test_the_eager_memory_limit_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XPUSIM_EAGER_MEMORY_FRACTION", "1e-12")
+    with pytest.raises(ValueError, match="XPUSIM_EAGER_MEMORY_FRACTION=0.9"):
+        xpusim.analyze("resnet18", device="eager")
+    monkeypatch.setenv("XPUSIM_EAGER_MEMORY_FRACTION", "lots")
+    with pytest.raises(ValueError, match="expected a number"):
+        xpusim.analyze("resnet18", device="eager")

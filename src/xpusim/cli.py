@@ -433,7 +433,7 @@ def sweep_cmd(
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""
-    from xpusim.workload.zoo import llm_configs, torchvision_names
+    from xpusim.workload.zoo import llm_configs, torchvision_names, torchvision_task_names
 
     console = out_console()
     console.print("[bold]language models[/bold] (configs shipped, built on the meta device):")
@@ -441,7 +441,10 @@ def models_cmd() -> None:
         console.print(f"  {name:<12} {entry.get('source', '')}")
     names = torchvision_names()
     console.print(f"[bold]torchvision classifiers[/bold] ({len(names)}):\n  " + ", ".join(names))
-    console.print("and any file.py:factory returning an nn.Module (or (module, example_inputs)).")
+    tasks = torchvision_task_names()
+    console.print(f"[bold]torchvision detection and segmentation[/bold] ({len(tasks)}, no weights):\n  "
+                  + ", ".join(tasks))
+    console.print("and any file.py:factory returning an nn.Module (or (module, example_inputs[, example_kwargs])).")
 
 
 def main() -> None:

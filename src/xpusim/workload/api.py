@@ -66,7 +66,9 @@ def analyze(
 
 
 EAGER_MEMORY_FRACTION = 0.5
-"""``device="eager"`` on a zoo model allocates its weights: refuse when they would take more than this share of RAM."""
+"""``device="eager"`` on a zoo model allocates its weights: refuse when they would take more than this share of the
+available memory (``$XPUSIM_EAGER_MEMORY_FRACTION`` raises or lowers it)."""
+EAGER_MEMORY_ENV = "XPUSIM_EAGER_MEMORY_FRACTION"
 
 
 def _available_memory_bytes() -> int:
@@ -94,9 +96,15 @@ def materialize(
     """Real CPU tensors for a meta-built model: random weights (values do not change costs), zero token ids."""
     need = sum(t.numel() * (dtype.itemsize if dtype and t.is_floating_point() else t.element_size())
                for t in list(module.parameters()) + list(module.buffers()))
-    if need > EAGER_MEMORY_FRACTION * _available_memory_bytes():
-        raise ValueError(f"device='eager' needs {need / 2**30:.1f} GiB for the weights, more than half of the "
-                         "available memory; use device='meta' (the default), which needs none")
+    text = os.environ.get(EAGER_MEMORY_ENV, str(EAGER_MEMORY_FRACTION))
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise ValueError(f"{EAGER_MEMORY_ENV}={text!r}: expected a number such as 0.8") from None
+    if need > fraction * _available_memory_bytes():
+        raise ValueError(f"an eager run needs {need / 2**30:.1f} GiB for the weights, more than {fraction:g} of the "
+                         f"available memory; use device='meta' if the model runs there, or raise the limit with "
+                         f"{EAGER_MEMORY_ENV}=0.9")
     module = module.to_empty(device="cpu")
     if dtype is not None:
         module = module.to(dtype)

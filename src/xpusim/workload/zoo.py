@@ -45,9 +45,24 @@ def torchvision_names() -> tuple[str, ...]:
     return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
+TASK_FAMILIES = ("detection", "segmentation")
+"""torchvision's detection and segmentation models, by name: built without any weights (``weights=None``,
+``weights_backbone=None``: nothing is downloaded). Detectors run data-dependent code (``nonzero``, ``nms``) that the
+meta device cannot, so ``analyze``'s default ``auto`` mode captures them eagerly with random weights."""
+
+
+@functools.cache
+def torchvision_task_names() -> dict[str, str]:
+    """Detection and segmentation model names → their family."""
+    import torchvision
+
+    return {n: fam for fam in TASK_FAMILIES
+            for n in torchvision.models.list_models(module=getattr(torchvision.models, fam))}
+
+
 def model_names() -> list[str]:
     """Every name `build` accepts (besides ``file.py:factory``)."""
-    return list(llm_configs()) + list(torchvision_names())
+    return list(llm_configs()) + list(torchvision_names()) + list(torchvision_task_names())
 
 
 def _suggest(name: str) -> str:
@@ -73,20 +88,24 @@ def build(
         return _build_llm(spec, batch=batch, seq_len=seq_len)
     if spec in torchvision_names():
         return _build_torchvision(spec, batch=batch, input_shape=input_shape, image_size=image_size)
+    if spec in torchvision_task_names():
+        return _build_torchvision(spec, batch=batch, input_shape=input_shape, image_size=image_size,
+                                  no_weights=True)
     raise ModelSpecError(_suggest(spec))
 
 
 def _build_torchvision(
-    name: str, *, batch: int, input_shape: tuple[int, ...] | None, image_size: int | None
+    name: str, *, batch: int, input_shape: tuple[int, ...] | None, image_size: int | None, no_weights: bool = False
 ) -> BuiltModel:
     import torchvision
 
+    kw: dict[str, Any] = {"weights": None, "weights_backbone": None} if no_weights else {}
     try:
         with torch.device("meta"):
-            module = torchvision.models.get_model(name)
+            module = torchvision.models.get_model(name, **kw)
     except NotImplementedError:  # builders that compute widths with tensors (RegNet) cannot run under meta
         with _params_to_meta():
-            module = torchvision.models.get_model(name)
+            module = torchvision.models.get_model(name, **kw)
     if input_shape is None:
         size = image_size or DEFAULT_IMAGE_SIZE
         input_shape = (batch, 3, size, size)
