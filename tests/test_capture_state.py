@@ -222,7 +222,7 @@ def test_a_segmentation_model_runs_on_meta_without_any_weights() -> None:
 
 def test_the_eager_memory_limit_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XPUSIM_EAGER_MEMORY_FRACTION", "1e-12")
-    with pytest.raises(ValueError, match="XPUSIM_EAGER_MEMORY_FRACTION=0.9"):
+    with pytest.raises(ValueError, match=r"XPUSIM_EAGER_MEMORY_FRACTION=0\.9"):
         xpusim.analyze("resnet18", device="eager")
     monkeypatch.setenv("XPUSIM_EAGER_MEMORY_FRACTION", "lots")
     with pytest.raises(ValueError, match="expected a number"):
