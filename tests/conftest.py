@@ -1,4 +1,6 @@
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -21,3 +23,14 @@ def process_alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+class Fn(torch.nn.Module):
+    """A function as a module, so a test can analyze one op: ``xpusim.analyze(Fn(torch.cdist), (a, b))``."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(*args)

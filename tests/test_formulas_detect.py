@@ -3,7 +3,6 @@ backward of cdist/pdist/grid_sample/EmbeddingBag, against hand counts written ou
 are data-dependent or take real sparse tensors."""
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,18 +12,10 @@ import torchvision
 from torch import nn
 
 import xpusim
+from conftest import Fn
 from xpusim.workload.model import OpCost, Workload
 
 torch.set_num_threads(1)
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: Any) -> Any:
-        return self.fn(*args)
 
 
 def capture(model: nn.Module, *inputs: Any, mode: str = "inference") -> Workload:

@@ -12,20 +12,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import xpusim
+from conftest import Fn
 from xpusim.workload.formulas import FORMULAS, FREE_OPS
 from xpusim.workload.model import OpCost, Workload
 
 torch.set_num_threads(1)
 CF = torch.cfloat
-
-
-class Fn(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args: Any) -> Any:
-        return self.fn(*args)
 
 
 def capture(model: nn.Module, *inputs: Any, device: str) -> Workload:
