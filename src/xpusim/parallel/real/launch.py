@@ -54,6 +54,19 @@ def _error_line(path: Path) -> str:
     return lines[-1].strip() if lines else "no error output"
 
 
+def _exit_cause(rank: int, code: int) -> str:
+    """``rank 1 failed (exit code 1)``, or for a rank ended by a signal (Popen's negative exit code)
+    ``rank 1 was killed by signal SIGKILL (exit code -9)``: an abort (SIGABRT) or the OOM killer, not an error
+    the rank reported itself."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"rank {rank} was killed by signal {name} (exit code {code})"
+    return f"rank {rank} failed (exit code {code})"
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     """Terminate every rank's process group, then kill what is left; reap them all."""
     for p in procs:
@@ -121,7 +134,8 @@ def launch(spec: RunSpec, *, on_start: Any = None) -> dict[str, Any]:
                 timed_out = "timed out" in _error_line(logs[rank]).lower()
                 still = (f" ({names} never reached the collective: hung)" if timed_out else
                          f" ({names} still running)") if running else ""
-                raise RunError(f"rank {rank} failed (exit code {code}): {_error_line(logs[rank])}; every rank was "
+                after = " after the run's result was written" if result.exists() else ""
+                raise RunError(f"{_exit_cause(rank, code)}{after}: {_error_line(logs[rank])}; every rank was "
                                f"stopped{still}")
             if not result.exists():
                 raise RunError("the ranks exited without writing a result")

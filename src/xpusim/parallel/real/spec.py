@@ -88,7 +88,8 @@ class RunSpec:
     """After the first backward, compare loss and every gradient with a single-process run (rank 0)."""
     instrument: bool = True
     fault: str = ""
-    """Testing aid: ``raise:RANK`` or ``hang:RANK`` makes that rank fail in the middle of step 2."""
+    """Testing aid: ``raise:RANK``, ``hang:RANK`` or ``kill:RANK`` (SIGKILL itself) makes that rank fail in the middle
+    of step 2."""
 
     @property
     def ranks(self) -> int:
@@ -182,8 +183,8 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
     if schedule == "interleaved" and micro_batches % degrees["pp"]:
         raise RunSpecError(f"--micro-batches {micro_batches} must be a multiple of pp={degrees['pp']} for the "
                            "interleaved schedule")
-    if fault and (fault.partition(":")[0] not in ("raise", "hang") or not fault.partition(":")[2].isdigit()):
-        raise RunSpecError(f"--fault {fault!r}: expected raise:RANK or hang:RANK")
+    if fault and (fault.partition(":")[0] not in ("raise", "hang", "kill") or not fault.partition(":")[2].isdigit()):
+        raise RunSpecError(f"--fault {fault!r}: expected raise:RANK, hang:RANK or kill:RANK")
     plan_schedule = schedule if schedule in SCHEDULES else "zb-h1"
     parallel = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], vp=vp, micro_batch=micro_batch,
                         global_batch=micro_batch * micro_batches * degrees["dp"],

@@ -4,12 +4,16 @@ which writes the run's JSON. Started by ``xpusim run`` (one process per rank) or
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -76,6 +80,8 @@ def _maybe_fault(spec: RunSpec, rank: int, step: int) -> None:
         return
     if what == "raise":
         raise RuntimeError(f"injected fault on rank {rank} in step 2")
+    if what == "kill":  # die as an OOM kill would: no exception, no output, no teardown
+        os.kill(os.getpid(), signal.SIGKILL)
     while True:  # hang: never reach the next collective
         time.sleep(3600)
 
@@ -407,7 +413,10 @@ def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None, render: Renderer | None = None) -> None:
     """One rank. Rank 0 writes the run's record to ``--result``, or hands it to ``render`` (the entry point's
-    summary: ``python -m xpusim.run`` prints ``xpusim run``'s table)."""
+    summary: ``python -m xpusim.run`` prints ``xpusim run``'s table).
+
+    With ``argv`` None this is the rank's process (``python -m xpusim.run``, what ``xpusim run`` and torchrun
+    start), and it ends here with ``os._exit``: see ``_end_process``. Called with an ``argv`` list it returns."""
     ns = argument_parser().parse_args(argv)
     try:
         spec = spec_from_args(ns)
@@ -432,23 +441,54 @@ def main(argv: list[str] | None = None, render: Renderer | None = None) -> None:
         torch.cuda.set_device(DEVICE)
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=spec.timeout_s))
     try:
-        result = run_rank(spec, rank, world)
-        gathered: list[Any] | None = [None] * world if rank == 0 else None
-        dist.gather_object(result, gathered, dst=0)
-        if rank == 0:
-            assert gathered is not None
-            report: dict[str, Any] = {"spec": spec.to_argv(), "ranks": world, "backend": backend,
-                                      "measured": summarize(spec, gathered),
-                                      "events": [{"rank": r["rank"], "events": r["events"]} for r in gathered]}
-            if any("actions" in r for r in gathered):  # pipelines: the order each rank ran, per step
-                report["actions"] = [r.get("actions", []) for r in sorted(gathered, key=lambda r: r["rank"])]
-            if spec.check_grads:
-                report["check"] = reference_check(spec, gathered)
-            if ns.result:
-                write_atomic(ns.result, json.dumps(report))
-            elif render is not None:
-                render(spec, report, fmt=ns.format, do_compare=ns.compare, trace=ns.trace)
-            else:
-                print(json.dumps(report))
+        _run_and_report(spec, ns, rank, world, backend, render)
+        dist.barrier()  # no rank tears down while a peer still has work on the group
+    except Exception:
+        if argv is not None:
+            raise
+        traceback.print_exc()  # what the launcher reads; then the same hard exit, with status 1
+        _end_process(1)
     finally:
         dist.destroy_process_group()
+    if argv is None:
+        _end_process(0)
+
+
+def _end_process(code: int) -> None:
+    """End the rank's process without the interpreter's teardown. ``destroy_process_group`` does not stop gloo's
+    threads (``gloo_tcp_loop``, ``pt_gloo_runloop``; the store's ``pt_tcpstore_uv`` on rank 0; ``pt_autograd_*``
+    after a tensor-parallel run): C++ objects the run created (DDP's reducer, the pipeline stages' autograd graphs)
+    keep the process group alive, and /proc/self/task still lists those threads after
+    ``destroy_process_group(); gc.collect()``. A normal exit then finalizes the interpreter and runs C++ static
+    destructors while they run, which can abort the process (SIGABRT, "terminate called without an active
+    exception") after the run has finished. Every rank has passed the final barrier and the group is destroyed, so
+    nothing is left to do but flush the output and leave; ``os._exit`` skips that teardown."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            stream.flush()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    os._exit(code)
+
+
+def _run_and_report(spec: RunSpec, ns: Any, rank: int, world: int, backend: str, render: Renderer | None) -> None:
+    """Run this rank; rank 0 gathers every rank's record and writes or renders the report."""
+    result = run_rank(spec, rank, world)
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(result, gathered, dst=0)
+    if rank == 0:
+        assert gathered is not None
+        report: dict[str, Any] = {"spec": spec.to_argv(), "ranks": world, "backend": backend,
+                                  "measured": summarize(spec, gathered),
+                                  "events": [{"rank": r["rank"], "events": r["events"]} for r in gathered]}
+        if any("actions" in r for r in gathered):  # pipelines: the order each rank ran, per step
+            report["actions"] = [r.get("actions", []) for r in sorted(gathered, key=lambda r: r["rank"])]
+        if spec.check_grads:
+            report["check"] = reference_check(spec, gathered)
+        if ns.result:
+            write_atomic(ns.result, json.dumps(report))
+        elif render is not None:
+            render(spec, report, fmt=ns.format, do_compare=ns.compare, trace=ns.trace)
+        else:
+            print(json.dumps(report))
