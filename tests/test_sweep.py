@@ -438,6 +438,6 @@ def test_cli_sweep_writes_parquet_and_plot_and_refuses_to_overwrite(tiny: str, t
     again = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--workers", "0"])
     assert again.exit_code == 2 and "--resume" in again.stderr and "--force" in again.stderr
     no_objectives = runner.invoke(app, ["sweep", str(study), "--workers", "0", "--plot", str(tmp_path / "p.png")])
-    assert no_objectives.exit_code == 2 and "--plot needs objectives" in no_objectives.stderr
+    assert no_objectives.exit_code == 2 and "plot needs objectives" in no_objectives.stderr
     resumed = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--workers", "0", "--resume"])
     assert resumed.exit_code == 0 and "0 computed" in resumed.stderr and "12 reused" in resumed.stderr

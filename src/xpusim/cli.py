@@ -71,11 +71,8 @@ def analyze_cmd(
                   dtype=dtype, mode=mode.value, device=device.value)
     if sweep:
         param, values = parse.sweep(sweep)
-        if input_shape is not None:
-            raise UserError("--sweep and --input-shape do not combine: the sweep sets the shape")
         with busy(f"capturing {model} at {len(values)} {param} values ...", fmt is Format.table):
-            sw = api.analyze_sweep(model, param, values,
-                                   **{k: v for k, v in common.items() if k != param.replace("-", "_")})
+            sw = api.analyze_sweep(model, param, values, **common)
         if plot is not None:
             plots.save_atomic(plots.sweep_figure(model, param, sw.results), plot)
         _wrote(plot)
@@ -251,7 +248,7 @@ def parallel_cmd(
     --search ranks every valid plan."""
     from xpusim import api
     from xpusim.api import parse
-    from xpusim.report.parallel import gantt, print_result, search_table, write_trace
+    from xpusim.report.parallel import print_result, search_table, write_figures
 
     measured = parse.layer_ms(layer_ms)
     if do_search:
@@ -272,12 +269,8 @@ def parallel_cmd(
                       seq_len=seq_len, rank_order=rank_order, layer_ms=measured)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
-    title = f"{step.model.config.name} on {step.cluster.name}: {step.plan.label()}"
-    if trace is not None:
-        write_trace(step.timeline, trace, title)
+    write_figures(step, trace, plot)
     _wrote(trace)
-    if plot is not None:
-        gantt(step.timeline, plot, title)
     _wrote(plot)
 
 
@@ -288,7 +281,7 @@ def run_cmd(
     schedule: str = _opt("1f1b", "--schedule", help="Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zbv."),
     micro_batches: int = _opt(8, "--micro-batches", help="Micro-batches per step and replica."),
     micro_batch: int | None = _opt(None, "--micro-batch", help="Samples per micro-batch (16 for mlp, 1 for gpt)."),
-    virtual_stages: int = _opt(2, "--virtual-stages", help="Stages per rank for interleaved."),
+    virtual_stages: int | None = _opt(None, "--virtual-stages", help="Stages per rank for interleaved (default 2)."),
     steps: int = _opt(5, "--steps", help="Optimizer steps (the first is warm-up when there are 3+)."),
     zero: int = _opt(0, "--zero", help="With dp: 2 or 3 runs FSDP2 without / with resharding; 0 runs DDP."),
     fsdp: bool = _opt(False, "--fsdp", help="With dp: FSDP2 fully_shard (ZeRO-3 unless --zero 2)."),
@@ -306,11 +299,9 @@ def run_cmd(
     from xpusim.run import render
 
     spec = make_spec(model=model, plan=plan, schedule=schedule, micro_batches=micro_batches, micro_batch=micro_batch,
-                     virtual_stages=virtual_stages if schedule == "interleaved" else 1, steps=steps, seed=seed,
-                     zero=zero, fsdp=fsdp, timeout_s=timeout, check_grads=check_grads,
-                     instrument=instrument or do_compare)
-    if do_compare and spec.plan.pp < 2:
-        raise UserError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
+                     virtual_stages=virtual_stages, steps=steps, seed=seed,
+                     zero=zero, fsdp=fsdp, timeout_s=timeout, check_grads=check_grads, instrument=instrument,
+                     compare=do_compare)
     err.print(f"starting {spec.ranks} ranks ({spec.plan.label()}, {spec.model.text()}), {steps} steps ...")
     render(spec, launch(spec), fmt=fmt.value, do_compare=do_compare, trace=str(trace) if trace else "", output=output)
 
@@ -361,7 +352,8 @@ def report_cmd(
     input_shape: str | None = SHAPE, seq_len: int | None = SEQ,
     usd_per_hour: float | None = _opt(None, "--usd-per-hour", min=0, help="USD per chip-hour for every chip "
                                       "(default: the catalog's on-demand price)."),
-    usd_per_kwh: float | None = _opt(None, "--usd-per-kwh", min=0, help="Electricity price (default 0.0806)."),
+    usd_per_kwh: float | None = _opt(None, "--usd-per-kwh", min=0, help="Electricity price (default 0.0806, "
+                                     "US industrial 2023)."),
     out: Path | None = _opt(None, "--out", help="Write the interactive HTML page here (self-contained, offline)."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
@@ -369,26 +361,18 @@ def report_cmd(
     a table and, with --out, one self-contained interactive HTML page (sortable table, radar, Pareto, roofline)."""
     from xpusim import api
     from xpusim.api import parse
-    from xpusim.api.html import HTML_SUFFIXES
-    from xpusim.api.report import DEFAULT_USD_PER_KWH, report
     from xpusim.report.console import command_line
     from xpusim.report.metrics import print_report
 
-    check_output(out, "--out", HTML_SUFFIXES)
     with busy("building the report ...", fmt is Format.table) as progress:
-        r = report(model, chips=chips, batch=parse.ints(batch, "batch"), dtype=dtype, compress=compress, data=data,
-                   npu=npu, dataflow=dataflow, prompt_len=prompt_len, gen_len=gen_len,
-                   input_shape=parse.shape(input_shape), seq_len=seq_len, usd_per_hour=usd_per_hour,
-                   usd_per_kwh=DEFAULT_USD_PER_KWH if usd_per_kwh is None else usd_per_kwh, command=command_line(),
-                   progress=progress)
-        if out is not None:
-            r.to_html(out)
+        r = api.report(model, chips=chips, batch=parse.ints(batch, "batch"), dtype=dtype, compress=compress, data=data,
+                       npu=npu, dataflow=dataflow, prompt_len=prompt_len, gen_len=gen_len, seq_len=seq_len,
+                       input_shape=parse.shape(input_shape), usd_per_hour=usd_per_hour, usd_per_kwh=usd_per_kwh,
+                       out=out, command=command_line(), progress=progress)
     _wrote(out)
     if fmt is Format.json:
-        return emit(api.dumps(r.to_dict()), output)
-    print_report(out_console(), r)
-    if out is None:
-        err.print("add --out report.html for the interactive page")
+        return emit(r.to_json(), output)
+    print_report(out_console(), r, hint=out is None)
 
 
 @command(app, "sweep")
@@ -409,21 +393,13 @@ def sweep_cmd(
 ) -> None:
     """Run every point of a design space through the API on dask.distributed (a local cluster by default, a real
     one by address): one Parquet row per point, resumable, failing points kept as rows, Pareto fronts."""
-    from xpusim.sweep import load_study, plot_pareto, sweep
+    from xpusim.sweep import summary, sweep
 
-    objectives = pareto or load_study(study).pareto
-    if plot is not None and not objectives:
-        raise UserError("--plot needs objectives: give --pareto a,b (or pareto: in the study)")
     with busy("starting ...") as status:
         df = sweep(study, out=out, workers=workers, scheduler=scheduler, resume=resume, force=force, pareto=pareto,
-                   batch_size=batch_size, connect_timeout_s=timeout, progress=lambda p: status(
+                   plot=plot, batch_size=batch_size, connect_timeout_s=timeout, progress=lambda p: status(
                        p.line() + (f" · dashboard {p.dashboard}" if p.dashboard else "")))
-    a = df.attrs
-    err.print(f"{len(df):,} points: {a.get('computed', 0):,} computed in {a.get('seconds', 0.0):.1f} s, "
-              f"{a.get('reused', 0):,} reused, {a.get('errors', 0):,} failed" + (
-                  f" · dashboard was {a['dashboard']}" if a.get("dashboard") else ""), markup=False)
-    if plot is not None and objectives:
-        plot_pareto(df, objectives, plot)
+    err.print(summary(df), markup=False)
     _wrote(out)
     _wrote(plot)
     if out is None:
@@ -433,18 +409,9 @@ def sweep_cmd(
 @app.command("models")
 def models_cmd() -> None:
     """List the models 'xpusim analyze' knows by name."""
-    from xpusim.workload.zoo import llm_configs, torchvision_names, torchvision_task_names
+    from xpusim.report.tables import print_models
 
-    console = out_console()
-    console.print("[bold]language models[/bold] (configs shipped, built on the meta device):")
-    for name, entry in llm_configs().items():
-        console.print(f"  {name:<12} {entry.get('source', '')}")
-    names = torchvision_names()
-    console.print(f"[bold]torchvision classifiers[/bold] ({len(names)}):\n  " + ", ".join(names))
-    tasks = torchvision_task_names()
-    console.print(f"[bold]torchvision detection and segmentation[/bold] ({len(tasks)}, no weights):\n  "
-                  + ", ".join(tasks))
-    console.print("and any file.py:factory returning an nn.Module (or (module, example_inputs[, example_kwargs])).")
+    print_models(out_console())
 
 
 def main() -> None:

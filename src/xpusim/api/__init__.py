@@ -24,10 +24,11 @@ from xpusim.api.calls import (
     train,
     workload_at,
 )
+from xpusim.api.report import Report, report
 
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
-    "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
-    "compress", "dumps", "llm", "npu", "roofline",
+    "Report", "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
+    "compress", "dumps", "llm", "npu", "report", "roofline",
     "search", "train", "workload_at",
 ]

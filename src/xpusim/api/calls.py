@@ -205,6 +205,9 @@ def analyze_sweep(model: str, param: str, values: Sequence[int], **kwargs: Any) 
         raise UserError(f"sweep parameter {param!r} is not one of {', '.join(SWEEP_PARAMS)}")
     if not values:
         raise UserError("a sweep needs at least one value")
+    if kwargs.get("input_shape") is not None:
+        raise UserError(f"input_shape {tuple(kwargs['input_shape'])!r}: a sweep sets the shape itself; give "
+                        "image_size or seq_len instead")
     key = param.replace("-", "_")
     return AnalyzeSweep(model=model, param=param,
                         results=tuple((v, analyze(model, **{**kwargs, key: v})) for v in values))
@@ -369,6 +372,8 @@ class NpuResult(_Result):
     title: str
     checks: tuple[CheckResult, ...] | None = None
     """With ``check=True``: real numbers run fold by fold through the mapping, per checked layer."""
+    array_share: float | None = None
+    """Share of the model's FLOPs that lower to the array's GEMMs (None for SCALE-Sim topologies)."""
 
     def to_dict(self) -> dict[str, Any]:
         doc = self.run.to_dict()
@@ -421,6 +426,7 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
         DEFAULT_SRAM_KIB,
         NpuConfig,
         NpuRun,
+        array_share,
         lower_workload,
         simulate,
     )
@@ -478,7 +484,7 @@ def npu(model: str | nn.Module | None = None, *, array: str | Sequence[int] = (1
     run = NpuRun(cfg=run.cfg, dataflow=run.dataflow, layers=run.layers, cycle_convention="scalesim",
                  notes=(*notes, *run.notes))
     title = model if isinstance(model, str) else (wl.model or type(model).__name__)
-    return NpuResult(run=run, title=title, checks=checks)
+    return NpuResult(run=run, title=title, checks=checks, array_share=array_share(layers))
 
 
 def _npu_check(model: str | nn.Module, example_inputs: Any, batch: int, input_shape: Sequence[int] | None,

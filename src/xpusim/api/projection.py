@@ -17,7 +17,7 @@ from torch import nn
 from xpusim import precision
 from xpusim.compress.api import capture_any
 from xpusim.compress.variants import Variant
-from xpusim.engines.npu import GemmLayer, NpuConfig, lower_workload
+from xpusim.engines.npu import NpuConfig, array_share, lower_workload
 from xpusim.engines.npu import simulate as npu_simulate
 from xpusim.engines.roofline import roofline
 from xpusim.hardware.chip import ChipError, load_chip
@@ -80,10 +80,8 @@ def project_npu(model: nn.Module, example: torch.Tensor, variant: Variant | None
     word, per_pe = npu_word(variant)
     cfg = NpuConfig(rows=array[0], cols=array[1], dtype=word, macs_per_pe=per_pe, sparsity=sparsity)
     run = npu_simulate(layers, cfg, "auto")
-    on_array = sum(2 * g.macs for g in layers if isinstance(g, GemmLayer))
-    total = on_array + sum(g[1] for g in layers if not isinstance(g, GemmLayer))
     return {"latency_s": run.time_s, "energy_j": run.energy_j, "dtype": word, "cycles": run.total_cycles,
-            "matrix_share": on_array / total if total else None}
+            "matrix_share": array_share(layers)}
 
 
 def projector(chips: list[str], batch: int, array: tuple[int, int] | None = None):  # type: ignore[no-untyped-def]

@@ -21,7 +21,8 @@ from xpusim import precision
 from xpusim.api import calls, parse
 from xpusim.engines.roofline import matrix_share
 from xpusim.errors import UserError
-from xpusim.hardware.chip import Chip, load_chip
+from xpusim.files import check_output
+from xpusim.hardware.chip import Chip, ChipError, load_chip
 
 if TYPE_CHECKING:
     from torch import nn
@@ -261,11 +262,9 @@ def _llm_point(model: Any, chip: Chip, batch: int, prompt_len: int, gen_len: int
     label = f"{chip.name} · batch {batch}"
     try:
         e = calls.llm(model, chip=chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len).estimate
-    except UserError as exc:
-        if "no " in str(exc) and "peak" in str(exc):
-            return DesignPoint(label=label, inputs=inputs, metrics=dict.fromkeys(METRIC_KEYS), basis={},
-                               status="unsupported", details={"reason": str(exc)})
-        raise
+    except ChipError as exc:  # no peak for the 16-bit float it would run at
+        return DesignPoint(label=label, inputs=inputs, metrics=dict.fromkeys(METRIC_KEYS), basis={},
+                           status="unsupported", details={"reason": str(exc)})
     tokens = e.batch * e.gen_len
     latency = e.prefill.time_s + e.decode.time_s
     hourly, hourly_basis = _hourly(chip, usd_per_hour)
@@ -309,18 +308,12 @@ class _PhaseView:
 def _npu_point(model: str | nn.Module, array: str, dataflow: str, batch: int, sram_kib: Sequence[int] | None,
                dram_bytes_per_cycle: float | None, dtype: str, usd_per_hour: float | None, usd_per_kwh: float,
                input_shape: Sequence[int] | None) -> DesignPoint:
-    from xpusim.engines.npu import GemmLayer, lower_workload
-
     rows, cols = parse.array(array, "npu")
     name = f"npu-{rows}x{cols}"
     inputs: dict[str, Any] = {"system": name, "dtype": dtype, "batch": batch, "dataflow": dataflow}
     res = calls.npu(model, array=(rows, cols), dataflow=dataflow, sram_kib=sram_kib,
                     dram_bytes_per_cycle=dram_bytes_per_cycle, dtype=dtype, batch=batch, input_shape=input_shape)
-    run = res.run
-    layers, _ = lower_workload(calls.analyze(model, batch=batch, input_shape=input_shape))
-    on_array = sum(2 * lay.macs for lay in layers if isinstance(lay, GemmLayer))
-    total = on_array + sum(lay[1] for lay in layers if not isinstance(lay, GemmLayer))
-    share = on_array / total if total else None
+    run, share = res.run, res.array_share
     throughput = batch / run.time_s if run.time_s else 0.0
     power_w = run.energy_j / run.time_s if run.time_s else None
     hourly = usd_per_hour
@@ -398,11 +391,11 @@ def _compress_points(res: calls.CompressResult, batch: int, usd_per_hour: float 
 # ------------------------------------------------------------------------------------------------------ report
 def is_llm(model: Any) -> bool:
     """Whether ``model`` names a decoder LLM (zoo LLM, ``gpt:`` spec, HF config.json) for prefill/decode."""
-    from xpusim.workload.transformer import TransformerConfig, _zoo_llms
+    from xpusim.workload.transformer import TransformerConfig, zoo_llms
 
     if isinstance(model, TransformerConfig):
         return True
-    return isinstance(model, str) and (model.startswith("gpt:") or model.endswith(".json") or model in _zoo_llms())
+    return isinstance(model, str) and (model.startswith("gpt:") or model.endswith(".json") or model in zoo_llms())
 
 
 def _meta(command: str | None) -> dict[str, Any]:
@@ -448,8 +441,8 @@ def report(model: str | nn.Module = "resnet50", *, chips: str | Sequence[str | P
            npu: str | Sequence[str] | None = None, dataflow: str | Sequence[str] = "auto",
            sram_kib: Sequence[int] | None = None, dram_bytes_per_cycle: float | None = None, npu_dtype: str = "int8",
            prompt_len: int = 1024, gen_len: int = 256, input_shape: Sequence[int] | None = None,
-           seq_len: int | None = None, usd_per_hour: float | None = None, usd_per_kwh: float = DEFAULT_USD_PER_KWH,
-           command: str | None = None, progress: Progress = calls._quiet) -> Report:
+           seq_len: int | None = None, usd_per_hour: float | None = None, usd_per_kwh: float | None = None,
+           out: str | Path | None = None, command: str | None = None, progress: Progress = calls._quiet) -> Report:
     """Judge design points on the six key metrics (`METRICS`).
 
     - a model on chips (× ``dtype`` × ``batch``; ``dtype`` default per chip by `xpusim.api.chip_dtype_for`) and/or
@@ -460,8 +453,29 @@ def report(model: str | nn.Module = "resnet50", *, chips: str | Sequence[str | P
       projected onto every chip (and one ``npu`` array).
 
     Chips default to `DEFAULT_CHIPS` (without ``npu``). A point that does not fit or cannot run at its dtype stays
-    in the report with its ``status``. ``command`` is recorded in the page's header.
+    in the report with its ``status``. ``usd_per_kwh`` defaults to `DEFAULT_USD_PER_KWH`. ``out``: also write the
+    page there (`Report.to_html`; the path is checked before any work). ``command`` is recorded in the page's
+    header.
     """
+    from xpusim.api.html import HTML_SUFFIXES
+
+    check_output(out, "out", HTML_SUFFIXES)
+    r = _report(model, chips=chips, batch=batch, dtype=dtype, compress=compress, data=data, epochs=epochs, seed=seed,
+                npu=npu, dataflow=dataflow, sram_kib=sram_kib, dram_bytes_per_cycle=dram_bytes_per_cycle,
+                npu_dtype=npu_dtype, prompt_len=prompt_len, gen_len=gen_len, input_shape=input_shape,
+                seq_len=seq_len, usd_per_hour=usd_per_hour,
+                usd_per_kwh=DEFAULT_USD_PER_KWH if usd_per_kwh is None else usd_per_kwh, command=command,
+                progress=progress)
+    if out is not None:
+        r.to_html(out)
+    return r
+
+
+def _report(model: Any, *, chips: Any, batch: int | Sequence[int], dtype: Any, compress: Any, data: str | None,
+            epochs: int, seed: int, npu: Any, dataflow: Any, sram_kib: Sequence[int] | None,
+            dram_bytes_per_cycle: float | None, npu_dtype: str, prompt_len: int, gen_len: int,
+            input_shape: Sequence[int] | None, seq_len: int | None, usd_per_hour: float | None, usd_per_kwh: float,
+            command: str | None, progress: Progress) -> Report:
     batches = [batch] if isinstance(batch, int) else list(batch)
     if not batches:
         raise UserError("batch: give at least one batch size")

@@ -33,6 +33,7 @@ the first tile, which nothing can hide.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -440,6 +441,14 @@ def lower_workload(wl: Any) -> tuple[list[GemmLayer | tuple[str, int, int, str]]
             layers.append((op.name, op.flops, int(op.bytes_total / elem), op.kind))
     notes = [f"{n} × {name} not lowered to GEMM: timed on the vector unit" for name, n in unlowered.items()]
     return layers, notes
+
+
+def array_share(layers: Sequence[GemmLayer | tuple[str, int, int, str]]) -> float | None:
+    """Share of the FLOPs of `lower_workload`'s layers that run on the array (its GEMMs, 2 FLOPs per MAC); the rest
+    run on the vector unit. None without FLOPs."""
+    on_array = sum(2 * g.macs for g in layers if isinstance(g, GemmLayer))
+    total = on_array + sum(g[1] for g in layers if not isinstance(g, GemmLayer))
+    return on_array / total if total else None
 
 
 def gemm_of(op: Any) -> GemmLayer | None:

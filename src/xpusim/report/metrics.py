@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from xpusim.report.console import err
+
 
 def _num(v: float | None, scale: float = 1.0) -> str:
     if v is None:
@@ -17,8 +19,9 @@ def _num(v: float | None, scale: float = 1.0) -> str:
     return f"{x:,.0f}" if abs(x) >= 1e3 else f"{x:.4g}"
 
 
-def print_report(console: Console, report: Any) -> None:
-    """The table of a `xpusim.api.report.Report`, best-of lines and the assumptions."""
+def print_report(console: Console, report: Any, hint: bool = False) -> None:
+    """The table of a `xpusim.api.report.Report`, best-of lines and the assumptions (and, with ``hint``, how to get
+    the page)."""
     llm = report.kind == "llm"
     t = Table(title=f"{report.model}: the six key metrics per design point", title_justify="left")
     heads = ["design point", "status", "accuracy ↑", f"throughput {'tok' if llm else 'samples'}/s ↑", "latency ms ↓",
@@ -39,3 +42,5 @@ def print_report(console: Console, report: Any) -> None:
     console.print(report.summary().split("\n", 1)[-1] if "\n" in report.summary() else "", markup=False)
     for a in report.assumptions:
         console.print(f"- {a}", markup=False)
+    if hint:
+        err.print("add --out report.html for the interactive page")

@@ -89,6 +89,16 @@ def trace_dict(timeline: Timeline, title: str) -> dict[str, Any]:
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"title": title}}
 
 
+def write_figures(step: Any, trace: Path | None, plot: Path | None) -> None:
+    """A simulated step's Chrome/Perfetto ``trace`` and Gantt ``plot`` (each when given), titled by model, cluster
+    and plan."""
+    title = f"{step.model.config.name} on {step.cluster.name}: {step.plan.label()}"
+    if trace is not None:
+        write_trace(step.timeline, trace, title)
+    if plot is not None:
+        gantt(step.timeline, plot, title)
+
+
 def write_trace(timeline: Timeline, path: Path, title: str) -> None:
     """Write the trace atomically (temporary file renamed into place)."""
     check_output(path, "--trace")

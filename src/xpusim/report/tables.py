@@ -95,3 +95,18 @@ def print_sweep(console: Console, model: str, param: str, results: Sequence[tupl
         console.print(f"layers whose shapes change ({param} {results[0][0]} → {results[-1][0]}), first {len(changed)}:")
         for c in changed:
             console.print(f"  {c['name']}: {fmt_shape(c['from'])} → {fmt_shape(c['to'])}")
+
+
+def print_models(console: Console) -> None:
+    """Every model `xpusim analyze` knows by name, by family."""
+    from xpusim.workload.zoo import llm_configs, torchvision_names, torchvision_task_names
+
+    console.print("[bold]language models[/bold] (configs shipped, built on the meta device):")
+    for name, entry in llm_configs().items():
+        console.print(f"  {name:<12} {entry.get('source', '')}")
+    names = torchvision_names()
+    console.print(f"[bold]torchvision classifiers[/bold] ({len(names)}):\n  " + ", ".join(names))
+    tasks = torchvision_task_names()
+    console.print(f"[bold]torchvision detection and segmentation[/bold] ({len(tasks)}, no weights):\n  "
+                  + ", ".join(tasks))
+    console.print("and any file.py:factory returning an nn.Module (or (module, example_inputs[, example_kwargs])).")

@@ -14,11 +14,11 @@ from typing import Any
 from xpusim.sweep.expr import Where, parse_where
 from xpusim.sweep.plot import plot_pareto
 from xpusim.sweep.points import KINDS, MAXIMIZE, Kind, run_batch, run_point
-from xpusim.sweep.run import SweepProgress, pareto_column, read_output, sweep
+from xpusim.sweep.run import SweepProgress, pareto_column, read_output, summary, sweep
 from xpusim.sweep.study import Point, Study, load_study, point_key
 
 __all__ = ["KINDS", "MAXIMIZE", "Kind", "Point", "Study", "SweepProgress", "Where", "load_study", "pareto_column",
-           "parse_where", "plot_pareto", "point_key", "read_output", "run_batch", "run_point", "sweep"]
+           "parse_where", "plot_pareto", "point_key", "read_output", "run_batch", "run_point", "summary", "sweep"]
 
 
 class _SweepPackage(types.ModuleType):

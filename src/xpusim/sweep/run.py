@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import xpusim
 from xpusim.engines.pareto import pareto_mask, parse_objectives
 from xpusim.errors import UserError
-from xpusim.files import check_output, write_atomic
+from xpusim.files import PLOT_SUFFIXES, check_output, write_atomic
 from xpusim.sweep.points import MAXIMIZE, run_batch
 from xpusim.sweep.study import Point, Study, load_study
 
@@ -404,7 +404,7 @@ def sweep(study: str | Path | Mapping[str, Any], *, out: str | Path | None = Non
           workers: int | None = None, scheduler: str | Path | None = None, resume: bool = False,
           force: bool = False, pareto: str | Sequence[str] | None = None, progress: ProgressFn | None = None,
           batch_size: int | None = None, chunk_rows: int | None = None,
-          connect_timeout_s: float = CONNECT_TIMEOUT_S) -> pd.DataFrame:
+          connect_timeout_s: float = CONNECT_TIMEOUT_S, plot: str | Path | None = None) -> pd.DataFrame:
     """Run every point of ``study`` and return one row per point (a pandas DataFrame, in grid order).
 
     ``study``: a ``.yaml`` path, a YAML string or a dict (`xpusim.sweep.study`). Where it runs: ``client`` (any
@@ -418,6 +418,7 @@ def sweep(study: str | Path | Mapping[str, Any], *, out: str | Path | None = Non
     existing one is refused unless ``resume`` (compute only the points whose content key it lacks, keep its rows)
     or ``force`` (overwrite it). ``pareto``: objectives such as ``"latency_s,energy_j"`` or
     ``["latency_s", "max:tops"]`` (default: the study's ``pareto:``): adds the bool column ``pareto``.
+    ``plot``: also draw the front on the first two objectives (`plot_pareto`; ``.png``, ``.svg``, ``.pdf``).
     ``progress`` is called with a `SweepProgress` at the start, after each task and at the end.
 
     The DataFrame's ``attrs`` hold ``computed`` (points run now), ``reused`` (found in ``out``), ``errors``,
@@ -428,6 +429,10 @@ def sweep(study: str | Path | Mapping[str, Any], *, out: str | Path | None = Non
     """
     st = load_study(study)
     objectives = objectives_for(pareto if pareto is not None else st.pareto, st)
+    if plot is not None:
+        if objectives is None:
+            raise UserError("plot needs objectives: give pareto (--pareto a,b) or pareto: in the study")
+        check_output(plot, "plot", PLOT_SUFFIXES)  # before any work
     for name, v in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
         _positive_int(name, v)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
@@ -477,7 +482,19 @@ def sweep(study: str | Path | Mapping[str, Any], *, out: str | Path | None = Non
     df.attrs.update(computed=tracker.computed, reused=tracker.reused, errors=tracker.errors,
                     seconds=time.monotonic() - start, run_seconds=run_seconds, task_seconds=tracker.task_seconds,
                     workers=cluster.slots, dashboard=cluster.dashboard)
+    if plot is not None:
+        from xpusim.sweep.plot import plot_pareto
+
+        plot_pareto(df, [f"{d}:{k}" for k, d in objectives or ()], plot)
     return df
+
+
+def summary(df: pd.DataFrame) -> str:
+    """One line on a sweep's result: points, computed (and how fast), reused, failed, the dashboard it ran on."""
+    a = df.attrs
+    return (f"{len(df):,} points: {a.get('computed', 0):,} computed in {a.get('seconds', 0.0):.1f} s, "
+            f"{a.get('reused', 0):,} reused, {a.get('errors', 0):,} failed"
+            + (f" · dashboard was {a['dashboard']}" if a.get("dashboard") else ""))
 
 
 def _in_grid_order(table: pa.Table, keys: Sequence[str]) -> pa.Table:

@@ -29,7 +29,15 @@ from torch.utils._pytree import tree_leaves
 
 from xpusim.units import dtype_name
 from xpusim.workload.errors import CaptureError
-from xpusim.workload.formulas import FORMULAS, FREE_OPS, Cost, Formula, sparse_storage_bytes
+from xpusim.workload.formulas import (
+    FORMULAS,
+    FREE_OPS,
+    Cost,
+    Formula,
+    packed_bytes,
+    sparse_storage_bytes,
+    unpack_weights,
+)
 from xpusim.workload.model import OpCost, Shape, Workload
 
 Tensor = torch.Tensor
@@ -164,24 +172,16 @@ def _phys_bytes(t: Tensor) -> int:
 def _packed_params(model: torch.nn.Module) -> int:
     """Parameters held in quantized layers' prepacked weights (not `nn.Parameter`s, so ``parameters()`` misses
     them)."""
-    from xpusim.workload.formulas import _unpack
-
     n = 0
     for m in model.modules():
         packed = getattr(m, "_packed_params", None)
         if isinstance(packed, torch.ScriptObject):
             try:
-                w, b = _unpack(packed)
+                w, b = unpack_weights(packed)
             except ValueError:
                 continue
             n += w.numel() + (b.numel() if b is not None else 0)
     return n
-
-
-def _packed_weight_bytes(w: Tensor) -> int:
-    from xpusim.workload.formulas import _packed_bytes
-
-    return _packed_bytes(w)
 
 
 def _describe(args: Sequence[Any], tags: Mapping[int, tuple[int, Tensor]]) -> tuple[Any, ...]:
@@ -358,7 +358,7 @@ class _Recorder(TorchDispatchMode):
         override = {id(t): b for t, b in cost.read_bytes_override or ()}
         weight_bytes = act_bytes = params = 0
         for w in cost.packed_weights:  # prepacked (quantized) weights: not tensors among the arguments
-            weight_bytes += _packed_weight_bytes(w)
+            weight_bytes += packed_bytes(w)
             params += w.numel()
         seen: set[int] = set()
         for t in reads:

@@ -941,7 +941,7 @@ FREE_OPS = frozenset(
 
 
 # ---------------------------------------------------------------------------------- quantized (torch.ao) layers
-def _unpack(packed: Any) -> tuple[Tensor, Tensor | None]:
+def unpack_weights(packed: Any) -> tuple[Tensor, Tensor | None]:
     """The (weight, bias) inside a quantized layer's prepacked parameters."""
     for unpack in ("linear_unpack", "linear_unpack_fp16", "conv2d_unpack", "conv1d_unpack", "conv3d_unpack"):
         try:
@@ -952,7 +952,7 @@ def _unpack(packed: Any) -> tuple[Tensor, Tensor | None]:
     raise ValueError(f"cannot unpack {type(packed).__name__}")
 
 
-def _packed_bytes(w: Tensor) -> int:
+def packed_bytes(w: Tensor) -> int:
     """Storage of a packed weight at its real width: int8 values plus per-channel scales and zero points."""
     n = w.numel() * w.element_size()
     if w.is_quantized and w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
@@ -967,7 +967,7 @@ def quantized_linear_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: An
     """A quantized linear layer: the int8 (or fp16) GEMM of x (…, K) and the packed (N, K) weight: x.numel()/K·N·K
     MACs at the weight's width; + N per row for the bias (dynamic: + 2 per input element to quantize x on the fly
     and 1 per output to rescale)."""
-    x, (w, b) = args[0], _unpack(args[1])
+    x, (w, b) = args[0], unpack_weights(args[1])
     n, k = w.shape[0], w.shape[1]
     rows = x.numel() // k
     macs = rows * n * k
@@ -983,7 +983,7 @@ def quantized_linear_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: An
 def quantized_conv_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     """A static int8 convolution: the MACs of the float convolution of the same shapes (`conv_macs`), + 1 per output
     for the bias and 1 to requantize."""
-    x, (w, b) = args[0], _unpack(args[1])
+    x, (w, b) = args[0], unpack_weights(args[1])
     o = first_tensor(out)
     assert o is not None
     macs = conv_macs(tuple(x.shape), tuple(w.shape), tuple(o.shape), transposed=False)

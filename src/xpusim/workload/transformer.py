@@ -289,7 +289,8 @@ def llm_configs() -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
-def _zoo_llms() -> dict[str, dict[str, Any]]:
+def zoo_llms() -> dict[str, dict[str, Any]]:
+    """The shipped decoder LLMs (what prefill/decode estimates take by name)."""
     return {n: e for n, e in llm_configs().items() if e.get("task") == "causal-lm"}
 
 
@@ -302,7 +303,7 @@ def load_transformer(model: str | TransformerConfig) -> TransformerConfig:
         raise SpecError(f"model {model!r}: expected a name, a config.json path, a gpt: spec or a TransformerConfig")
     if model.startswith("gpt:"):
         return parse_gpt(model)
-    configs = _zoo_llms()
+    configs = zoo_llms()
     if model in configs:
         return _from_hf(model, configs[model]["config"])
     if model.endswith(".json"):

@@ -113,17 +113,9 @@ class RunSpec:
 
 
 def parse_plan(text: str) -> dict[str, int]:
-    out = {"dp": 1, "tp": 1, "pp": 1}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, val = part.partition("=")
-        if not sep or key not in out:
-            raise RunSpecError(f"--plan {text!r}: expected dp=N,tp=N,pp=N (any of them), e.g. pp=2")
-        try:
-            out[key] = int(val)
-        except ValueError:
-            raise RunSpecError(f"--plan {text!r}: {key}={val!r} is not an integer") from None
-        if out[key] < 1:
-            raise RunSpecError(f"--plan {text!r}: {key}={val} must be >= 1")
+    """``pp=2`` → {"dp": 1, "tp": 1, "pp": 2}, through the one ``KEY=N`` parser of the model specs."""
+    keys = {"dp": "data-parallel ranks", "tp": "tensor-parallel ranks", "pp": "pipeline stages"}
+    out = {"dp": 1, "tp": 1, "pp": 1, **key_values(f"plan:{text}", keys, RunSpecError, f"--plan {text!r}")}
     if sum(v > 1 for v in out.values()) > 1:
         raise RunSpecError(f"--plan {text!r}: one kind of parallelism per run (dp, tp or pp)")
     return out
@@ -137,15 +129,23 @@ DEFAULT_MICRO_BATCH = {"mlp": 16, "gpt": 1}
 
 
 def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule: str = "1f1b",
-              micro_batches: int = DEFAULT_MICRO_BATCHES, micro_batch: int | None = None, virtual_stages: int = 1,
+              micro_batches: int = DEFAULT_MICRO_BATCHES, micro_batch: int | None = None,
+              virtual_stages: int | None = None,
               steps: int = 5, seed: int = 0, zero: int = 0, fsdp: bool = False, timeout_s: float = 120.0,
-              check_grads: bool = False, instrument: bool = True, fault: str = "") -> RunSpec:
+              check_grads: bool = False, instrument: bool = True, fault: str = "", compare: bool = False) -> RunSpec:
     """Validate user options into a RunSpec (every error names the option). ``micro_batch`` None: 16 samples
-    for an MLP, 1 for a GPT."""
+    for an MLP, 1 for a GPT; ``virtual_stages`` None: 2 for the interleaved schedules, else 1. ``compare``: the run
+    will be simulated with its measured action times, which needs a pipeline and the per-action timestamps
+    (instrumentation on)."""
     m = ModelSpec.parse(model)
     if micro_batch is None:
         micro_batch = DEFAULT_MICRO_BATCH[m.kind]
     degrees = parse_plan(plan)
+    if virtual_stages is None:
+        virtual_stages = 2 if schedule in ("interleaved", "zbv") else 1
+    if compare and degrees["pp"] < 2:
+        raise RunSpecError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
+    instrument = instrument or compare
     if schedule not in RUN_SCHEDULES:
         raise RunSpecError(f"--schedule {schedule!r}: expected one of {', '.join(RUN_SCHEDULES)}")
     for name, val in (("--micro-batches", micro_batches), ("--micro-batch", micro_batch), ("--steps", steps),
@@ -223,10 +223,8 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def spec_from_args(ns: argparse.Namespace) -> RunSpec:
-    if getattr(ns, "compare", False) and parse_plan(ns.plan)["pp"] < 2:
-        raise RunSpecError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
     return make_spec(model=ns.model, plan=ns.plan, schedule=ns.schedule, micro_batches=ns.micro_batches,
                      micro_batch=ns.micro_batch, virtual_stages=ns.virtual_stages, steps=ns.steps, seed=ns.seed,
                      zero=ns.zero, fsdp=ns.fsdp, timeout_s=ns.timeout, check_grads=ns.check_grads,
-                     instrument=not ns.no_instrument or getattr(ns, "compare", False), fault=ns.fault)
+                     instrument=not ns.no_instrument, fault=ns.fault, compare=getattr(ns, "compare", False))
 
