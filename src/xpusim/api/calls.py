@@ -307,7 +307,8 @@ def roofline(model: str | nn.Module, *, chip: str | Path | Chip, dtype: str | No
 # ----------------------------------------------------------------------------------------------------------- llm
 @dataclass(frozen=True, kw_only=True)
 class LLMResult(_Result):
-    """LLM inference on one chip: prefill (time to first token) and decode (time per output token)."""
+    """LLM inference on one chip or a tensor/pipeline-parallel group: prefill (time to first token) and decode (time
+    per output token)."""
 
     estimate: LLMEstimate
     price_per_hour: float | None = None
@@ -317,13 +318,15 @@ class LLMResult(_Result):
 
     def summary(self) -> str:
         e, price = self.estimate, self.price_per_hour
-        cap = e.chip.main_memory.capacity_bytes
+        cap, gpus = e.chip.main_memory.capacity_bytes, e.parallel.gpus
         return (
             f"TTFT {e.time_to_first_token_s * 1e3:.4g} ms · time per output token "
             f"{e.time_per_output_token_s * 1e3:.4g} ms · tokens/s {e.tokens_per_s:,.1f} (batch {e.batch}, prefill "
-            f"included) · memory {e.memory_bytes / 1e9:.2f} GB = weights {e.weights_bytes / 1e9:.2f} + KV cache "
-            f"{e.kv_cache_bytes / 1e9:.2f} + activations {e.activation_bytes / 1e9:.2f} of {cap / 1e9:.1f} GB: "
-            f"{'fits' if e.fits else 'DOES NOT FIT'} · largest batch that fits: {e.max_batch}"
+            f"included)" + (f", {e.tokens_per_s_per_gpu:,.1f} per chip" if gpus > 1 else "")
+            + f" · memory{' per chip' if gpus > 1 else ''} {e.memory_bytes / 1e9:.2f} GB = weights "
+            f"{e.weights_bytes / 1e9:.2f} + KV cache {e.kv_cache_bytes / 1e9:.2f} + activations "
+            f"{e.activation_bytes / 1e9:.2f} of {cap / 1e9:.1f} GB: {'fits' if e.fits else 'DOES NOT FIT'} · largest "
+            f"batch that fits: {e.max_batch}"
             + (f" · ${e.cost_usd_per_million_tokens(price):,.2f} per million tokens at ${price}/h"
                if price is not None else "")
         )
@@ -331,21 +334,29 @@ class LLMResult(_Result):
 
 def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch: int = 1, prompt_len: int = 1024,
         gen_len: int = 256, w_bits: int = 16, a_bits: int = 16, kv_bits: int = 16, float16: str | None = None,
-        flash: bool = True, price_per_hour: float | None = None) -> LLMResult:
-    """Prefill a prompt and decode ``gen_len`` tokens on one chip (analytic transformer, roofline per op).
+        flash: bool = True, price_per_hour: float | None = None, tp: int = 1, pp: int = 1,
+        cluster: str | Path | Cluster | None = None, require_fit: bool = False) -> LLMResult:
+    """Prefill a prompt and decode ``gen_len`` tokens on one chip, or on ``tp`` × ``pp`` chips (tensor and pipeline
+    parallel; analytic transformer, roofline per op, α-β collectives on the links of ``cluster``, by default the
+    built-in cluster of that chip).
 
     ``model``: a zoo LLM, an HF-style config.json, a ``gpt:`` spec or a `TransformerConfig`. ``float16`` is the
     16-bit float of 16-bit activations (``bf16``/``fp16``); by default the one the chip has (bf16 where it has
-    both).
+    both). ``require_fit``: a model whose weights and one sequence do not fit the chips is an error that says how
+    many chips it needs (what the CLI asks for); otherwise the result says "does not fit".
     """
-    from xpusim.engines.llm import estimate_llm
+    from xpusim.engines.llm import Parallelism, estimate_llm
 
-    for n, v in (("batch", batch), ("prompt_len", prompt_len)):
+    for n, v in (("batch", batch), ("prompt_len", prompt_len), ("tp", tp), ("pp", pp)):
         _positive(n, v)
     _positive("gen_len", gen_len, allow_zero=True)
     _positive("price_per_hour", price_per_hour, allow_zero=True)
     cfg = load_transformer(str(model) if isinstance(model, Path) else model)
     the_chip = load_chip(chip)
+    par = Parallelism(tp=tp, pp=pp)
+    if tp * pp > 1:
+        cl = _llm_cluster(cluster, the_chip)
+        par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp))
     f16 = precision.float16_for(the_chip.dtypes()) if float16 is None else float16.lower()
     if f16 not in precision.TORCH_FLOAT16:
         raise UserError(f"float16 {float16!r} is not bf16 or fp16")
@@ -355,12 +366,43 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
         raise UserError(str(exc)) from None
     try:
         est = estimate_llm(cfg, the_chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len, precision=prec,
-                           flash=flash)
+                           flash=flash, parallel=par)
     except UserError:
         raise
     except ValueError as exc:  # the engine's argument checks
         raise UserError(str(exc)) from None
+    if require_fit and est.max_batch == 0:
+        raise UserError(_needs_more_chips(est))
     return LLMResult(estimate=est, price_per_hour=price_per_hour)
+
+
+def _needs_more_chips(e: LLMEstimate) -> str:
+    on = f"{e.parallel.gpus} × {e.chip.name}" if e.parallel.gpus > 1 else f"one {e.chip.name}"
+    cap = e.chip.main_memory.capacity_bytes
+    head = (f"{e.config.name} does not fit on {on} even at batch 1: weights {e.weights_bytes / 1e9:.1f} GB + one "
+            f"sequence's KV cache and activations {(e.kv_cache_bytes + e.activation_bytes) / e.batch / 1e9:.2f} GB "
+            f"per chip, of {cap / 1e9:.1f} GB")
+    if e.min_gpus is None:
+        return head + "; no tensor/pipeline split within one node's 8-way tensor parallelism holds it"
+    tp, pp = e.min_gpus
+    return head + f"; it needs at least {tp * pp} chips: --tp {tp}" + (f" --pp {pp}" if pp > 1 else "")
+
+
+def _llm_cluster(cluster: str | Path | Cluster | None, chip: Chip) -> Cluster:
+    """The cluster whose links a multi-chip LLM runs on: the one given, else the built-in cluster of ``chip``."""
+    from xpusim.hardware.cluster import cluster_names
+
+    if cluster is not None:
+        cl = load_cluster(cluster)
+        if cl.chip != chip.name:
+            raise UserError(f"cluster {cl.name} is built of {cl.chip}, not {chip.name}")
+        return cl
+    for name in cluster_names():
+        cl = load_cluster(name)
+        if cl.chip == chip.name:
+            return cl
+    raise UserError(f"tp/pp > 1 needs the links between the chips: no built-in cluster is made of {chip.name} (those "
+                    f"are {', '.join(cluster_names())}); give a cluster file with --cluster")
 
 
 # ----------------------------------------------------------------------------------------------------------- npu

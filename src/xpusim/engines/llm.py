@@ -1,16 +1,20 @@
-"""LLM inference on a chip: the analytic transformer builder (`xpusim.workload.transformer`: prefill and decode as
-`OpCost` rows at the chosen bit widths, with its conventions) timed op by op with the roofline engine, plus the
-memory a serving chip needs (weights, KV cache, activations) and the largest batch that fits.
+"""LLM inference on a chip or a tensor/pipeline-parallel group of chips: the analytic transformer builder
+(`xpusim.workload.transformer`: prefill and decode as `OpCost` rows at the chosen bit widths, with its conventions)
+timed op by op with the roofline engine, the collectives of tensor parallelism and the sends between pipeline
+stages on the chips' links (α-β), plus the memory each chip needs (weights, KV cache, activations) and the largest
+batch that fits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from xpusim.engines.roofline import OpEstimate, energy_table, estimate_op
 from xpusim.hardware.chip import Chip
+from xpusim.hardware.cluster import Fabric, all_gather_s, all_reduce_s, p2p_s
 from xpusim.workload.model import OpCost
 from xpusim.workload.transformer import (  # re-exported: the builder lives in workload since the API split
     Precision,
@@ -20,19 +24,128 @@ from xpusim.workload.transformer import (  # re-exported: the builder lives in w
     layer_ops,
 )
 
-__all__ = ["LLMEstimate", "PhaseEstimate", "Precision", "TransformerConfig", "analytic_workload_ops",
-           "estimate_llm", "head_ops", "layer_ops"]
+__all__ = ["LLMEstimate", "Parallelism", "PhaseEstimate", "Precision", "TransformerConfig", "analytic_workload_ops",
+           "estimate_llm", "head_ops", "layer_ops", "min_gpus", "shard"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parallelism:
+    """How a model is spread for inference: ``tp`` tensor-parallel chips (Megatron-LM's split: attention heads and
+    key/value heads, the MLP's width and the vocabulary divided; an all-reduce of the activations after the
+    attention output and after the MLP of every layer), ``pp`` pipeline stages (consecutive layers; one send of the
+    activations between neighbours), on ``fabric``'s links."""
+
+    tp: int = 1
+    pp: int = 1
+    fabric: Fabric | None = None
+    """The links the tensor-parallel collectives run on (a cluster's NVLink, say); needed when tp·pp > 1."""
+    pp_fabric: Fabric | None = None
+    """The links between pipeline stages (another node's, when the group spans nodes); default ``fabric``."""
+
+    def comm_s(self, cfg: TransformerConfig, batch: int, new: int, logits_tokens: int, p: Precision) -> float:
+        """Seconds of communication of one pass over ``new`` tokens per sequence: per layer two all-reduces of the
+        activations (after the attention output and after the MLP), one after the vocabulary-parallel embedding, an
+        all-gather of the logits, and pp − 1 sends of the activations between stages."""
+        if self.gpus == 1:
+            return 0.0
+        assert self.fabric is not None
+        act = batch * new * cfg.hidden * p.a_bits / 8
+        logits = batch * logits_tokens * cfg.vocab * p.a_bits / 8
+        tp = (2 * cfg.layers + 1) * all_reduce_s(act, self.tp, self.fabric) + all_gather_s(logits, self.tp,
+                                                                                           self.fabric)
+        return tp + (self.pp - 1) * p2p_s(act, self.pp_fabric or self.fabric) if self.pp > 1 else tp
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+    def check(self, cfg: TransformerConfig) -> None:
+        """ValueError naming the degree and what it must divide."""
+        for name, v in (("tp", self.tp), ("pp", self.pp)):
+            if v < 1:
+                raise ValueError(f"{name}={v} must be >= 1")
+        allowed = ", ".join(map(str, _divisors(math.gcd(cfg.heads, cfg.kv_heads))))
+        if cfg.heads % self.tp:
+            raise ValueError(f"tp={self.tp} does not divide {cfg.name}'s {cfg.heads} attention heads (allowed: "
+                             f"{allowed})")
+        if cfg.kv_heads % self.tp:
+            raise ValueError(f"tp={self.tp} does not divide {cfg.name}'s {cfg.kv_heads} key/value heads (allowed: "
+                             f"{allowed})")
+        if self.pp > cfg.layers:
+            raise ValueError(f"pp={self.pp} exceeds {cfg.name}'s {cfg.layers} layers")
+        if self.gpus > 1 and self.fabric is None:
+            raise ValueError("tp·pp > 1 needs the links between the chips (a fabric)")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def shard(cfg: TransformerConfig, tp: int) -> TransformerConfig:
+    """What one chip of a ``tp``-way tensor-parallel group holds and computes: its heads, key/value heads, MLP width
+    and vocabulary slice (Megatron-LM pads the vocabulary to a multiple of tp: ceil); norms, biases of row-split
+    layers and positions stay whole (replicated)."""
+    if tp == 1:
+        return cfg
+    return dataclasses.replace(cfg, heads=cfg.heads // tp, kv_heads=cfg.kv_heads // tp, ffn=math.ceil(cfg.ffn / tp),
+                               vocab=math.ceil(cfg.vocab / tp))
+
+
+def _layer_params(cfg: TransformerConfig) -> int:
+    return dataclasses.replace(cfg, layers=2).params - dataclasses.replace(cfg, layers=1).params
+
+
+def memory_per_gpu(cfg: TransformerConfig, p: Precision, context: int, prompt_len: int, flash: bool, tp: int = 1,
+                   pp: int = 1) -> tuple[int, int, int]:
+    """(weights, KV cache per sequence, peak activations per sequence) in bytes on the fullest chip: the stage with
+    the most layers, plus the embedding (first stage) or the output head and final norm (last stage) — a tied head
+    is a copy on the last stage when pp > 1."""
+    sh = shard(cfg, tp)
+    per_layer = _layer_params(sh)
+    outside = sh.params - cfg.layers * per_layer  # embeddings, positions, final norm, untied head
+    embed = sh.vocab * sh.hidden + (0 if sh.rms_norm else sh.max_positions * sh.hidden)
+    head_side = outside - embed + (sh.vocab * sh.hidden if sh.tied_embeddings else 0)
+    stage_layers = math.ceil(cfg.layers / pp)
+    extra = outside if pp == 1 else max(embed, head_side)
+    weights = math.ceil((stage_layers * per_layer + extra) * p.w_bits / 8)
+    kv = math.ceil(2 * stage_layers * sh.kv_heads * sh.head_dim * context * p.kv_bits / 8)
+    # Peak activations of the prefill: one layer's widest intermediates for the whole prompt (they are freed
+    # layer by layer), plus the score matrix when attention is not fused.
+    act = math.ceil(prompt_len * (2 * sh.hidden + (2 if sh.gated_mlp else 1) * sh.ffn) * p.a_bits / 8)
+    if not flash:
+        act += math.ceil(sh.heads * prompt_len * prompt_len * p.a_bits / 8)
+    return weights, kv, act
+
+
+def min_gpus(cfg: TransformerConfig, capacity_bytes: float, p: Precision, context: int, prompt_len: int, flash: bool,
+             max_tp: int = 8) -> tuple[int, int] | None:
+    """The smallest (tp, pp) — fewest chips, then the larger tp — whose fullest chip holds the weights and one
+    sequence; tp ≤ ``max_tp`` (one node) dividing the heads and key/value heads. None when no such split fits."""
+    best: tuple[int, int, int] | None = None
+    for tp in _divisors(math.gcd(cfg.heads, cfg.kv_heads)):
+        if tp > max_tp:
+            break
+        for pp in range(1, cfg.layers + 1):
+            w, kv, act = memory_per_gpu(cfg, p, context, prompt_len, flash, tp, pp)
+            if w + kv + act <= capacity_bytes:
+                if best is None or (tp * pp, -tp) < (best[0], -best[1]):
+                    best = (tp * pp, tp, pp)
+                break
+    return (best[1], best[2]) if best else None
 
 
 @dataclass(frozen=True, kw_only=True)
 class PhaseEstimate:
     time_s: float
+    """Compute and communication, one after the other (nothing overlapped)."""
     flops: int
     bytes: int
     energy_j: float
     compute_bound_share: float
     ops: tuple[OpEstimate, ...]
-    """One transformer layer's ops (times for one layer) plus the embedding/norm/lm_head ops."""
+    """One transformer layer's ops (times for one layer) plus the embedding/norm/lm_head ops, on one chip."""
+    comm_s: float = 0.0
+    """Of ``time_s``: tensor-parallel collectives and pipeline sends."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +161,14 @@ class LLMEstimate:
     decode: PhaseEstimate
     """Totals over all ``gen_len`` decode steps."""
     weights_bytes: int
+    """Per chip (the fullest stage's), as are the KV cache, activations and ``max_batch``."""
     kv_cache_bytes: int
     activation_bytes: int
     max_batch: int
     assumptions: tuple[str, ...]
+    parallel: Parallelism = Parallelism()
+    min_gpus: tuple[int, int] | None = (1, 1)
+    """The smallest (tp, pp) that holds the weights and one sequence (None: none within one node's tp)."""
 
     @property
     def time_to_first_token_s(self) -> float:
@@ -68,6 +185,10 @@ class LLMEstimate:
         return self.batch * self.gen_len / total if total else 0.0
 
     @property
+    def tokens_per_s_per_gpu(self) -> float:
+        return self.tokens_per_s / self.parallel.gpus
+
+    @property
     def memory_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes
 
@@ -76,13 +197,15 @@ class LLMEstimate:
         return self.memory_bytes <= self.chip.main_memory.capacity_bytes
 
     def cost_usd_per_million_tokens(self, price_per_hour_usd: float) -> float:
-        """Cost of a million generated tokens at an hourly price for the chip (prefill time included)."""
-        return price_per_hour_usd / 3600 / self.tokens_per_s * 1e6 if self.tokens_per_s else float("inf")
+        """Cost of a million generated tokens at an hourly price per chip, all chips of the group (prefill time
+        included)."""
+        gpus_usd_per_s = price_per_hour_usd * self.parallel.gpus / 3600
+        return gpus_usd_per_s / self.tokens_per_s * 1e6 if self.tokens_per_s else float("inf")
 
     def to_dict(self, price_per_hour_usd: float | None = None) -> dict[str, Any]:
         def phase(ph: PhaseEstimate) -> dict[str, Any]:
             return {"time_s": ph.time_s, "flops": ph.flops, "bytes": ph.bytes, "energy_j": ph.energy_j,
-                    "compute_bound_share": ph.compute_bound_share}
+                    "compute_bound_share": ph.compute_bound_share, "communication_s": ph.comm_s}
 
         decode = phase(self.decode)
         decode["time_per_token_s"] = self.time_per_output_token_s
@@ -96,11 +219,15 @@ class LLMEstimate:
             "bits": {"weights": self.precision.w_bits, "activations": self.precision.a_bits,
                      "kv_cache": self.precision.kv_bits},
             "prefill": phase(self.prefill), "decode": decode,
-            "time_to_first_token_s": self.time_to_first_token_s, "tokens_per_s": self.tokens_per_s, **extra,
-            "memory": {"weights_bytes": self.weights_bytes, "kv_cache_bytes": self.kv_cache_bytes,
+            "time_to_first_token_s": self.time_to_first_token_s, "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu, **extra,
+            "parallel": {"tp": self.parallel.tp, "pp": self.parallel.pp, "gpus": self.parallel.gpus,
+                         "fabric": self.parallel.fabric.name if self.parallel.fabric else None},
+            "memory": {"per": "gpu", "weights_bytes": self.weights_bytes, "kv_cache_bytes": self.kv_cache_bytes,
                        "activation_bytes": self.activation_bytes, "total_bytes": self.memory_bytes,
                        "capacity_bytes": self.chip.main_memory.capacity_bytes, "fits": self.fits,
-                       "max_batch": self.max_batch},
+                       "max_batch": self.max_batch,
+                       "min_gpus": ({"tp": self.min_gpus[0], "pp": self.min_gpus[1]} if self.min_gpus else None)},
             "assumptions": list(self.assumptions),
             "layers": layers,
         }
@@ -120,9 +247,13 @@ def _estimate_phase(chip: Chip, layer: list[OpCost], head: list[OpCost], layers:
 
 
 def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_len: int = 1024, gen_len: int = 256,
-                 precision: Precision | None = None, flash: bool = True) -> LLMEstimate:
-    """Prefill the prompt, then decode ``gen_len`` tokens one at a time, on one chip."""
+                 precision: Precision | None = None, flash: bool = True,
+                 parallel: Parallelism | None = None) -> LLMEstimate:
+    """Prefill the prompt, then decode ``gen_len`` tokens one at a time, on one chip or a tensor/pipeline-parallel
+    group (``parallel``). One batch at a time: its pipeline stages run one after the other (no second batch fills
+    the pipeline), so pipeline parallelism adds memory, not speed; tensor parallelism divides each layer's work."""
     p = precision or Precision()
+    par = parallel or Parallelism()
     for field_name, v in (("batch", batch), ("prompt_len", prompt_len)):
         if v < 1:
             raise ValueError(f"{field_name}={v} must be >= 1")
@@ -131,28 +262,32 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     if prompt_len + gen_len > cfg.max_positions:
         raise ValueError(f"prompt_len + gen_len = {prompt_len + gen_len} exceeds {cfg.name}'s "
                          f"{cfg.max_positions} positions")
+    par.check(cfg)
     from xpusim.precision import llm_compute_dtype  # the one dtype table (torch-free)
 
     table = energy_table()
     node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0
     chip.require_dtype(llm_compute_dtype(p.a_bits, p.float16, lambda d: chip.best_peak_flops_per_s(d) is not None))
+    sh = shard(cfg, par.tp)  # what one chip of the tensor-parallel group computes
 
     # Prefill: the whole prompt at once; only the last position's logits are needed to start generating.
-    pre = _estimate_phase(chip, layer_ops(cfg, batch, prompt_len, prompt_len, p, flash=flash),
-                          head_ops(cfg, batch, prompt_len, 1, p), cfg.layers, node_scale)
+    pre = _estimate_phase(chip, layer_ops(sh, batch, prompt_len, prompt_len, p, flash=flash),
+                          head_ops(sh, batch, prompt_len, 1, p), cfg.layers, node_scale)
+    pre_comm = par.comm_s(cfg, batch, prompt_len, 1, p)
     # Decode: per step one token per sequence against a growing cache. Only the attention op depends on the
     # context, so everything else is estimated once and attention step by step (exact, no averaging).
-    dec_time = dec_energy = dec_compute = 0.0
+    dec_time = dec_energy = dec_compute = dec_comm = 0.0
     dec_flops = dec_bytes = 0
     last: tuple[OpEstimate, ...] = ()
     if gen_len:
-        step_layer = layer_ops(cfg, batch, 1, prompt_len + 1, p, flash=flash)
+        step_layer = layer_ops(sh, batch, 1, prompt_len + 1, p, flash=flash)
         static = [o for o in step_layer if o.kind != "attention"]
-        st = _estimate_phase(chip, static, head_ops(cfg, batch, 1, 1, p), cfg.layers, node_scale)
-        dec_time, dec_flops, dec_bytes, dec_energy, dec_compute = (gen_len * st[0], gen_len * st[1],
+        st = _estimate_phase(chip, static, head_ops(sh, batch, 1, 1, p), cfg.layers, node_scale)
+        dec_comm = gen_len * par.comm_s(cfg, batch, 1, 1, p)
+        dec_time, dec_flops, dec_bytes, dec_energy, dec_compute = (gen_len * st[0] + dec_comm, gen_len * st[1],
                                                                    gen_len * st[2], gen_len * st[3], gen_len * st[4])
         for step in range(gen_len):
-            attn = [o for o in layer_ops(cfg, batch, 1, prompt_len + step + 1, p, flash=flash)
+            attn = [o for o in layer_ops(sh, batch, 1, prompt_len + step + 1, p, flash=flash)
                     if o.kind == "attention"]
             at = _estimate_phase(chip, attn, [], cfg.layers, node_scale)
             dec_time += at[0]
@@ -162,21 +297,17 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
             dec_compute += at[4]
             if step == gen_len - 1:
                 last = at[5] + st[5]
-    prefill = PhaseEstimate(time_s=pre[0], flops=pre[1], bytes=pre[2], energy_j=pre[3],
-                            compute_bound_share=pre[4] / pre[0] if pre[0] else 0.0, ops=pre[5])
+    prefill = PhaseEstimate(time_s=pre[0] + pre_comm, flops=pre[1], bytes=pre[2], energy_j=pre[3],
+                            compute_bound_share=pre[4] / (pre[0] + pre_comm) if pre[0] else 0.0, ops=pre[5],
+                            comm_s=pre_comm)
     decode = PhaseEstimate(time_s=dec_time, flops=dec_flops, bytes=dec_bytes, energy_j=dec_energy,
-                           compute_bound_share=dec_compute / dec_time if dec_time else 0.0, ops=last)
+                           compute_bound_share=dec_compute / dec_time if dec_time else 0.0, ops=last, comm_s=dec_comm)
 
-    weights = math.ceil(cfg.params * p.w_bits / 8)
-    kv_per_seq = math.ceil(2 * cfg.layers * cfg.kv_heads * cfg.head_dim * (prompt_len + gen_len) * p.kv_bits / 8)
-    # Peak activations of the prefill: one layer's widest intermediates for the whole prompt (they are freed
-    # layer by layer), plus the score matrix when attention is not fused.
-    act_per_seq = math.ceil(prompt_len * (2 * cfg.hidden + (2 if cfg.gated_mlp else 1) * cfg.ffn) * p.a_bits / 8)
-    if not flash:
-        act_per_seq += math.ceil(cfg.heads * prompt_len * prompt_len * p.a_bits / 8)
+    context = prompt_len + gen_len
+    weights, kv_per_seq, act_per_seq = memory_per_gpu(cfg, p, context, prompt_len, flash, par.tp, par.pp)
     capacity = chip.main_memory.capacity_bytes
     max_batch = max(0, int((capacity - weights) // (kv_per_seq + act_per_seq))) if capacity > weights else 0
-    assumptions = (
+    assumptions = [
         f"roofline per op on {chip.name}: dense peak of {p.compute_dtype}, every byte from "
         f"{chip.main_memory.name} ({chip.main_memory.bandwidth_gb_per_s:g} GB/s), ideal efficiency unless the chip "
         "file gives one",
@@ -185,8 +316,16 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
                                                             "through memory",
         f"weights (embeddings included) at {p.w_bits} bits, activations at {p.a_bits}, KV cache at {p.kv_bits}",
         "rotary embeddings, masks and sampling are not costed",
-    )
+    ]
+    if par.gpus > 1:
+        assert par.fabric is not None
+        assumptions.append(
+            f"tp={par.tp} pp={par.pp} on {par.gpus} × {chip.name}: Megatron-LM's tensor split (heads, MLP width, "
+            f"vocabulary ÷ tp; 2 all-reduces of the activations per layer, ring α-β on {par.fabric.name}), "
+            "communication not overlapped with compute; one batch at a time through the pipeline stages; memory "
+            "and the largest batch per chip (the fullest stage)")
     return LLMEstimate(config=cfg, chip=chip, precision=p, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
                        flash=flash, prefill=prefill, decode=decode, weights_bytes=weights,
                        kv_cache_bytes=batch * kv_per_seq, activation_bytes=batch * act_per_seq, max_batch=max_batch,
-                       assumptions=assumptions)
+                       assumptions=tuple(assumptions), parallel=par,
+                       min_gpus=min_gpus(cfg, capacity, p, context, prompt_len, flash))

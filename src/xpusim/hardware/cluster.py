@@ -50,6 +50,25 @@ class Fabric(_Strict):
         return self.latency_us * 1e-6
 
 
+def all_reduce_s(nbytes: float, n: int, fabric: Fabric) -> float:
+    """Ring all-reduce: 2(n − 1)α + 2(n − 1)/n · S/β."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return 2 * (n - 1) * fabric.latency_s + 2 * (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
+
+
+def all_gather_s(nbytes: float, n: int, fabric: Fabric) -> float:
+    """Ring all-gather or reduce-scatter of a ``nbytes`` result: (n − 1)α + (n − 1)/n · S/β."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
+
+
+def p2p_s(nbytes: float, fabric: Fabric) -> float:
+    """One point-to-point send: α + S/β."""
+    return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s
+
+
 class Cluster(_Strict):
     """A homogeneous cluster: ``gpus_per_node`` chips per node on ``intra_node``, nodes on ``inter_node``."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
-from xpusim.hardware.cluster import Cluster, Fabric
+from xpusim.hardware.cluster import Cluster, Fabric, all_gather_s, all_reduce_s, p2p_s
 from xpusim.parallel.events import Event, Timeline, run_schedule
 from xpusim.parallel.memory import LOGITS_BYTES_PER_ELEMENT, MemoryBreakdown, layer_activation_bytes, model_states
 from xpusim.parallel.plan import ParallelPlan, check
@@ -28,25 +28,7 @@ from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, 
 DDP_BUCKET_BYTES = 25 * MIB  # torch DistributedDataParallel's default bucket_cap_mb=25
 
 
-# ----------------------------------------------------------------------------------------------- collectives
-def all_reduce_s(nbytes: float, n: int, fabric: Fabric) -> float:
-    """Ring all-reduce: 2(n − 1)α + 2(n − 1)/n · S/β."""
-    if n <= 1 or nbytes <= 0:
-        return 0.0
-    return 2 * (n - 1) * fabric.latency_s + 2 * (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
-
-
-def all_gather_s(nbytes: float, n: int, fabric: Fabric) -> float:
-    """Ring all-gather or reduce-scatter of a ``nbytes`` result: (n − 1)α + (n − 1)/n · S/β."""
-    if n <= 1 or nbytes <= 0:
-        return 0.0
-    return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
-
-
-def p2p_s(nbytes: float, fabric: Fabric) -> float:
-    return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s
-
-
+# collectives (ring α-β): all_reduce_s, all_gather_s, p2p_s in xpusim.hardware.cluster, shared with the LLM engine
 # ------------------------------------------------------------------------------------------------ layer cost
 @dataclass(frozen=True, kw_only=True)
 class LayerCost:
