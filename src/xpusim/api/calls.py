@@ -335,7 +335,8 @@ class LLMResult(_Result):
 def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch: int = 1, prompt_len: int = 1024,
         gen_len: int = 256, w_bits: int = 16, a_bits: int = 16, kv_bits: int = 16, float16: str | None = None,
         flash: bool = True, price_per_hour: float | None = None, tp: int = 1, pp: int = 1,
-        cluster: str | Path | Cluster | None = None, require_fit: bool = False) -> LLMResult:
+        cluster: str | Path | Cluster | None = None, require_fit: bool = False,
+        efficiency: str = "ideal") -> LLMResult:
     """Prefill a prompt and decode ``gen_len`` tokens on one chip, or on ``tp`` × ``pp`` chips (tensor and pipeline
     parallel; analytic transformer, roofline per op, α-β collectives on the links of ``cluster``, by default the
     built-in cluster of that chip).
@@ -343,7 +344,9 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
     ``model``: a zoo LLM, an HF-style config.json, a ``gpt:`` spec or a `TransformerConfig`. ``float16`` is the
     16-bit float of 16-bit activations (``bf16``/``fp16``); by default the one the chip has (bf16 where it has
     both). ``require_fit``: a model whose weights and one sequence do not fit the chips is an error that says how
-    many chips it needs (what the CLI asks for); otherwise the result says "does not fit".
+    many chips it needs (what the CLI asks for); otherwise the result says "does not fit". ``efficiency``:
+    ``ideal`` (the roofline, an upper bound) or ``measured`` (published kernel efficiency of the chip, where
+    `xpusim.hardware.measured` has it).
     """
     from xpusim.engines.llm import Parallelism, estimate_llm
 
@@ -353,6 +356,8 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
     _positive("price_per_hour", price_per_hour, allow_zero=True)
     cfg = load_transformer(str(model) if isinstance(model, Path) else model)
     the_chip = load_chip(chip)
+    if efficiency not in ("ideal", "measured"):
+        raise UserError(f"efficiency {efficiency!r}: expected ideal or measured")
     par = Parallelism(tp=tp, pp=pp)
     if tp * pp > 1:
         cl = _llm_cluster(cluster, the_chip)
@@ -364,6 +369,10 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
         prec = Precision(w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, float16=precision.TORCH_FLOAT16[f16])
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if efficiency == "measured":
+        from xpusim.hardware.measured import with_measured_efficiency
+
+        the_chip, _ = with_measured_efficiency(the_chip)
     try:
         est = estimate_llm(cfg, the_chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len, precision=prec,
                            flash=flash, parallel=par)

@@ -60,7 +60,8 @@ class ServeResult(_Result):
 
     run: ServeRun
     bound: dict[str, Any]
-    """The same requests on the ideal roofline and no CPU overhead: what no engine beats."""
+    """The same iterations on the ideal roofline without CPU overhead: how long the engine was busy, and how long
+    the same batches would take at the chip's peaks (no engine beats that)."""
     model: str
     chip: str
     parallel: Parallelism
@@ -202,9 +203,13 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
                          overhead_s_per_seq=over.per_seq_s)
     say = progress or (lambda s: None)
     say(f"simulating {len(reqs)} requests ({scheduler}, {budget.blocks:,} KV blocks of {block_size} tokens per chip)")
-    run = simulate(reqs, cost, sc, budget, lambda done, n: say(f"{done:,}/{n:,} requests done"))
     ideal = IterationCost(cfg=cfg, chip=base_chip, precision=prec, parallel=par, overhead_s=0.0)
-    bound = summary(simulate(reqs, ideal, sc, kv_budget(cfg, base_chip, prec, par, sc)))
+    run = simulate(reqs, cost, sc, budget, lambda done, n: say(f"{done:,}/{n:,} requests done"), bound=ideal)
+    busy = sum(it.end_s - it.start_s for it in run.iterations)
+    ideal_busy = sum(it.bound_s for it in run.iterations)
+    bound = {"busy_s": busy, "roofline_busy_s": ideal_busy, "roofline_share": ideal_busy / busy if busy else 0.0,
+             "output_tokens_per_busy_s": int(reqs.gen_len.sum()) / busy if busy else 0.0,
+             "roofline_output_tokens_per_busy_s": int(reqs.gen_len.sum()) / ideal_busy if ideal_busy else 0.0}
     capacity = None
     if slos:
         capacity = _capacity(cfg, cost, sc, budget, slos, slo_percentile, requests, prompt_len, gen_len, seed, say)

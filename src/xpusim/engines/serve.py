@@ -40,7 +40,7 @@ from xpusim.engines.llm import Parallelism, memory_per_gpu, shard
 from xpusim.engines.roofline import estimate_op
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip
-from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, layer_ops
+from xpusim.workload.transformer import Precision, TransformerConfig, attention_op, head_ops, layer_ops
 
 Scheduler = Literal["vllm", "sarathi", "static"]
 SCHEDULERS: tuple[str, ...] = ("vllm", "sarathi", "static")
@@ -200,8 +200,8 @@ class IterationCost:
 
     def attention_s(self, seqs: int, new: int, context: int) -> float:
         """One layer's attention of ``seqs`` sequences, ``new`` tokens each against ``context`` keys."""
-        return self._time(("att", seqs, new, context), lambda: [
-            o for o in layer_ops(self.shard, seqs, new, context, self.precision, flash=True) if o.kind == "attention"])
+        return self._time(("att", seqs, new, context),
+                          lambda: [attention_op(self.shard, seqs, new, context, self.precision, flash=True)])
 
     def head_s(self, tokens: int, logits: int) -> float:
         """Embedding of ``tokens`` tokens, final norm and lm_head of ``logits`` positions, and the communication of
@@ -218,14 +218,23 @@ class IterationCost:
     def iteration_s(self, prefills: list[tuple[int, int]], decodes: int, decode_context: int, logits: int) -> float:
         """``prefills``: (chunk tokens, context after the chunk) per sequence; ``decodes`` sequences with
         ``decode_context`` keys in all; ``logits``: sequences that produce a token."""
+        mean = math.ceil(decode_context / decodes) if decodes else 0
+        bucket = math.ceil(mean / self.context_bucket) * self.context_bucket
+        if not prefills:  # decode-only iterations repeat: memoize them whole
+            key = ("decode", decodes, bucket, logits)
+            t = self._memo.get(key)
+            if t is None:
+                t = self._memo[key] = self._iteration_s([], decodes, bucket, logits)
+            return t
+        return self._iteration_s(prefills, decodes, bucket, logits)
+
+    def _iteration_s(self, prefills: list[tuple[int, int]], decodes: int, context: int, logits: int) -> float:
         tokens = decodes + sum(n for n, _ in prefills)
         layer = self.linear_s(tokens)
         for n, ctx in prefills:
             layer += self.attention_s(1, n, ctx)
         if decodes:
-            mean = -(-decode_context // decodes)
-            bucket = -(-mean // self.context_bucket) * self.context_bucket
-            layer += self.attention_s(decodes, 1, bucket)
+            layer += self.attention_s(decodes, 1, context)
         seqs = decodes + len(prefills)
         return (self.cfg.layers * layer + self.head_s(tokens, logits) + self.overhead_s
                 + self.overhead_s_per_seq * seqs)
@@ -304,6 +313,8 @@ class Iteration:
     """Output tokens produced: one per decode and per prefill that finished its prompt."""
     running: int
     blocks_used: int
+    bound_s: float = 0.0
+    """The same iteration on the ideal roofline without CPU overhead (``simulate(bound=...)``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,8 +381,9 @@ class _Seq:
 
 
 def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBudget,
-             progress: Callable[[int, int], None] | None = None) -> ServeRun:
-    """Run every request to completion. Raises ServeError when one request alone can never fit the cache."""
+             progress: Callable[[int, int], None] | None = None, bound: IterationCost | None = None) -> ServeRun:
+    """Run every request to completion. Raises ServeError when one request alone can never fit the cache.
+    ``bound``: also time each iteration with this cost (the ideal roofline, say) in `Iteration.bound_s`."""
     n, bs = len(reqs), sc.block_size
     need = np.ceil((reqs.prompt_len + reqs.gen_len - 1) / bs).astype(np.int64)
     worst = int(np.argmax(need))
@@ -485,7 +497,9 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
             continue
         logits = len(decodes) + sum(1 for s, c in prefills if s.computed + c >= s.prompt)
         ctx = sum(s.cache + 1 for s in decodes)
-        t = cost.iteration_s([(c, s.cache + c) for s, c in prefills], len(decodes), ctx, logits)
+        shape = [(c, s.cache + c) for s, c in prefills]
+        t = cost.iteration_s(shape, len(decodes), ctx, logits)
+        t_bound = bound.iteration_s(shape, len(decodes), ctx, logits) if bound is not None else 0.0
         start, now = now, now + t
         max_running = max(max_running, len(running))
         produced = []
@@ -510,7 +524,7 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
                 done += 1
         iterations.append(Iteration(start_s=start, end_s=now, prefill_tokens=sum(c for _, c in prefills),
                                     decodes=len(decodes), tokens_out=len(produced), running=len(running),
-                                    blocks_used=budget.blocks - free))
+                                    blocks_used=budget.blocks - free, bound_s=t_bound))
         if progress is not None and len(iterations) % 2000 == 0:
             progress(done, n)
     return ServeRun(requests=reqs, scheduled_s=sched, first_token_s=first, finish_s=finish,

@@ -27,8 +27,10 @@ def print_serve(console: Console, r: ServeResult) -> None:
     b = d["roofline_bound"]
     console.print(f"throughput {d['requests_per_s']:.2f} requests/s, {d['output_tokens_per_s']:,.0f} output tokens/s"
                   + (f" ({d['output_tokens_per_s'] / r.parallel.gpus:,.0f} per chip)" if r.parallel.gpus > 1 else "")
-                  + f" over {d['makespan_s']:,.1f} s · roofline bound {b['output_tokens_per_s']:,.0f} output tokens/s,"
-                  f" TTFT p50 {b['ttft_s']['p50']:.3f} s, TPOT p50 {b['tpot_s']['p50'] * 1e3:.1f} ms", markup=False)
+                  + f" over {d['makespan_s']:,.1f} s", markup=False)
+    console.print(f"busy {b['busy_s']:,.1f} s: {b['output_tokens_per_busy_s']:,.0f} output tokens per busy second; "
+                  f"the same batches on the ideal roofline (no CPU time) {b['roofline_busy_s']:,.1f} s, "
+                  f"{b['roofline_output_tokens_per_busy_s']:,.0f} per second — the bound", markup=False)
     console.print(f"KV cache {d['kv_blocks']:,} blocks per chip, {100 * d['kv_utilization']:.0f}% used on average · "
                   f"at most {d['max_running']} sequences running · {d['preemptions']} preemptions · "
                   f"{d['iterations']:,} iterations", markup=False)

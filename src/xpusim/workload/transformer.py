@@ -150,6 +150,26 @@ def _elementwise(name: str, kind: str, elements: int, flops_per: float, p: Preci
                   bytes_written=math.ceil(elements * p.a_bits / 8))
 
 
+def attention_op(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, *, flash: bool,
+                 prefix: str = "layer") -> OpCost:
+    """The attention of one layer: ``new`` query tokens per sequence against ``context`` cached keys and values
+    (scores, softmax, weighted sum; with ``flash`` the scores never leave the chip)."""
+    hd = cfg.head_dim
+    q_dim, kv_dim = cfg.heads * hd, cfg.kv_heads * hd
+    scores = batch * cfg.heads * new * context
+    attn_macs = scores * 2 * hd
+    q_bytes = math.ceil(batch * new * q_dim * p.a_bits / 8)
+    o_bytes = q_bytes
+    kv_bytes = math.ceil(2 * batch * context * kv_dim * p.kv_bits / 8)
+    score_traffic = 0 if flash else 4 * math.ceil(scores * p.a_bits / 8)  # write S, read S, write P, read P
+    return OpCost(name=f"{prefix}.attn/attention", module=f"{prefix}.attn", op="analytic.attention",
+                  kind="attention", input_shapes=((batch, cfg.heads, new, hd), (batch, cfg.kv_heads, context, hd)),
+                  output_shape=(batch, cfg.heads, new, hd), dtype=p.compute_dtype, macs=attn_macs,
+                  flops=2 * attn_macs + scores * (SOFTMAX_FLOPS_PER_ELEMENT + SCORE_SCALE_FLOPS_PER_ELEMENT),
+                  activation_bytes_read=q_bytes + kv_bytes + score_traffic // 2,
+                  bytes_written=o_bytes + score_traffic // 2)
+
+
 def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, *, flash: bool,
               prefix: str = "layer") -> list[OpCost]:
     """One transformer layer processing ``new`` tokens per sequence against ``context`` keys (new included)."""
@@ -167,22 +187,10 @@ def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Pre
     ]
     # KV cache: append the new keys and values, then read the whole cache for attention.
     kv_new = 2 * t * kv_dim
-    kv_all = 2 * batch * context * kv_dim
     ops.append(OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write",
                       kind="memory", dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
                       bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)))
-    scores = batch * cfg.heads * new * context
-    attn_macs = scores * 2 * hd
-    q_bytes = math.ceil(t * q_dim * p.a_bits / 8)
-    o_bytes = q_bytes
-    kv_bytes = math.ceil(kv_all * p.kv_bits / 8)
-    score_traffic = 0 if flash else 4 * math.ceil(scores * p.a_bits / 8)  # write S, read S, write P, read P
-    ops.append(OpCost(name=f"{prefix}.attn/attention", module=f"{prefix}.attn", op="analytic.attention",
-                      kind="attention", input_shapes=((batch, cfg.heads, new, hd), (batch, cfg.kv_heads, context, hd)),
-                      output_shape=(batch, cfg.heads, new, hd), dtype=p.compute_dtype, macs=attn_macs,
-                      flops=2 * attn_macs + scores * (SOFTMAX_FLOPS_PER_ELEMENT + SCORE_SCALE_FLOPS_PER_ELEMENT),
-                      activation_bytes_read=q_bytes + kv_bytes + score_traffic // 2,
-                      bytes_written=o_bytes + score_traffic // 2))
+    ops.append(attention_op(cfg, batch, new, context, p, flash=flash, prefix=prefix))
     ops += [
         _matmul(f"{prefix}.attn.o/matmul", t, q_dim, h, p, bias=bias),
         _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
