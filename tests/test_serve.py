@@ -199,3 +199,30 @@ def test_cli_json_trace_and_plot(tmp_path: Path) -> None:
     events = json.loads(trace.read_text())["traceEvents"]
     assert sum(1 for e in events if e["ph"] == "X") == d["iterations"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_disaggregated_prefill_and_decode_by_hand() -> None:
+    """Llama-2-70B at tp 8: a token's keys and values on one chip are 2 · 80 layers · 1 head · 128 · 2 B = 40,960 B;
+    2 + 6 instances of 8 chips span 64 GPUs, so the transfer crosses InfiniBand (50 GB/s one way at 80%, 5 µs):
+    a 1000-token prompt moves in 5 µs + 40,960,000 B / 40 GB/s = 1.029 ms."""
+    r = serve("llama2-70b", chip="h100-sxm", tp=8, rate=2.0, requests=40, prompt_len="1000", gen_len="20",
+              disaggregate="prefill=2,decode=6", overhead="none")
+    d = r.to_dict()
+    assert d["disaggregated"]["gpus"] == 64
+    assert d["disaggregated"]["kv_transfer_s"]["p50"] == pytest.approx(5e-6 + 40_960_000 / 40e9)
+    run = r.run
+    assert sum(it.tokens_out for it in run.iterations) == 40 * 20  # the first token in prefill, 19 in decode
+    assert sum(it.prefill_tokens for it in run.iterations) == 40 * 1000  # prompts prefilled once, never in decode
+    transfer = 5e-6 + 40_960_000 / 40e9
+    assert (run.finish_s - run.first_token_s >= transfer).all()  # decoding starts after the KV arrives
+    assert {it.instance for it in run.iterations} == set(range(8))
+    # at this load each prompt runs alone: TTFT is one prefill, as without disaggregation
+    alone = serve("llama2-70b", chip="h100-sxm", tp=8, rate=0.001, requests=1, prompt_len="1000", gen_len="1",
+                  overhead="none")
+    assert float(run.ttft_s.min()) == pytest.approx(float(alone.run.ttft_s[0]))
+
+
+def test_disaggregate_needs_both_pools() -> None:
+    r = runner.invoke(app, ["serve", "llama2-7b", "--chip", "a100-sxm-80gb", "--rate", "1", "--disaggregate",
+                            "prefill=2"])
+    assert r.exit_code == 2 and "give both" in r.stderr

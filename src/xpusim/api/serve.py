@@ -16,6 +16,7 @@ from xpusim.engines.llm import Parallelism, min_gpus
 from xpusim.engines.serve import (
     OVERHEADS,
     SCHEDULERS,
+    Disaggregation,
     IterationCost,
     KVBudget,
     Lengths,
@@ -25,9 +26,11 @@ from xpusim.engines.serve import (
     ServeError,
     ServeRun,
     kv_budget,
+    percentiles,
     poisson_requests,
     read_trace,
     simulate,
+    simulate_disaggregated,
     summary,
 )
 from xpusim.errors import UserError
@@ -36,7 +39,7 @@ from xpusim.hardware.chip import Chip, load_chip
 from xpusim.hardware.cluster import Cluster
 from xpusim.hardware.measured import with_measured_efficiency
 from xpusim.precision import TORCH_FLOAT16, float16_for
-from xpusim.workload.transformer import Precision, TransformerConfig, load_transformer
+from xpusim.workload.transformer import Precision, TransformerConfig, key_values, load_transformer
 
 SLO_KEYS = {"ttft": "ttft_s", "tpot": "tpot_s"}
 """``--slo`` keys and the latency each bounds (seconds, at ``slo_percentile``)."""
@@ -69,6 +72,8 @@ class ServeResult(_Result):
     workload: str
     basis: tuple[str, ...]
     capacity: Capacity | None = None
+    disaggregated: dict[str, Any] | None = None
+    """Prefill and decode instances, their chips and the KV transfer times (with ``disaggregate``)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "chip": self.chip, "tp": self.parallel.tp, "pp": self.parallel.pp,
@@ -77,6 +82,8 @@ class ServeResult(_Result):
                "roofline_bound": self.bound, "basis": list(self.basis)}
         if self.capacity is not None:
             out["capacity"] = dataclasses.asdict(self.capacity)
+        if self.disaggregated is not None:
+            out["disaggregated"] = self.disaggregated
         return out
 
     def summary(self) -> str:
@@ -153,7 +160,7 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
           blocks: int | None = None, overhead: str | float | Overhead = "vllm", efficiency: str = "measured",
           w_bits: int = 16, kv_bits: int = 16, seed: int = 0, slo: str | dict[str, float] | None = None,
           slo_percentile: str = "p99", trace: str | Path | None = None, plot: str | Path | None = None,
-          progress: Callable[[str], None] | None = None) -> ServeResult:
+          disaggregate: str | None = None, progress: Callable[[str], None] | None = None) -> ServeResult:
     """Simulate serving ``model`` on ``tp`` × ``pp`` chips: Poisson arrivals at ``rate`` per second (``requests`` of
     them, lengths from ``prompt_len``/``gen_len``: ``N``, ``lognormal:MEDIAN,SIGMA`` or ``uniform:LO,HI``) or the
     requests of a CSV trace; the ``scheduler`` (``sarathi``, ``vllm``, ``static``), a paged KV cache and the
@@ -161,7 +168,9 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     kernel efficiency from published GPU measurements where the chip has them, else ``ideal`` (the roofline).
     ``slo`` (``ttft=2,tpot=0.2``): also search the highest Poisson rate whose ``slo_percentile`` latencies meet
     them. ``trace``: write the iterations as a Chrome/Perfetto trace (a ``.csv`` path is read as ``trace_in``
-    instead); ``plot``: the latency CDFs as a figure."""
+    instead); ``plot``: the latency CDFs as a figure. ``disaggregate`` (``prefill=2,decode=6``): that many
+    instances of ``tp`` × ``pp`` chips for prompts and for decoding, the KV cache moved between them on the
+    cluster's links."""
     if trace is not None and str(trace).endswith(".csv"):  # `--trace requests.csv`: the requests to replay
         trace_in, trace = trace, None
     check_output(trace, "--trace", (".json",))
@@ -180,8 +189,9 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     slos = parse_slo(slo)
     cfg = load_transformer(str(model) if isinstance(model, Path) else model)
     base_chip = load_chip(chip)
+    pools = _pools(disaggregate)
     par = Parallelism(tp=tp, pp=pp)
-    if tp * pp > 1:
+    if tp * pp > 1 or pools:
         cl = _llm_cluster(cluster, base_chip)
         par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp))
     try:
@@ -204,7 +214,13 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     say = progress or (lambda s: None)
     say(f"simulating {len(reqs)} requests ({scheduler}, {budget.blocks:,} KV blocks of {block_size} tokens per chip)")
     ideal = IterationCost(cfg=cfg, chip=base_chip, precision=prec, parallel=par, overhead_s=0.0)
-    run = simulate(reqs, cost, sc, budget, lambda done, n: say(f"{done:,}/{n:,} requests done"), bound=ideal)
+    dis = None
+    if pools:
+        dis = Disaggregation(prefill=pools[0], decode=pools[1], fabric=cl.fabric(sum(pools) * tp * pp),
+                             kv_bytes_per_token=budget.block_bytes // block_size)
+        run, transfer = simulate_disaggregated(reqs, cost, sc, budget, dis, bound=ideal)
+    else:
+        run = simulate(reqs, cost, sc, budget, lambda done, n: say(f"{done:,}/{n:,} requests done"), bound=ideal)
     busy = sum(it.end_s - it.start_s for it in run.iterations)
     ideal_busy = sum(it.bound_s for it in run.iterations)
     bound = {"busy_s": busy, "roofline_busy_s": ideal_busy, "roofline_share": ideal_busy / busy if busy else 0.0,
@@ -215,9 +231,16 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
         capacity = _capacity(cfg, cost, sc, budget, slos, slo_percentile, requests, prompt_len, gen_len, seed, say)
     if trace is not None:
         write_atomic(trace, json.dumps(chrome_trace(run, f"xpusim serve {cfg.name}")))
+    basis = _basis(cfg, base_chip, par, budget, sc, eff_note, over)
+    pool_info = None
+    if dis is not None:
+        pool_info = {"prefill": dis.prefill, "decode": dis.decode, "gpus": (dis.prefill + dis.decode) * par.gpus,
+                     "fabric": dis.fabric.name, "kv_transfer_s": percentiles(transfer)}
+        basis += (f"disaggregated: {dis.prefill} prefill and {dis.decode} decode instances of {par.gpus} chip(s), "
+                  f"requests round-robin; each request's KV cache ({dis.kv_bytes_per_token:,} B per token per chip) "
+                  f"sent chip to chip on {dis.fabric.name} (α-β), not overlapped",)
     result = ServeResult(run=run, bound=bound, model=cfg.name, chip=base_chip.name, parallel=par, config=sc,
-                         workload=workload, basis=_basis(cfg, base_chip, par, budget, sc, eff_note, over),
-                         capacity=capacity)
+                         workload=workload, basis=basis, capacity=capacity, disaggregated=pool_info)
     if plot is not None:
         fig = latency_cdf_figure(result)
         write_atomic(plot, lambda tmp: fig.savefig(tmp, format=Path(str(plot)).suffix[1:], dpi=120))
@@ -237,6 +260,17 @@ def _basis(cfg: TransformerConfig, base_chip: Chip, par: Parallelism, budget: KV
         "preemption by recomputation (vLLM's default): the newest running sequence gives its blocks back",
         "decode attention costed at the batch's mean context, rounded up to a block",
     )
+
+
+def _pools(text: str | None) -> tuple[int, int] | None:
+    """``prefill=2,decode=6`` → (2, 6)."""
+    if text is None:
+        return None
+    keys = {"prefill": "instances running prompts", "decode": "instances decoding"}
+    vals = key_values(f"disaggregate:{text}", keys, ServeError, f"--disaggregate {text!r}")
+    if set(vals) != set(keys):
+        raise ServeError(f"--disaggregate {text!r}: give both, e.g. prefill=2,decode=6")
+    return vals["prefill"], vals["decode"]
 
 
 def _no_room(cfg: TransformerConfig, chip: Chip, prec: Precision, par: Parallelism, budget: KVBudget,
@@ -285,7 +319,7 @@ def chrome_trace(run: ServeRun, title: str) -> dict[str, Any]:
     events: list[dict[str, Any]] = [{"ph": "M", "name": "process_name", "pid": 0, "args": {"name": title}}]
     for i, it in enumerate(run.iterations):
         kind = "prefill+decode" if it.prefill_tokens and it.decodes else "prefill" if it.prefill_tokens else "decode"
-        events.append({"ph": "X", "name": kind, "pid": 0, "tid": 0, "ts": it.start_s * 1e6,
+        events.append({"ph": "X", "name": kind, "pid": 0, "tid": it.instance, "ts": it.start_s * 1e6,
                        "dur": (it.end_s - it.start_s) * 1e6,
                        "args": {"iteration": i, "prefill_tokens": it.prefill_tokens, "decodes": it.decodes,
                                 "running": it.running, "kv_blocks_used": it.blocks_used}})

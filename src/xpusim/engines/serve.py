@@ -27,6 +27,7 @@ goes back to the front of the queue, to be prefilled again with its prompt and w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from xpusim.engines.llm import Parallelism, memory_per_gpu, shard
 from xpusim.engines.roofline import estimate_op
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip
+from xpusim.hardware.cluster import Fabric, p2p_s
 from xpusim.workload.transformer import Precision, TransformerConfig, attention_op, head_ops, layer_ops
 
 Scheduler = Literal["vllm", "sarathi", "static"]
@@ -63,9 +65,18 @@ class Requests:
     arrival_s: np.ndarray
     prompt_len: np.ndarray
     gen_len: np.ndarray
+    prefilled: bool = False
+    """The prompts' keys and values arrive with the requests (a disaggregated decode pool): they only decode, the
+    first of ``gen_len`` tokens having come from the prefill."""
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def take(self, idx: np.ndarray, arrival_s: np.ndarray | None = None, *, gen_len: np.ndarray | None = None,
+             prefilled: bool = False) -> Requests:
+        """The requests ``idx`` (in that order), with new arrival times or output lengths when given."""
+        return Requests(self.arrival_s[idx] if arrival_s is None else arrival_s, self.prompt_len[idx],
+                        self.gen_len[idx] if gen_len is None else gen_len, prefilled)
 
 
 @dataclass(frozen=True)
@@ -315,6 +326,8 @@ class Iteration:
     blocks_used: int
     bound_s: float = 0.0
     """The same iteration on the ideal roofline without CPU overhead (``simulate(bound=...)``)."""
+    instance: int = 0
+    """Which engine ran it (disaggregated serving has several)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -369,13 +382,12 @@ class _Seq:
 
     __slots__ = ("blocks", "cache", "computed", "decoding", "generated", "i", "prompt", "running", "target")
 
-    def __init__(self, i: int, prompt: int, gen: int) -> None:
+    def __init__(self, i: int, prompt: int, gen: int, prefilled: bool = False) -> None:
         self.i, self.prompt, self.target = i, prompt, gen
-        self.computed = 0
-        self.cache = 0
-        self.generated = 0
+        self.computed = self.cache = prompt if prefilled else 0
+        self.generated = 1 if prefilled else 0
         self.blocks = 0
-        self.decoding = False
+        self.decoding = prefilled
         """The prompt is in the cache: the sequence decodes."""
         self.running = False
 
@@ -403,7 +415,7 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
     waiting: deque[_Seq] = deque()
     running: list[_Seq] = []
     free = budget.blocks
-    now, nxt, done, preempted, max_running = 0.0, 0, 0, 0, 0
+    now, nxt, done, preempted, max_running, admitted = 0.0, 0, 0, 0, 0, 0
     iterations: list[Iteration] = []
 
     def grow(s: _Seq, tokens: int) -> bool:
@@ -419,6 +431,8 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
         return True
 
     def admit(s: _Seq) -> None:
+        nonlocal admitted
+        admitted += 1
         running.append(s)
         s.running = True
         if math.isnan(sched[s.i]):
@@ -428,10 +442,11 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
         if not running and not waiting:
             now = max(now, float(arrival[nxt]))
         while nxt < n and arrival[nxt] <= now:
-            waiting.append(_Seq(nxt, int(reqs.prompt_len[nxt]), int(reqs.gen_len[nxt])))
+            waiting.append(_Seq(nxt, int(reqs.prompt_len[nxt]), int(reqs.gen_len[nxt]), reqs.prefilled))
             nxt += 1
         prefills: list[tuple[_Seq, int]] = []
         decodes: list[_Seq] = []
+        admitted_before = admitted
         if sc.scheduler == "static":
             if not running:
                 while waiting and len(running) < sc.max_seqs and free >= need[waiting[0].i]:
@@ -487,13 +502,16 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
                         if not grow(s, s.computed + chunk):
                             break
                         admit(waiting.popleft())
-                        prefills.append((s, chunk))
-                        budget_left -= chunk
+                        if chunk:  # a prefilled sequence joins the decodes of the next iteration
+                            prefills.append((s, chunk))
+                            budget_left -= chunk
         if not prefills and not decodes:
-            if nxt >= n and not running:
+            if admitted_before < admitted:  # prefilled sequences just joined: they decode from the next iteration
+                continue
+            if nxt >= n:
                 raise ServeError("the scheduler stalled with requests waiting: the cache cannot hold the next "
                                  "prompt (increase memory or lower --max-batch-tokens)")
-            now = max(now, float(arrival[nxt])) if nxt < n else now
+            now = max(now, float(arrival[nxt]))
             continue
         logits = len(decodes) + sum(1 for s, c in prefills if s.computed + c >= s.prompt)
         ctx = sum(s.cache + 1 for s in decodes)
@@ -529,6 +547,59 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
             progress(done, n)
     return ServeRun(requests=reqs, scheduled_s=sched, first_token_s=first, finish_s=finish,
                     iterations=tuple(iterations), budget=budget, preemptions=preempted, max_running=max_running)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disaggregation:
+    """Prefill and decode on separate instances (DistServe, Splitwise): ``prefill`` instances run only prompts and
+    produce each request's first token, then the request's keys and values move to one of ``decode`` instances
+    over ``fabric`` (every chip sends its shard to its counterpart, in parallel), which decodes the rest. Requests
+    go to the instances round-robin, in arrival order to the prefill pool and in order of readiness to the decode
+    pool."""
+
+    prefill: int
+    decode: int
+    fabric: Fabric
+    kv_bytes_per_token: int
+    """Per chip of an instance (its layers' and key/value heads' share)."""
+
+    def transfer_s(self, prompt_len: np.ndarray) -> np.ndarray:
+        return np.array([p2p_s(float(n) * self.kv_bytes_per_token, self.fabric) for n in prompt_len])
+
+
+def simulate_disaggregated(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBudget,
+                           dis: Disaggregation, bound: IterationCost | None = None) -> tuple[ServeRun, np.ndarray]:
+    """Every request through a prefill instance (its first token), the KV transfer, and a decode instance (the
+    rest): the combined run, and each request's transfer time. Each instance is `simulate`d on its share; the
+    iterations of all instances are kept, marked by ``instance`` (prefill 0 … P−1, then decode)."""
+    n = len(reqs)
+    first, sched, finish = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    iterations: list[Iteration] = []
+    preempted = max_running = 0
+    pre_sc = dataclasses.replace(sc, scheduler="sarathi" if sc.scheduler == "static" else sc.scheduler)
+    for k in range(dis.prefill):
+        idx = np.arange(k, n, dis.prefill)
+        r = simulate(reqs.take(idx, gen_len=np.ones(len(idx), dtype=np.int64)), cost, pre_sc, budget, bound=bound)
+        first[idx], sched[idx] = r.first_token_s, r.scheduled_s
+        iterations += [dataclasses.replace(it, instance=k) for it in r.iterations]
+        preempted, max_running = preempted + r.preemptions, max(max_running, r.max_running)
+    transfer = dis.transfer_s(reqs.prompt_len)
+    ready = first + transfer
+    finish[reqs.gen_len <= 1] = first[reqs.gen_len <= 1]
+    more = np.flatnonzero(reqs.gen_len > 1)
+    more = more[np.argsort(ready[more], kind="stable")]
+    dec_sc = dataclasses.replace(sc, scheduler="sarathi")
+    for k in range(dis.decode):
+        idx = more[k::dis.decode]
+        if not len(idx):
+            continue
+        r = simulate(reqs.take(idx, ready[idx], prefilled=True), cost, dec_sc, budget, bound=bound)
+        finish[idx] = r.finish_s
+        iterations += [dataclasses.replace(it, instance=dis.prefill + k) for it in r.iterations]
+        preempted, max_running = preempted + r.preemptions, max(max_running, r.max_running)
+    run = ServeRun(requests=reqs, scheduled_s=sched, first_token_s=first, finish_s=finish,
+                   iterations=tuple(iterations), budget=budget, preemptions=preempted, max_running=max_running)
+    return run, transfer
 
 
 def percentiles(x: np.ndarray) -> dict[str, float]:

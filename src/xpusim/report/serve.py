@@ -25,8 +25,9 @@ def print_serve(console: Console, r: ServeResult) -> None:
         t.add_row(label, *(f"{row[q] * scale:,.3f} {unit}" for q in ("mean", "p50", "p90", "p99")))
     console.print(t)
     b = d["roofline_bound"]
+    chips = r.disaggregated["gpus"] if r.disaggregated is not None else r.parallel.gpus
     console.print(f"throughput {d['requests_per_s']:.2f} requests/s, {d['output_tokens_per_s']:,.0f} output tokens/s"
-                  + (f" ({d['output_tokens_per_s'] / r.parallel.gpus:,.0f} per chip)" if r.parallel.gpus > 1 else "")
+                  + (f" ({d['output_tokens_per_s'] / chips:,.0f} per chip)" if chips > 1 else "")
                   + f" over {d['makespan_s']:,.1f} s", markup=False)
     console.print(f"busy {b['busy_s']:,.1f} s: {b['output_tokens_per_busy_s']:,.0f} output tokens per busy second; "
                   f"the same batches on the ideal roofline (no CPU time) {b['roofline_busy_s']:,.1f} s, "
@@ -34,6 +35,11 @@ def print_serve(console: Console, r: ServeResult) -> None:
     console.print(f"KV cache {d['kv_blocks']:,} blocks per chip, {100 * d['kv_utilization']:.0f}% used on average · "
                   f"at most {d['max_running']} sequences running · {d['preemptions']} preemptions · "
                   f"{d['iterations']:,} iterations", markup=False)
+    if r.disaggregated is not None:
+        g, kv = r.disaggregated, r.disaggregated["kv_transfer_s"]
+        console.print(f"disaggregated: {g['prefill']} prefill + {g['decode']} decode instances ({g['gpus']} chips); "
+                      f"KV transfer p50 {kv['p50'] * 1e3:.2f} ms, p99 {kv['p99'] * 1e3:.2f} ms on {g['fabric']}",
+                      markup=False)
     if r.capacity is not None:
         c = r.capacity
         console.print(f"capacity: {c.rate_per_s:.2f} requests/s at {c.percentile} "
