@@ -1,0 +1,112 @@
+"""`xpusim parallel` (the training simulator) against published measured iteration times, calibration and
+validation apart (benchmarks/data/training_validation.yaml, every row with its source and configuration).
+
+    .venv/bin/python benchmarks/bench_parallel_validation.py [--bulk]
+
+Calibration: the rows the cluster files' efficiencies were chosen on (Megatron-LM SC'21 Table 1). Validation: every
+other row — never used to fit anything. Skipped (said per row): fp8 runs (the clusters' efficiencies are 16-bit),
+pure-FSDP runs without a tensor/pipeline plan (MPT), rows without micro-batch or global batch, and rows the
+simulator cannot place (a plan it rejects is printed with its reason). ``--bulk`` adds vTrain's 109 measured A100
+runs (different software, 1F1B, full recompute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import xpusim
+from xpusim.errors import UserError
+
+DATA = Path(__file__).parent / "data" / "training_validation.yaml"
+
+
+def cluster(gpu: str) -> str:
+    return "dgx-h100" if "h100" in gpu else "dgx-a100"
+
+
+def measured_s(row: dict[str, Any]) -> float | None:
+    m, d = row.get("measured") or {}, row.get("derived") or {}
+    return m.get("iteration_time_s") or d.get("iteration_time_s")
+
+
+def skip_reason(row: dict[str, Any]) -> str | None:
+    if "fp8" in str(row.get("precision", "")).lower():
+        return "fp8"
+    if not row.get("global_batch") or not row.get("micro_batch"):
+        return "micro-batch or global batch not stated"
+    if measured_s(row) is None:
+        return "no iteration time (measured or derived)"
+    if (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and "fsdp" in str(row).lower():
+        return "pure FSDP"
+    return None
+
+
+def predict(row: dict[str, Any]) -> float:
+    spec = (f"gpt:h={row['hidden']},l={row['layers']},a={row['heads']},s={row['seq_len']},V={row['vocab']}"
+            + (f",ffn={row['ffn']}" if row.get("ffn") and row["ffn"] != 4 * row["hidden"] else "")
+            + (f",kv={row['kv_heads']}" if row.get("kv_heads") and row["kv_heads"] != row["heads"] else ""))
+    vp = row.get("vp") or 1
+    r = xpusim.train(spec, cluster=cluster(str(row["gpu"])), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
+                     pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
+                     schedule="interleaved" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
+                     sp=bool(row.get("sp")))
+    return float(r.step.step_time_s)
+
+
+def report(name: str, rows: list[dict[str, Any]]) -> list[float]:
+    print(f"\n### {name}\n")
+    print("| row | gpus | tp | pp | dp | b | B | recompute | measured s | xpusim s | error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    errs = []
+    for row in rows:
+        why = skip_reason(row)
+        if why:
+            print(f"| {row['id']} | skipped: {why} ||||||||||")
+            continue
+        meas = float(measured_s(row))  # type: ignore[arg-type]
+        try:
+            pred = predict(row)
+        except (UserError, ValueError) as exc:
+            print(f"| {row['id']} | not simulated: {exc} ||||||||||")
+            continue
+        e = 100 * (pred - meas) / meas
+        errs.append(e)
+        print(f"| {row['id']} | {row['gpus']} | {row.get('tp')} | {row.get('pp')} | {row.get('dp')} | "
+              f"{row['micro_batch']} | {row['global_batch']} | {row.get('recompute')} | {meas:.3f} | {pred:.3f} | "
+              f"{e:+.1f}% |")
+    if errs:
+        a = [abs(e) for e in errs]
+        print(f"\n{name}: {len(errs)} rows, mean |error| {statistics.mean(a):.1f}%, median {statistics.median(a):.1f}%,"
+              f" worst {max(errs, key=abs):+.1f}%")
+    return errs
+
+
+def bulk_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    b = data["validation_bulk"]["vtrain_a100"]
+    cols = b["columns"]
+    out = []
+    for i, vals in enumerate(b["rows"]):
+        r = dict(zip(cols, vals, strict=False))
+        out.append(r | {"id": f"vtrain-{i}", "gpu": "a100-sxm-80gb", "recompute": "full", "vocab": 50257,
+                        "ffn": 4 * r["hidden"], "measured": {"iteration_time_s": r["iteration_time_ms"] / 1e3}})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bulk", action="store_true")
+    args = ap.parse_args()
+    data = yaml.safe_load(DATA.read_text())
+    report("calibration (Megatron-LM SC'21 Table 1)", data["calibration"])
+    report("validation", data["validation"])
+    if args.bulk:
+        report("validation, bulk (vTrain's A100 measurements)", bulk_rows(data))
+
+
+if __name__ == "__main__":
+    main()
