@@ -114,7 +114,8 @@ def test_compare_recovers_the_simulators_own_timeline() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--plan", "pp=2,dp=2"], "one kind of parallelism per run"),
+    (["--plan", "pp=2,dp=2", "--zero", "3"], "FSDP2 on data-parallel-only plans"),
+    (["--plan", "pp=2,qp=2"], "qp"),
     (["--plan", "tp=2"], "use --model gpt"),
     (["--plan", "dp=2", "--compare"], "--compare simulates the pipeline"),
     (["--schedule", "dualpipe"], "--schedule 'dualpipe'"),

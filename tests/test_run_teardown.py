@@ -46,3 +46,18 @@ def test_exit_cause_names_signals() -> None:
     assert _exit_cause(1, 1) == "rank 1 failed (exit code 1)"
     assert _exit_cause(1, -6) == "rank 1 was killed by signal SIGABRT (exit code -6)"
     assert _exit_cause(0, -9) == "rank 0 was killed by signal SIGKILL (exit code -9)"
+
+
+@pytest.mark.slow
+def test_taken_port_is_retried_on_a_free_one() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:  # another program listening on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        pids: list[int] = []
+        report = launch(make_spec(**{**SMALL_PIPELINE, "steps": 1}), port=taken,  # type: ignore[arg-type]
+                        on_start=pids.extend)
+    assert report["ranks"] == 2
+    assert len(pids) == 4 and not any(process_alive(p) for p in pids)  # two attempts, nothing left behind

@@ -34,9 +34,10 @@ def _opt(default: Any, *names: str, help: str = "", **kw: Any) -> Any:
     return typer.Option(default, *names, help=help, **kw)
 
 
-def _wrote(path: Path | None) -> None:
-    if path is not None:
-        err.print(f"wrote {path}")
+def _wrote(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            err.print(f"wrote {path}")
 
 
 MODEL = "Zoo name (resnet50, vit_b_16, llama2-7b, ...; see 'xpusim models') or file.py:factory."
@@ -47,6 +48,8 @@ MODE = _opt(Mode.inference, "--mode", help="inference (forward) or training (for
 BATCH, SEQ = _opt(1, "--batch", "-b", min=1), _opt(None, "--seq-len", min=1, help="Sequence length.")
 SHAPE = _opt(None, "--input-shape", help="Full input shape, e.g. 1,3,64,64.")
 PRICE = _opt(None, "--price-per-hour", help="USD per chip-hour, for cost.", min=0)
+TP, PP = _opt(1, "--tp", min=1, help="Tensor-parallel chips."), _opt(1, "--pp", min=1, help="Pipeline stages.")
+CLUSTER = _opt(None, "--cluster", help="Links for --tp/--pp (default: the chip's built-in cluster).")
 
 
 @command(app, "analyze", csv=True)
@@ -160,15 +163,50 @@ def llm_cmd(
     a_bits: int = _opt(16, "--a-bits", help="Activation (compute) bits: 32, 16 or 8."),
     float16: str | None = _opt(None, "--float16", help="bf16 or fp16 (default: bf16 where the chip has it)."),
     flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention: scores stay on chip."),
-    price_per_hour: float | None = PRICE, fmt: Format = FMT, output: Path | None = OUT,
+    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER, price_per_hour: float | None = PRICE,
+    fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
-    """LLM inference on a chip: time to first token, time per output token, tokens/s, memory, largest batch."""
+    """LLM inference on one chip or tp × pp chips: TTFT, time per output token, tokens/s, memory, largest batch."""
     from xpusim import api
     from xpusim.report.hardware import print_llm
 
     r = api.llm(model, chip=chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len, w_bits=w_bits, a_bits=a_bits,
-                kv_bits=kv_bits, float16=float16, flash=flash, price_per_hour=price_per_hour)
+                kv_bits=kv_bits, float16=float16, flash=flash, price_per_hour=price_per_hour, tp=tp, pp=pp,
+                cluster=cluster, require_fit=True)
     emit(r.to_json(), output) if fmt is Format.json else print_llm(out_console(), r)
+
+
+@command(app, "serve", csv_inputs=("trace",))
+def serve_cmd(
+    model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
+    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER,
+    rate: float | None = _opt(None, "--rate", help="Poisson arrivals, requests per second."),
+    disaggregate: str | None = _opt(None, "--disaggregate", help="prefill=P,decode=D instances of tp*pp chips."),
+    requests: int = _opt(1000, "--requests", min=1, help="How many arrive (with --rate)."),
+    prompt_len: str = _opt("lognormal:1000,0.6", "--prompt-len", help="N, lognormal:MEDIAN,SIGMA or uniform:LO,HI."),
+    gen_len: str = _opt("lognormal:250,0.8", "--gen-len", help="Output tokens: N, lognormal:..., uniform:..."),
+    scheduler: str = _opt("sarathi", "--scheduler", help="sarathi (chunked, stall-free), vllm, static."),
+    max_batch_tokens: int = _opt(8192, "--max-batch-tokens", min=1, help="Token budget per iteration."),
+    max_seqs: int = _opt(256, "--max-seqs", min=1), block_size: int = _opt(16, "--block-size", min=1),
+    overhead: str = _opt("vllm", "--overhead", help="CPU time per iteration: vllm, none, or milliseconds."),
+    efficiency: str = _opt("measured", "--efficiency", help="measured (published GPU kernels) or ideal roofline."),
+    slo: str | None = _opt(None, "--slo", help="ttft=S,tpot=S: also find the highest rate meeting them (p99)."),
+    trace: Path | None = _opt(None, "--trace", help="Requests to replay (.csv: arrival_s,prompt_len,gen_len) or the "
+                              "iterations as a Chrome/Perfetto trace (.json)."),
+    plot: Path | None = _opt(None, "--plot", help="Latency CDFs (.png/.svg/.pdf)."), seed: int = _opt(0, "--seed"),
+    fmt: Format = FMT, output: Path | None = OUT,
+) -> None:
+    """LLM serving simulated request by request: continuous batching, a paged KV cache, preemption, latency SLOs."""
+    from xpusim.api.serve import serve
+    from xpusim.report.serve import print_serve
+
+    with busy("simulating ...", fmt is Format.table) as progress:
+        r = serve(model, chip=chip, tp=tp, pp=pp, cluster=cluster, rate=rate, requests=requests, prompt_len=prompt_len,
+                  gen_len=gen_len, scheduler=scheduler, max_batch_tokens=max_batch_tokens, max_seqs=max_seqs,
+                  block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo, trace=trace, plot=plot,
+                  seed=seed, disaggregate=disaggregate, progress=progress)
+    emit(r.to_json(), output) if fmt is Format.json else print_serve(out_console(), r)
+    _wrote(trace if trace is not None and trace.suffix == ".json" else None, plot)
 
 
 @command(app, "npu")
@@ -270,13 +308,12 @@ def parallel_cmd(
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
     write_figures(step, trace, plot)
-    _wrote(trace)
-    _wrote(plot)
+    _wrote(trace, plot)
 
 
 @command(app, "run")
 def run_cmd(
-    plan: str = _opt("pp=2", "--plan", help="dp=N, tp=N or pp=N (one kind of parallelism per run)."),
+    plan: str = _opt("pp=2", "--plan", help="dp=N, tp=N, pp=N or combined: dp=2,tp=2,pp=2."),
     model: str = _opt("mlp:layers=8,width=1024", "--model", help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=.."),
     schedule: str = _opt("1f1b", "--schedule", help="Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1, zbv."),
     micro_batches: int = _opt(8, "--micro-batches", help="Micro-batches per step and replica."),
@@ -287,23 +324,26 @@ def run_cmd(
     fsdp: bool = _opt(False, "--fsdp", help="With dp: FSDP2 fully_shard (ZeRO-3 unless --zero 2)."),
     seed: int = _opt(0, "--seed"), timeout: float = _opt(120.0, "--timeout", help="Seconds for the whole run."),
     do_compare: bool = _opt(False, "--compare", help="Simulate the pipeline with the measured action times."),
+    predict: Path | None = _opt(None, "--predict", help="Chip file ('xpusim probe -o host.yaml'): predict first."),
     check_grads: bool = _opt(False, "--check-grads", help="Compare loss and gradients with one process."),
     instrument: bool = _opt(True, "--instrument/--no-instrument", help="Per-action timestamps."),
     trace: Path | None = _opt(None, "--trace", help="The measured timeline as a Chrome/Perfetto trace."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Run a parallel plan for real on torch.distributed (one process per rank, gloo on CPU), record the
-    timeline, and with --compare hold the simulator to it."""
+    timeline; --predict predicts it from the cost model first, --compare simulates it with the measured times."""
     from xpusim.parallel.real.launch import launch
     from xpusim.parallel.real.spec import make_spec
-    from xpusim.run import render
+    from xpusim.run import predict_first, render
 
     spec = make_spec(model=model, plan=plan, schedule=schedule, micro_batches=micro_batches, micro_batch=micro_batch,
                      virtual_stages=virtual_stages, steps=steps, seed=seed,
                      zero=zero, fsdp=fsdp, timeout_s=timeout, check_grads=check_grads, instrument=instrument,
-                     compare=do_compare)
+                     compare=do_compare, predict=str(predict) if predict else None)
+    predicted = predict_first(spec)
     err.print(f"starting {spec.ranks} ranks ({spec.plan.label()}, {spec.model.text()}), {steps} steps ...")
-    render(spec, launch(spec), fmt=fmt.value, do_compare=do_compare, trace=str(trace) if trace else "", output=output)
+    render(spec, launch(spec), fmt=fmt.value, do_compare=do_compare, trace=str(trace) if trace else "", output=output,
+           predicted=predicted)
 
 
 @command(app, "compress")
@@ -400,8 +440,7 @@ def sweep_cmd(
                    plot=plot, batch_size=batch_size, connect_timeout_s=timeout, progress=lambda p: status(
                        p.line() + (f" · dashboard {p.dashboard}" if p.dashboard else "")))
     err.print(summary(df), markup=False)
-    _wrote(out)
-    _wrote(plot)
+    _wrote(out, plot)
     if out is None:
         out_console().print(df.to_string(max_rows=40), markup=False)
 

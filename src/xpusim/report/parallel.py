@@ -134,8 +134,9 @@ def gantt(timeline: Timeline, path: Path, title: str) -> None:
 
 
 def print_run(console: Console, r: dict[str, Any]) -> None:
-    """Measured (and simulated) summary of a real run."""
-    meas, sim = r["measured"], r.get("simulated")
+    """Measured summary of a real run, beside the simulated one (``--compare``) and the prediction made before it
+    (``--predict``), each with its error against the measurement."""
+    meas, sim, pred = r["measured"], r.get("simulated"), r.get("predicted")
     plan = r["plan"]
     console.print(f"[bold]{r['model']}[/bold], {r['ranks']} ranks ({r['backend']}): dp={plan['dp']} tp={plan['tp']} "
                   f"pp={plan['pp']}" + (f" v={plan['vp']}" if plan["vp"] > 1 else "")
@@ -143,23 +144,25 @@ def print_run(console: Console, r: dict[str, Any]) -> None:
     t = Table(box=None)
     t.add_column("")
     t.add_column("measured", justify="right")
-    if sim is not None:
-        t.add_column("simulated", justify="right")
+    others = [(name, d) for name, d in (("simulated", sim), ("predicted", pred)) if d is not None]
+    for name, _ in others:
+        t.add_column(name, justify="right")
         t.add_column("error", justify="right")
 
-    def row(label: str, m: float, s: float | None, fmt: Callable[[float], str], points: bool = False) -> None:
+    def row(label: str, m: float, key: str, fmt: Callable[[float], str], points: bool = False,
+            sub: str | None = None) -> None:
         cells = [label, fmt(m)]
-        if sim is not None:
+        for _, d in others:
+            s = (d.get(key) or {}).get(sub) if sub is not None else d.get(key)
             err = "" if s is None else f"{100 * (s - m):+.1f} points" if points else \
                 f"{100 * (s - m) / m:+.1f}%" if m else ""
             cells += [fmt(s) if s is not None else "", err]
         t.add_row(*cells)
 
-    row("step time", meas["step_time_s"], sim["step_time_s"] if sim else None, _s)
-    row("bubble fraction", meas["bubble_fraction"], sim["bubble_fraction"] if sim else None,
-        lambda x: f"{100 * x:.1f}%", points=True)
+    row("step time", meas["step_time_s"], "step_time_s", _s)
+    row("bubble fraction", meas["bubble_fraction"], "bubble_fraction", lambda x: f"{100 * x:.1f}%", points=True)
     for rank, idle in meas.get("idle_s_per_rank", {}).items():
-        row(f"idle, rank {rank}", idle, sim["idle_s_per_rank"].get(rank) if sim else None, _s)
+        row(f"idle, rank {rank}", idle, "idle_s_per_rank", _s, sub=rank)
     console.print(t)
     rss = ", ".join(f"{b / 2**20:,.0f}" for b in meas["peak_rss_bytes_per_rank"])
     console.print(f"peak RSS per rank: {rss} MiB; step times: "
@@ -167,11 +170,31 @@ def print_run(console: Console, r: dict[str, Any]) -> None:
     if sim is not None:
         console.print("simulated: the event simulator on the action order each rank really ran, with each (stage, "
                       f"kind)'s mean measured time, the measured transfer ({_s(sim['transfer_s'])}) and per-action "
-                      f"overhead ({_s(sim['overhead_s_per_action'])}), plus the measured optimizer step")
+                      f"overhead ({_s(sim['overhead_s_per_action'])}), plus the measured optimizer step"
+                      + (f" and data-parallel all-reduce ({_s(sim['data_parallel_allreduce_s'])})"
+                         if "data_parallel_allreduce_s" in sim else ""))
         own = sim.get("xpusim_schedule")
         if own:
             console.print(f"with xpusim's own {plan['schedule']} order: step {_s(own['step_time_s'])}, bubble "
                           f"{100 * own['bubble_fraction']:.1f}%")
+    if pred is not None:
+        console.print("predicted: before the run, from the cost model — per stage and micro-batch F "
+                      + "/".join(_s(x) for x in pred["forward_s_per_stage"]) + ", B "
+                      + "/".join(_s(x) for x in pred["backward_s_per_stage"])
+                      + f" (roofline on {pred['chip']}{', calibrated' if pred.get('calibration') else ''}), "
+                      f"point-to-point {_s(pred['p2p_s'])} (measured gloo α–β), "
+                      f"optimizer {_s(pred['optimizer_s'])}" + (f", tied embedding {_s(pred['tied_embedding_s'])}"
+                                                                if pred["tied_embedding_s"] else "")
+                      + (f", dp all-reduce {_s(pred['allreduce_s'])}" if pred["allreduce_s"] else ""))
+        roof, cal = pred.get("roofline_only"), pred.get("calibration")
+        if cal and roof:
+            console.print("calibrated: the roofline's compute × " + ", ".join(
+                f"{f:.2f}/{b:.2f}" for f, b in zip(cal["forward"], cal["backward"], strict=True))
+                + " (forward/backward per stage: the stages timed on this CPU before the run, every rank's at once) "
+                f"and {_s(cal.get('overhead_s_per_action', 0.0))} per action of the pipeline runtime's own; "
+                f"the roofline alone predicts step {_s(roof['step_time_s'])}"
+                + (f" ({roof['error_pct']:+.1f}%)" if roof.get("error_pct") is not None else "")
+                + f", bubble {100 * roof['bubble_fraction']:.1f}%")
     chk = r.get("check")
     if chk:
         console.print(f"vs one process: loss {chk['loss']:.6f} vs {chk['reference_loss']:.6f}, largest gradient "

@@ -117,11 +117,27 @@ def _simulated(sched: PipelineSchedule, mean_s: dict[tuple[int, str], float], tr
             "idle_s_per_rank": {str(r): end - b for r, b in enumerate(busy)}}
 
 
+def first_pipeline(report: dict[str, Any]) -> dict[str, Any]:
+    """The record of one pipeline of a 3-D run — the ranks of the first data-parallel replica's first tensor-parallel
+    rank, renumbered by their pipeline coordinate — which is what the simulator's schedule describes (the other
+    pipelines run the same order). A pipeline-only run is returned as it is."""
+    coords = report.get("coords")
+    if not coords or all(c["dp"] == 0 and c["tp"] == 0 for c in coords):
+        return report
+    keep = {r: c["pp"] for r, c in enumerate(coords) if c["dp"] == 0 and c["tp"] == 0}
+    events = [dict(rank, rank=keep[rank["rank"]]) for rank in report["events"] if rank["rank"] in keep]
+    return dict(report, ranks=len(keep), events=events)
+
+
 def compare(spec: RunSpec, report: dict[str, Any]) -> dict[str, Any]:
     """Feed the measured per-action times into the simulator and return the simulated step time, bubble and idle
     time per rank — for the action order the ranks really ran, and for xpusim's own schedule of the same name."""
     if spec.plan.pp < 2:
         raise ValueError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
+    coords = report.get("coords")
+    report = first_pipeline(report)
+    # the simulated ranks are the first pipeline's: named by their global rank, as the measured ones are
+    global_rank = {c["pp"]: r for r, c in enumerate(coords) if c["dp"] == 0 and c["tp"] == 0} if coords else {}
     step = counted_steps(report)[-1]
     sched, mean_s, transfer, overhead = _as_run(spec, report, step)
     opt = statistics.median(end - start for rank in report["events"] for _, kind, _, _, start, end in rank["events"]
@@ -129,33 +145,42 @@ def compare(spec: RunSpec, report: dict[str, Any]) -> dict[str, Any]:
     # GPT pipelines: the tied embedding's gradient sum between the first and last stage, before the optimizer
     ties = [end - start for rank in report["events"] for _, kind, _, _, start, end in rank["events"] if kind == "tie"]
     tie = statistics.median(ties) if ties else 0.0
+    # 3-D plans: the data-parallel gradient all-reduce after the pipeline's flush, before the optimizer
+    dps = [end - start for rank in report["events"] for _, kind, _, _, start, end in rank["events"] if kind == "dp"]
+    dp = statistics.median(dps) if dps else 0.0
     as_run = _simulated(sched, mean_s, transfer, overhead)
-    out: dict[str, Any] = {"step_time_s": as_run["pipeline_s"] + tie + opt,
+    idle = {str(global_rank.get(int(r), int(r))): t for r, t in as_run["idle_s_per_rank"].items()}
+    out: dict[str, Any] = {"step_time_s": as_run["pipeline_s"] + tie + dp + opt,
                            "bubble_fraction": as_run["bubble_fraction"],
-                           "idle_s_per_rank": as_run["idle_s_per_rank"], "optimizer_s": opt,
+                           "idle_s_per_rank": idle, "optimizer_s": opt,
                            "transfer_s": transfer, "overhead_s_per_action": overhead,
                            "mean_action_s": {f"{s}{k}": t for (s, k), t in sorted(mean_s.items())},
                            "order": sched.compact()}
     if ties:
         out["tied_embedding_s"] = tie
+    if dps:
+        out["data_parallel_allreduce_s"] = dp
     if spec.schedule in SCHEDULES:  # the run executed this very order (see real/pipeline.py)
         own = _simulated(build(spec.schedule, spec.plan.pp, spec.plan.micro_batches, spec.plan.vp), mean_s,
                          transfer, overhead)
-        out["xpusim_schedule"] = {"step_time_s": own["pipeline_s"] + tie + opt,
+        out["xpusim_schedule"] = {"step_time_s": own["pipeline_s"] + tie + dp + opt,
                                   "bubble_fraction": own["bubble_fraction"]}
     return out
 
 
 def run_result(spec: RunSpec, report: dict[str, Any], simulated: dict[str, Any] | None = None,
-               trace: Path | str | None = None) -> dict[str, Any]:
+               trace: Path | str | None = None, predicted: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``xpusim run`` and ``python -m xpusim.run`` show (``print_run``'s input, and their ``--format json``):
     the plan with its schedule, the model, ranks, backend, the measured summary, the trace's path, and when
-    present the simulated summary (``compare``) and the gradient check."""
+    present the simulated summary (``compare``), the prediction made before the run (``--predict``:
+    `xpusim.parallel.real.predict.Prediction.versus`) and the gradient check."""
     result: dict[str, Any] = {"plan": spec.plan.to_dict() | {"schedule": spec.schedule}, "model": spec.model.text(),
                               "ranks": report["ranks"], "backend": report["backend"], "measured": report["measured"],
                               "trace": str(trace) if trace is not None else None}
     if simulated is not None:
         result["simulated"] = simulated
+    if predicted is not None:
+        result["predicted"] = predicted
     if "check" in report:
         result["check"] = report["check"]
     return result

@@ -84,11 +84,35 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def launch(spec: RunSpec, *, on_start: Any = None) -> dict[str, Any]:
+PORT_ATTEMPTS = 3
+"""Ports tried before giving up: a free port found here can be taken by another program before rank 0 binds it."""
+
+_PORT_TAKEN = ("EADDRINUSE", "Address already in use", "address already in use")
+
+
+class _PortTaken(RunError):
+    """Rank 0 could not listen on the rendezvous port: another program took it after it was found free."""
+
+
+def launch(spec: RunSpec, *, on_start: Any = None, port: int | None = None) -> dict[str, Any]:
     """Run every rank of ``spec`` here and return rank 0's JSON report. ``on_start(pids)`` sees the rank
-    processes (tests use it to check that none outlives the run)."""
+    processes of each attempt (tests use it to check that none outlives the run). The rendezvous port is a free
+    one (or ``port``); when it turns out taken by the time rank 0 listens, the run starts again on another free
+    port, up to ``PORT_ATTEMPTS`` times in all."""
+    tried: list[int] = []
+    for _ in range(PORT_ATTEMPTS):
+        chosen = port if port is not None and not tried else free_port()
+        tried.append(chosen)
+        try:
+            return _launch_once(spec, chosen, on_start)
+        except _PortTaken:
+            continue
+    raise RunError(f"rank 0 could not listen on ports {', '.join(map(str, tried))}: each was taken by another "
+                   "program (EADDRINUSE)")
+
+
+def _launch_once(spec: RunSpec, port: int, on_start: Any) -> dict[str, Any]:
     world = spec.ranks
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="xpusim-run-") as tmp_dir:
         tmp = Path(tmp_dir)
         result = tmp / "result.json"
@@ -129,6 +153,8 @@ def launch(spec: RunSpec, *, on_start: Any = None) -> dict[str, Any]:
                 running = [r for r, c in enumerate(codes) if c is None]
                 bad = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
                 _stop(procs)
+                if any(t in _tail(logs[0], 400) for t in _PORT_TAKEN):
+                    raise _PortTaken(f"port {port} taken")
                 rank, code = min(bad, key=lambda rc: (any(e in _error_line(logs[rc[0]]) for e in _PEER_ERRORS), rc[0]))
                 names = f"rank{'s' if len(running) > 1 else ''} {', '.join(map(str, running))}"
                 timed_out = "timed out" in _error_line(logs[rank]).lower()

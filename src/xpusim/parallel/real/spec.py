@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 from xpusim.errors import UserError
+from xpusim.hardware.chip import Chip, ChipError, load_chip
 from xpusim.parallel.plan import SCHEDULES, ParallelPlan
 from xpusim.workload.transformer import SpecError, TransformerConfig, key_values, parse_gpt
 
@@ -90,6 +92,8 @@ class RunSpec:
     fault: str = ""
     """Testing aid: ``raise:RANK``, ``hang:RANK`` or ``kill:RANK`` (SIGKILL itself) makes that rank fail in the middle
     of step 2."""
+    predict: str = ""
+    """``--predict``: the chip file (``xpusim probe``'s) to predict the step from before the run."""
 
     @property
     def ranks(self) -> int:
@@ -109,16 +113,34 @@ class RunSpec:
             argv.append("--no-instrument")
         if self.fault:
             argv += ["--fault", self.fault]
+        if self.predict:
+            argv += ["--predict", self.predict]
         return argv
 
 
 def parse_plan(text: str) -> dict[str, int]:
-    """``pp=2`` → {"dp": 1, "tp": 1, "pp": 2}, through the one ``KEY=N`` parser of the model specs."""
+    """``pp=2`` → {"dp": 1, "tp": 1, "pp": 2}; ``dp=2,tp=2,pp=2`` is a 3-D plan of 8 ranks. Through the one ``KEY=N``
+    parser of the model specs."""
     keys = {"dp": "data-parallel ranks", "tp": "tensor-parallel ranks", "pp": "pipeline stages"}
     out = {"dp": 1, "tp": 1, "pp": 1, **key_values(f"plan:{text}", keys, RunSpecError, f"--plan {text!r}")}
-    if sum(v > 1 for v in out.values()) > 1:
-        raise RunSpecError(f"--plan {text!r}: one kind of parallelism per run (dp, tp or pp)")
     return out
+
+
+PREDICTED_SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1")
+"""Schedules ``--predict`` times: xpusim's own (zbv runs torch's order, which xpusim has no generator for)."""
+
+
+def load_predict_chip(path: str | Path, option: str = "--predict") -> Chip:
+    """The chip file of ``--predict`` (``xpusim probe -o host.yaml`` writes this machine's); errors name the option
+    and the value."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunSpecError(f"{option} {str(path)!r}: no such chip file; write this machine's with "
+                           "'xpusim probe -o host.yaml' and give its path")
+    try:
+        return load_chip(p)
+    except ChipError as exc:
+        raise RunSpecError(f"{option} {str(path)!r}: {exc}") from None
 
 
 DEFAULT_MODEL = "mlp:layers=8,width=1024"
@@ -132,7 +154,8 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
               micro_batches: int = DEFAULT_MICRO_BATCHES, micro_batch: int | None = None,
               virtual_stages: int | None = None,
               steps: int = 5, seed: int = 0, zero: int = 0, fsdp: bool = False, timeout_s: float = 120.0,
-              check_grads: bool = False, instrument: bool = True, fault: str = "", compare: bool = False) -> RunSpec:
+              check_grads: bool = False, instrument: bool = True, fault: str = "", compare: bool = False,
+              predict: str | None = None) -> RunSpec:
     """Validate user options into a RunSpec (every error names the option). ``micro_batch`` None: 16 samples
     for an MLP, 1 for a GPT; ``virtual_stages`` None: 2 for the interleaved schedules, else 1. ``compare``: the run
     will be simulated with its measured action times, which needs a pipeline and the per-action timestamps
@@ -146,6 +169,11 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
     if compare and degrees["pp"] < 2:
         raise RunSpecError("--compare simulates the pipeline: it needs --plan pp=N with N >= 2")
     instrument = instrument or compare
+    if predict:  # fail now, not after the run: the file must be a chip file (xpusim probe -o host.yaml)
+        load_predict_chip(predict)
+        if schedule not in PREDICTED_SCHEDULES:
+            raise RunSpecError(f"--predict: --schedule {schedule} runs torch's own order, which xpusim has no "
+                               f"generator for; predict one of {', '.join(PREDICTED_SCHEDULES)}")
     if schedule not in RUN_SCHEDULES:
         raise RunSpecError(f"--schedule {schedule!r}: expected one of {', '.join(RUN_SCHEDULES)}")
     for name, val in (("--micro-batches", micro_batches), ("--micro-batch", micro_batch), ("--steps", steps),
@@ -161,6 +189,9 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
                            "after forward)")
     if zero and degrees["dp"] < 2:
         raise RunSpecError(f"--zero {zero} shards over data-parallel ranks: it needs --plan dp=N with N >= 2")
+    if zero and (degrees["tp"] > 1 or degrees["pp"] > 1):
+        raise RunSpecError(f"--zero {zero} / --fsdp: real runs shard with FSDP2 on data-parallel-only plans; with tp "
+                           "or pp the data-parallel ranks all-reduce gradients after the last micro-batch (DDP)")
     vp = virtual_stages
     if schedule in ("interleaved", "zbv"):
         vp = 2 if schedule == "zbv" else max(vp, 2)
@@ -190,7 +221,8 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
                         global_batch=micro_batch * micro_batches * degrees["dp"],
                         schedule=plan_schedule, zero=zero)  # type: ignore[arg-type]
     return RunSpec(model=m, plan=parallel, schedule=schedule, steps=steps, seed=seed, fsdp=fsdp or zero > 0,
-                   timeout_s=timeout_s, check_grads=check_grads, instrument=instrument, fault=fault)
+                   timeout_s=timeout_s, check_grads=check_grads, instrument=instrument, fault=fault,
+                   predict=str(predict or ""))
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -198,7 +230,8 @@ def argument_parser() -> argparse.ArgumentParser:
                                  "(start it with torchrun, or use 'xpusim run', which launches every rank).")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="mlp:layers=N,width=W or gpt:h=..,l=..,a=..,s=..[,V=..,"
                     "ffn=..,kv=..].")
-    ap.add_argument("--plan", default=DEFAULT_PLAN, help="dp=N, tp=N or pp=N (one kind of parallelism per run).")
+    ap.add_argument("--plan", default=DEFAULT_PLAN, help="dp=N, tp=N, pp=N or a combination: "
+                    "dp=2,tp=2,pp=2 (ranks = dp*tp*pp).")
     ap.add_argument("--schedule", default="1f1b", help=f"Pipeline schedule: {', '.join(RUN_SCHEDULES)}.")
     ap.add_argument("--micro-batches", type=int, default=DEFAULT_MICRO_BATCHES)
     ap.add_argument("--micro-batch", type=int, default=None, help="Samples per micro-batch (default 16 for mlp, "
@@ -216,6 +249,8 @@ def argument_parser() -> argparse.ArgumentParser:
                     "reads); without it rank 0 prints the same summary as 'xpusim run'.")
     ap.add_argument("--format", "-f", choices=("table", "json"), default="table",
                     help="Rank 0's summary: table or json (without --result).")
+    ap.add_argument("--predict", default="", metavar="CHIP_FILE", help="Predict the step from the cost model "
+                    "first, with this chip file ('xpusim probe -o host.yaml'); show predicted vs measured.")
     ap.add_argument("--compare", action="store_true", help="Simulate the pipeline with the measured action times "
                     "(pp=N only); print measured vs simulated.")
     ap.add_argument("--trace", default="", help="Rank 0 writes the measured timeline as a Chrome/Perfetto trace.")
@@ -226,5 +261,6 @@ def spec_from_args(ns: argparse.Namespace) -> RunSpec:
     return make_spec(model=ns.model, plan=ns.plan, schedule=ns.schedule, micro_batches=ns.micro_batches,
                      micro_batch=ns.micro_batch, virtual_stages=ns.virtual_stages, steps=ns.steps, seed=ns.seed,
                      zero=ns.zero, fsdp=ns.fsdp, timeout_s=ns.timeout, check_grads=ns.check_grads,
-                     instrument=not ns.no_instrument, fault=ns.fault, compare=getattr(ns, "compare", False))
+                     instrument=not ns.no_instrument, fault=ns.fault, compare=getattr(ns, "compare", False),
+                     predict=getattr(ns, "predict", ""))
 

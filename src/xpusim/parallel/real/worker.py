@@ -14,7 +14,8 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -92,8 +93,87 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (full() if callable(full) else t).detach().clone()
 
 
-# ------------------------------------------------------------------------------------------------ data parallel
-def _accumulate(spec: RunSpec, rank: int, step: int, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
+# ------------------------------------------------------------------------------------------------------- mesh
+@dataclass(frozen=True)
+class Mesh:
+    """This rank's place in the plan's (pp, dp, tp) grid and the torch DeviceMesh over it. Megatron-LM's order:
+    tensor-parallel ranks adjacent (inside a node on a cluster), then data-parallel replicas, then pipeline stages,
+    so global rank = (pp·dp_size + dp)·tp_size + tp."""
+
+    pp: int
+    dp: int
+    tp: int
+    sizes: tuple[int, int, int]
+    """(pp, dp, tp) sizes."""
+    device_mesh: Any
+
+    @classmethod
+    def build(cls, spec: RunSpec, rank: int) -> Mesh:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        sizes = (spec.plan.pp, spec.plan.dp, spec.plan.tp)
+        mesh = init_device_mesh(DEVICE.type, sizes, mesh_dim_names=("pp", "dp", "tp"))
+        pp, rest = divmod(rank, sizes[1] * sizes[2])
+        return cls(pp=pp, dp=rest // sizes[2], tp=rest % sizes[2], sizes=sizes, device_mesh=mesh)
+
+    def group(self, dim: str) -> dist.ProcessGroup:
+        """The process group of this rank's row along ``dim`` (``pp``, ``dp`` or ``tp``)."""
+        return self.device_mesh[dim].get_group()
+
+    def global_rank(self, pp: int, dp: int, tp: int) -> int:
+        return (pp * self.sizes[1] + dp) * self.sizes[2] + tp
+
+    @property
+    def reports(self) -> bool:
+        """Whether this rank reports its stage's gradients: the first data-parallel replica's first tensor-parallel
+        rank (the others hold the same values, or their shards, gathered by the collective ``_full``)."""
+        return self.dp == 0 and self.tp == 0
+
+
+def tensor_parallel(layers: nn.ModuleList, mesh: Mesh) -> None:
+    """Megatron-LM's tensor parallelism over the mesh's tp dimension: q, k, v and fc1 split by columns, o and fc2 by
+    rows (one all-reduce after each row-split layer forward, one before each column-split layer backward)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    for block in layers:
+        parallelize_module(block, mesh.device_mesh["tp"], {
+            "attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(), "attn.v": ColwiseParallel(),
+            "attn.o": RowwiseParallel(), "fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
+
+
+def allreduce_gradients(params: Sequence[torch.Tensor], mesh: Mesh, rec: Recorder, step: int) -> None:
+    """Data parallelism as Megatron-LM's DDP does it beside tensor or pipeline parallelism: once per step, after the
+    last micro-batch's backward (the pipeline's flush), every gradient of this rank — its local shard under tensor
+    parallelism — is summed over the data-parallel ranks in one flat buffer and divided by their number."""
+    grads = [getattr(q.grad, "_local_tensor", q.grad) for q in params if q.grad is not None]
+    start = time.monotonic()
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat, group=mesh.group("dp"))
+    flat.div_(mesh.sizes[1])
+    for g, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(reduced)
+    rec.add("data-parallel all-reduce", "dp", -1, step, start, time.monotonic())
+
+
+def replica_batch(spec: RunSpec, mesh: Mesh, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This data-parallel replica's share of the step's global batch (every replica draws the same global batch)."""
+    per = spec.plan.micro_batch * spec.plan.micro_batches
+    x, y = batch(spec.model, per * mesh.sizes[1], spec.seed, step)
+    lo = mesh.dp * per
+    return x[lo:lo + per].to(DEVICE), y[lo:lo + per].to(DEVICE)
+
+
+def mean_loss(losses: list[float] | float, mesh: Mesh) -> float:
+    """The step's loss over the global batch: this replica's mean, averaged over the data-parallel ranks."""
+    local = statistics.fmean(losses) if isinstance(losses, list) else losses
+    t = torch.tensor(local, dtype=torch.float64)
+    if mesh.sizes[1] > 1:
+        dist.all_reduce(t, group=mesh.group("dp"))
+    return float(t) / mesh.sizes[1]
+
+
+# ------------------------------------------------------------------------------------ data and tensor parallel
+def _accumulate(spec: RunSpec, model: nn.Module, xs: torch.Tensor, ys: torch.Tensor,
                 rec: Recorder, sync: Callable[[bool], Any]) -> tuple[float, float]:
     """Forward and backward of each of the m micro-batches, gradients accumulated (the loss scaled by 1/m so that
     they average); ``sync(last)`` lets the data-parallel wrapper reduce only after the last one. Returns the
@@ -115,9 +195,16 @@ def _accumulate(spec: RunSpec, rank: int, step: int, model: nn.Module, xs: torch
     return total, end
 
 
-def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
+def run_flat(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
+    """No pipeline: the whole model on every rank, split by tensor parallelism (tp), replicated over data-parallel
+    ranks (dp) — DDP or FSDP2 when data parallelism is the only kind, else the flat all-reduce after the last
+    micro-batch (``allreduce_gradients``)."""
     model = build_stage(spec.model, spec.seed, 0, 1).to(DEVICE)
-    sync: Callable[[bool], Any]
+    dp, tp = mesh.sizes[1], mesh.sizes[2]
+    if tp > 1:
+        tensor_parallel(model.layers, mesh)
+    wrapped: nn.Module = model
+    sync: Callable[[bool], Any] = lambda last: None  # noqa: E731
     if spec.fsdp:
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
@@ -125,38 +212,38 @@ def run_data_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> di
         for layer in model.layers:
             fully_shard(layer, reshard_after_forward=reshard)
         fully_shard(model, reshard_after_forward=reshard)
-        wrapped: nn.Module = model
         assert isinstance(model, FSDPModule)
         sync = model.set_requires_gradient_sync  # reduce-scatter only after the last micro-batch
-    else:
+    elif dp > 1 and tp == 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(model, device_ids=[DEVICE.index] if DEVICE.type == "cuda" else None)
         if rec.enabled:
-            ddp.register_comm_hook(None, _timed_allreduce(rec, world))
+            ddp.register_comm_hook(None, _timed_allreduce(rec, dp))
         wrapped = ddp
 
         def sync(last: bool) -> None:
             ddp.require_backward_grad_sync = last  # what ddp.no_sync() toggles
 
-    named = dict(model.named_parameters(remove_duplicate=False))  # after fully_shard: new DTensors; the tied
-    # output head is listed under its own name (head.weight) too
-    opt = torch.optim.SGD(wrapped.parameters(), lr=1e-3)
-    per_rank = spec.plan.micro_batch * spec.plan.micro_batches
+    manual = dp > 1 and tp > 1
+    named = dict(model.named_parameters(remove_duplicate=False))  # after wrapping: DTensors under FSDP2 and tensor
+    # parallelism; the tied output head is listed under its own name (head.weight) too
+    params = list(wrapped.parameters())
+    opt = torch.optim.SGD(params, lr=1e-3)
     out: dict[str, Any] = {}
     for step in range(spec.steps):
-        x, y = (t.to(DEVICE) for t in batch(spec.model, per_rank * world, spec.seed, step))
-        xs, ys = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
+        xs, ys = replica_batch(spec, mesh, step)
         dist.barrier()
         t0 = time.monotonic()
-        _maybe_fault(spec, rank, step)
-        loss, t2 = _accumulate(spec, rank, step, wrapped, xs, ys, rec, sync)
+        _maybe_fault(spec, dist.get_rank(), step)
+        loss, t2 = _accumulate(spec, wrapped, xs, ys, rec, sync)
+        if manual:
+            allreduce_gradients(params, mesh, rec, step)
+            t2 = time.monotonic()
         if step == 0 and spec.check_grads:
-            mean = torch.tensor(loss)
-            dist.all_reduce(mean)
-            out["loss"] = float(mean) / world
-            grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # FSDP: a collective
-            out["grads"] = grads if rank == 0 else {}
+            out["loss"] = mean_loss(loss, mesh)
+            grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # a collective
+            out["grads"] = grads if mesh.reports else {}
         _optimizer_step(opt, rec, step, t0, t2, stage=0)
     return out
 
@@ -180,35 +267,6 @@ def _timed_allreduce(rec: Recorder, world: int) -> Callable[..., Any]:
     return hook
 
 
-# ---------------------------------------------------------------------------------------------- tensor parallel
-def run_tensor_parallel(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
-
-    mesh = init_device_mesh(DEVICE.type, (world,))
-    model = build_stage(spec.model, spec.seed, 0, 1).to(DEVICE)
-    for block in model.layers:  # Megatron: q, k, v and fc1 split by columns, o and fc2 by rows
-        parallelize_module(block, mesh, {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
-                                         "attn.v": ColwiseParallel(), "attn.o": RowwiseParallel(),
-                                         "fc1": ColwiseParallel(), "fc2": RowwiseParallel()})
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    samples = spec.plan.micro_batch * spec.plan.micro_batches
-    out: dict[str, Any] = {}
-    for step in range(spec.steps):
-        x, y = (t.to(DEVICE) for t in batch(spec.model, samples, spec.seed, step))
-        dist.barrier()
-        t0 = time.monotonic()
-        _maybe_fault(spec, rank, step)
-        loss, t2 = _accumulate(spec, rank, step, model, x, y, rec, lambda last: None)
-        if step == 0 and spec.check_grads:
-            out["loss"] = loss
-            grads = {n: _full(p.grad) for n, p in model.named_parameters(remove_duplicate=False)
-                     if p.grad is not None}
-            out["grads"] = grads if rank == 0 else {}
-        _optimizer_step(opt, rec, step, t0, t2, stage=0)
-    return out
-
-
 # -------------------------------------------------------------------------------------------- pipeline parallel
 def stage_ids(schedule: str, rank: int, p: int, v: int) -> list[int]:
     """Which stages a rank holds: Megatron's looping placement (r, r + p, ...), or the V shape of ZBV."""
@@ -220,16 +278,21 @@ def stage_ids(schedule: str, rank: int, p: int, v: int) -> list[int]:
 class TiedEmbedding:
     """Megatron-LM's "embedding group": when the token embedding (first stage) and the output head tied to it
     (last stage) live in different stage modules, each holds its own copy, initialized equal; after backward the
-    two gradients are summed between their holders — an all-reduce over the two ranks, or a local sum when one
-    rank holds both (ZBV) — so both copies get the gradient of the one tied weight and stay equal."""
+    two gradients are summed between their holders — an all-reduce over the two ranks of the same data- and
+    tensor-parallel coordinates, or a local sum when one rank holds both (ZBV) — so both copies get the gradient of
+    the one tied weight and stay equal."""
 
-    def __init__(self, first_rank: int, last_rank: int, rank: int, params: dict[int, torch.Tensor]) -> None:
+    def __init__(self, first_pp: int, last_pp: int, mesh: Mesh, params: dict[int, torch.Tensor]) -> None:
         self.params = params  # stage -> this rank's copy (stage 0: the embedding, last stage: the head)
-        self.local = first_rank == last_rank
+        self.local = first_pp == last_pp
         self.group = None
-        if not self.local:  # every rank takes part in creating a group
-            self.group = dist.new_group([first_rank, last_rank])
-        self.member = rank in (first_rank, last_rank)
+        if not self.local:  # every rank takes part in creating every group, in the same order
+            for d in range(mesh.sizes[1]):
+                for t in range(mesh.sizes[2]):
+                    group = dist.new_group([mesh.global_rank(first_pp, d, t), mesh.global_rank(last_pp, d, t)])
+                    if (d, t) == (mesh.dp, mesh.tp):
+                        self.group = group
+        self.member = mesh.pp in (first_pp, last_pp)
 
     def sum_gradients(self) -> None:
         if not self.member:
@@ -245,10 +308,12 @@ class TiedEmbedding:
             dist.all_reduce(grads[0], group=self.group)  # type: ignore[arg-type]
 
 
-def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[str, Any]:
-    """The pipeline on torch.distributed.pipelining's stages. gpipe, 1f1b, interleaved and zb-h1 run xpusim's own
-    generated order (`xpusim.parallel.schedules`, the one the simulator times) through torch's action runtime;
-    zbv runs torch's ScheduleZBVZeroBubble. The order each rank really ran is recorded per step."""
+def run_pipeline(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
+    """The pipeline on torch.distributed.pipelining's stages, over the mesh's pp dimension (each stage split by
+    tensor parallelism when tp > 1, each pipeline a data-parallel replica when dp > 1). gpipe, 1f1b, interleaved and
+    zb-h1 run xpusim's own generated order (`xpusim.parallel.schedules`, the one the simulator times) through
+    torch's action runtime; zbv runs torch's ScheduleZBVZeroBubble. The order each rank really ran is recorded per
+    step."""
     from torch.distributed.pipelining import PipelineStage, ScheduleZBVZeroBubble
 
     from xpusim.parallel.real.pipeline import planned, runtime, stages_of
@@ -256,11 +321,14 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
     p, v, m = spec.plan.pp, spec.plan.vp, spec.plan.micro_batches
     stages = p * v
     plan = planned(spec.schedule, p, m, v)
-    ids = stages_of(plan, rank) if plan is not None else stage_ids(spec.schedule, rank, p, v)
+    ids = stages_of(plan, mesh.pp) if plan is not None else stage_ids(spec.schedule, mesh.pp, p, v)
     modules = [build_stage(spec.model, spec.seed, sid, stages).to(DEVICE) for sid in ids]
+    if mesh.sizes[2] > 1:
+        for mod in modules:
+            tensor_parallel(mod.layers, mesh)
     pstages = []
     for sid, mod in zip(ids, modules, strict=True):
-        st = PipelineStage(mod, sid, stages, DEVICE)
+        st = PipelineStage(mod, sid, stages, DEVICE, group=mesh.group("pp"))
         # per-micro-batch timestamps (and the order of actions) around the stage's own compute calls
         st.forward_one_chunk = rec.wrap(st.forward_one_chunk, "F", sid)  # type: ignore[method-assign]
         st.backward_one_chunk = rec.wrap(st.backward_one_chunk, "B", sid)  # type: ignore[method-assign]
@@ -275,7 +343,6 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
         sched = ScheduleZBVZeroBubble(list[Any](pstages), n_microbatches=m, loss_fn=lossf)
     tied = None
     if spec.model.kind == "gpt" and stages > 1:
-        holders = {0: stage_ids_rank(spec, plan, 0), stages - 1: stage_ids_rank(spec, plan, stages - 1)}
         mine: dict[int, torch.Tensor] = {}
         for sid, mod in zip(ids, modules, strict=True):
             if sid == 0:
@@ -284,18 +351,17 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
             if sid == stages - 1:
                 assert mod.tied_copy is not None
                 mine[sid] = mod.tied_copy
-        tied = TiedEmbedding(holders[0], holders[stages - 1], rank, mine)
+        tied = TiedEmbedding(stage_ids_rank(spec, plan, 0), stage_ids_rank(spec, plan, stages - 1), mesh, mine)
     params = [q for mod in modules for q in mod.parameters()]
     opt = torch.optim.SGD(params, lr=1e-3)
     holds_first, holds_last = 0 in ids, stages - 1 in ids
-    samples = spec.plan.micro_batch * m
     out: dict[str, Any] = {"actions": []}
     for step in range(spec.steps):
-        x, y = (t.to(DEVICE) for t in batch(spec.model, samples, spec.seed, step))
+        x, y = replica_batch(spec, mesh, step)
         losses: list[torch.Tensor] = []
         dist.barrier()
         t0 = time.monotonic()
-        _maybe_fault(spec, rank, step)
+        _maybe_fault(spec, dist.get_rank(), step)
         args = (x,) if holds_first else ()
         kwargs: dict[str, Any] = {"target": y, "losses": losses} if holds_last else {}
         n0 = len(rec.order)
@@ -307,11 +373,17 @@ def run_pipeline(spec: RunSpec, rank: int, world: int, rec: Recorder) -> dict[st
             t2 = time.monotonic()
             rec.add("tied embedding gradient sum", "tie", -1, step, t1, t2)
             t1 = t2
+        if mesh.sizes[1] > 1:
+            allreduce_gradients(params, mesh, rec, step)
+            t1 = time.monotonic()
         if step == 0 and spec.check_grads:
-            out["loss"] = float(torch.stack(losses).mean()) if holds_last else None
-            out["grads"] = {global_name(n, sid, stages, spec.model.layers): q.grad.detach().clone()
-                            for sid, mod in zip(ids, modules, strict=True)
-                            for n, q in mod.named_parameters() if q.grad is not None}
+            out["loss"] = mean_loss([float(t) for t in losses], mesh) if holds_last else None
+            grads = {global_name(n, sid, stages, spec.model.layers): _full(q.grad)  # a collective under tp
+                     for sid, mod in zip(ids, modules, strict=True)
+                     for n, q in mod.named_parameters() if q.grad is not None}
+            out["grads"] = grads if mesh.reports else {}
+            if not mesh.reports:
+                out["loss"] = None
         _optimizer_step(opt, rec, step, t0, t1, stage=-1)
     return out
 
@@ -362,16 +434,13 @@ def reference_check(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, f
 # --------------------------------------------------------------------------------------------------------- main
 def run_rank(spec: RunSpec, rank: int, world: int) -> dict[str, Any]:
     rec = Recorder(spec.instrument)
-    if spec.plan.pp > 1:
-        extra = run_pipeline(spec, rank, world, rec)
-    elif spec.plan.tp > 1:
-        extra = run_tensor_parallel(spec, rank, world, rec)
-    else:
-        extra = run_data_parallel(spec, rank, world, rec)
+    mesh = Mesh.build(spec, rank)
+    extra = run_pipeline(spec, mesh, rec) if spec.plan.pp > 1 else run_flat(spec, mesh, rec)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     gpu = torch.cuda.max_memory_allocated(DEVICE) if DEVICE.type == "cuda" else None
     extra["grads"] = {n: g.cpu() for n, g in extra.get("grads", {}).items()}
-    return {"rank": rank, "events": rec.events, "peak_rss_bytes": rss, "peak_cuda_bytes": gpu, **extra}
+    return {"rank": rank, "coords": {"pp": mesh.pp, "dp": mesh.dp, "tp": mesh.tp}, "events": rec.events,
+            "peak_rss_bytes": rss, "peak_cuda_bytes": gpu, **extra}
 
 
 Renderer = Callable[..., None]
@@ -380,7 +449,9 @@ Renderer = Callable[..., None]
 
 def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Step time, bubble and idle time per rank (medians over the steps that count: the first is warm-up when
-    there are more than two), and peak RSS per rank."""
+    there are more than two), and peak RSS per rank. The bubble is one pipeline's — the ranks of the first
+    data-parallel replica's first tensor-parallel rank, what the simulator's schedule describes; idle time is every
+    rank's, over the whole grid's compute span."""
     spans: dict[int, tuple[float, float]] = {}
     for r in results:
         for _, kind, _, mb, start, end in r["events"]:
@@ -398,9 +469,12 @@ def summarize(spec: RunSpec, results: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         span = max(e for _, e in evs) - min(s for s, _ in evs)
         per_rank = {rk: sum(e - s for s, e in ivs) for rk, ivs in busy.items()}
-        busiest = max(per_rank.values())
-        bubbles.append((span - busiest) / busiest if busiest else 0.0)
         idle.append({rk: span - b for rk, b in per_rank.items()})
+        pipe = [busy[r["rank"]] for r in results if r["coords"]["dp"] == 0 and r["coords"]["tp"] == 0]
+        pipe_evs = [iv for ivs in pipe for iv in ivs]
+        pipe_span = max(e for _, e in pipe_evs) - min(s for s, _ in pipe_evs)
+        busiest = max(sum(e - s for s, e in ivs) for ivs in pipe)
+        bubbles.append((pipe_span - busiest) / busiest if busiest else 0.0)
     return {
         "step_time_s": statistics.median(spans[k][1] - spans[k][0] for k in counted),
         "step_times_s": [spans[k][1] - spans[k][0] for k in sorted(spans)],
@@ -482,6 +556,7 @@ def _run_and_report(spec: RunSpec, ns: Any, rank: int, world: int, backend: str,
         report: dict[str, Any] = {"spec": spec.to_argv(), "ranks": world, "backend": backend,
                                   "measured": summarize(spec, gathered),
                                   "events": [{"rank": r["rank"], "events": r["events"]} for r in gathered]}
+        report["coords"] = [r["coords"] for r in sorted(gathered, key=lambda r: r["rank"])]  # (pp, dp, tp) of each
         if any("actions" in r for r in gathered):  # pipelines: the order each rank ran, per step
             report["actions"] = [r.get("actions", []) for r in sorted(gathered, key=lambda r: r["rank"])]
         if spec.check_grads:
