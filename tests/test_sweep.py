@@ -250,8 +250,8 @@ def test_where_constraints_select_points() -> None:
 
 # ------------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("study", "message"), [
-    ({"study": "nope", "model": "x"}, "study 'nope'; expected 'study: KIND' with KIND one of roofline, llm, npu, "
-                                      "train, compress"),
+    ({"study": "nope", "model": "x"}, "study 'nope'; expected 'study: KIND' with KIND one of roofline, llm, serve, "
+                                      "npu, train, compress"),
     ({"model": "x"}, "no 'study' key"),
     ({"study": "npu", "model": "resnet18", "arrays": ["8x8"]}, "unknown key 'arrays' for a npu study. Did you mean "
                                                                "array"),
@@ -409,6 +409,18 @@ def test_roofline_and_llm_points_are_the_api_results(tiny: str) -> None:
         assert r["latency_s"] == e.prefill.time_s + e.decode.time_s
     assert llm["fits"].tolist() == [True, True, False, False]  # 70B in bf16 is 140 GB; a T4 has 16 GB
     assert not llm["pareto"][~llm["fits"]].any() and llm["pareto"].any()  # a design that does not fit is no option
+
+
+def test_serve_points_are_the_api_results() -> None:
+    from xpusim.api.serve import serve
+
+    df = sweep({"study": "serve", "model": "llama2-7b", "chip": ["a100-sxm-80gb", "h100-sxm"], "rate": 2.0,
+                "requests": 30, "prompt_len": "200", "gen_len": "20"}, client=False)
+    for r in df.to_dict("records"):
+        d = serve("llama2-7b", chip=r["chip"], rate=2.0, requests=30, prompt_len="200", gen_len="20").to_dict()
+        assert (r["output_tokens_per_s"], r["ttft_p99_s"], r["tpot_p50_s"]) == (
+            d["output_tokens_per_s"], d["ttft_s"]["p99"], d["tpot_s"]["p50"])
+        assert r["gpus"] == 1 and r["preemptions"] == 0
 
 
 def test_the_studies_in_docs_sweep_md_load() -> None:

@@ -417,8 +417,8 @@ def report_cmd(
 
 @command(app, "sweep")
 def sweep_cmd(
-    study: Path = typer.Argument(..., help="A study .yaml: 'study: npu|roofline|llm|train|compress', then its keys; a "
-                                 "list is an axis, a scalar a fixed value (docs/sweep.md)."),
+    study: Path = typer.Argument(..., help="A study .yaml: 'study: npu|roofline|llm|serve|train|compress', then its "
+                                 "keys; a list is an axis, a scalar a fixed value (docs/sweep.md)."),
     out: Path | None = _opt(None, "--out", "-o", help="Parquet file, written chunk by chunk as points finish."),
     workers: int | None = _opt(None, "--workers", min=0, help="Local dask workers (default one per core; 0: a "
                                "plain loop in this process)."),

@@ -92,6 +92,20 @@ def llm_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             "cost_usd_per_million_tokens": d.get("cost_usd_per_million_tokens")}
 
 
+def serve_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`xpusim.api.serve.serve` at one point: throughput, TTFT and TPOT percentiles, KV use, preemptions, and with
+    ``slo`` the capacity."""
+    from xpusim.api.serve import serve
+
+    d = serve(**_args(inputs, KINDS["serve"])).to_dict()
+    ttft, tpot = d["ttft_s"], d["tpot_s"]
+    return {"requests_per_s": d["requests_per_s"], "output_tokens_per_s": d["output_tokens_per_s"],
+            "ttft_p50_s": ttft["p50"], "ttft_p99_s": ttft["p99"], "tpot_p50_s": tpot["p50"], "tpot_p99_s": tpot["p99"],
+            "e2e_p99_s": d["e2e_s"]["p99"], "queue_p99_s": d["queue_s"]["p99"], "kv_utilization": d["kv_utilization"],
+            "preemptions": d["preemptions"], "gpus": d.get("disaggregated", {}).get("gpus", d["gpus"]),
+            "capacity_requests_per_s": d.get("capacity", {}).get("rate_per_s")}
+
+
 SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len")
 """The keys of a ``train`` study with ``search: true`` (the search chooses the plan)."""
 
@@ -185,6 +199,12 @@ class Kind:
         return [*(n for n, p in params.items() if p.default is inspect.Parameter.empty), *self.required]
 
 
+def _serve_api() -> Callable[..., Any]:
+    from xpusim.api.serve import serve
+
+    return serve
+
+
 F, INT, B, S = "float64", "int64", "bool", "string"
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind(name="roofline", api=calls.roofline, point=roofline_point, batch_size=100,
@@ -192,11 +212,16 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          outputs=(("dtype", S), ("latency_s", F), ("throughput_per_s", F), ("flops", INT), ("bytes", INT),
                   ("achieved_flops_per_s", F), ("utilization", F), ("energy_j", F), ("energy_tdp_upper_bound_j", F),
                   ("compute_bound_share", F), ("memory_bound_share", F), ("cost_usd_per_million", F))),
-    Kind(name="llm", api=calls.llm, point=llm_point, batch_size=200,
+    Kind(name="llm", api=calls.llm, point=llm_point, batch_size=200, excluded=frozenset({"require_fit"}),
          outputs=(("ttft_s", F), ("tpot_s", F), ("tokens_per_s", F), ("prefill_s", F), ("decode_s", F),
                   ("latency_s", F), ("flops", F), ("energy_j", F), ("memory_bytes", INT), ("weights_bytes", INT),
                   ("kv_cache_bytes", INT), ("activation_bytes", INT), ("capacity_bytes", INT), ("fits", B),
                   ("max_batch", INT), ("cost_usd_per_million_tokens", F))),
+    Kind(name="serve", api=_serve_api(), point=serve_point, batch_size=2,
+         excluded=frozenset({"progress", "trace", "trace_in", "plot"}),
+         outputs=(("requests_per_s", F), ("output_tokens_per_s", F), ("ttft_p50_s", F), ("ttft_p99_s", F),
+                  ("tpot_p50_s", F), ("tpot_p99_s", F), ("e2e_p99_s", F), ("queue_p99_s", F), ("kv_utilization", F),
+                  ("preemptions", INT), ("gpus", INT), ("capacity_requests_per_s", F))),
     Kind(name="npu", api=calls.npu, point=npu_point, batch_size=100,
          excluded=frozenset({"example_inputs", "progress", "check", "check_layers"}),
          aliases={"sram_kb": "sram_kib"}, converters={"sram_kib": _sram, "input_shape": _shape},

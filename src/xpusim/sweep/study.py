@@ -3,7 +3,7 @@ and expanded into points with content keys.
 
 ::
 
-    study: npu                       # the kind: roofline, llm, npu, train or compress
+    study: npu                       # the kind: roofline, llm, serve, npu, train or compress
     model: [resnet18, resnet50]      # a list is an axis (points: the cartesian product of all axes)
     array: [16x16, 32x32]
     dataflow: [os, ws, is]
