@@ -21,6 +21,7 @@ from xpusim.workload.transformer import (  # re-exported: the builder lives in w
     TransformerConfig,
     analytic_workload_ops,
     head_ops,
+    layer_groups,
     layer_ops,
 )
 
@@ -83,35 +84,34 @@ def _divisors(n: int) -> list[int]:
 
 def shard(cfg: TransformerConfig, tp: int) -> TransformerConfig:
     """What one chip of a ``tp``-way tensor-parallel group holds and computes: its heads, key/value heads, MLP width
-    and vocabulary slice (Megatron-LM pads the vocabulary to a multiple of tp: ceil); norms, biases of row-split
-    layers and positions stay whole (replicated)."""
+    (each expert's too) and vocabulary slice (Megatron-LM pads the vocabulary to a multiple of tp: ceil); norms,
+    biases of row-split layers, positions, routers and MLA's latent projections stay whole (replicated)."""
     if tp == 1:
         return cfg
     return dataclasses.replace(cfg, heads=cfg.heads // tp, kv_heads=cfg.kv_heads // tp, ffn=math.ceil(cfg.ffn / tp),
-                               vocab=math.ceil(cfg.vocab / tp))
-
-
-def _layer_params(cfg: TransformerConfig) -> int:
-    return dataclasses.replace(cfg, layers=2).params - dataclasses.replace(cfg, layers=1).params
+                               vocab=math.ceil(cfg.vocab / tp), expert_ffn=math.ceil(cfg.expert_ffn / tp),
+                               shared_ffn=math.ceil(cfg.shared_ffn / tp))
 
 
 def memory_per_gpu(cfg: TransformerConfig, p: Precision, context: int, prompt_len: int, flash: bool, tp: int = 1,
                    pp: int = 1) -> tuple[int, int, int]:
     """(weights, KV cache per sequence, peak activations per sequence) in bytes on the fullest chip: the stage with
-    the most layers, plus the embedding (first stage) or the output head and final norm (last stage) — a tied head
-    is a copy on the last stage when pp > 1."""
+    the most layers (MoE layers where the model has them: they are the larger), plus the embedding (first stage) or
+    the output head and final norm (last stage) — a tied head is a copy on the last stage when pp > 1. Every
+    expert is resident."""
     sh = shard(cfg, tp)
-    per_layer = _layer_params(sh)
-    outside = sh.params - cfg.layers * per_layer  # embeddings, positions, final norm, untied head
     embed = sh.vocab * sh.hidden + (0 if sh.rms_norm else sh.max_positions * sh.hidden)
-    head_side = outside - embed + (sh.vocab * sh.hidden if sh.tied_embeddings else 0)
+    head_side = (sh.vocab * sh.hidden) + (1 if sh.rms_norm else 2) * sh.hidden
     stage_layers = math.ceil(cfg.layers / pp)
-    extra = outside if pp == 1 else max(embed, head_side)
-    weights = math.ceil((stage_layers * per_layer + extra) * p.w_bits / 8)
-    kv = math.ceil(2 * stage_layers * sh.kv_heads * sh.head_dim * context * p.kv_bits / 8)
+    params = sh.params if pp == 1 else stage_layers * sh.layer_params(sh.moe) + max(embed, head_side)
+    weights = math.ceil(params * p.w_bits / 8)
+    kv = math.ceil(stage_layers * sh.kv_elements_per_token * context * p.kv_bits / 8)
     # Peak activations of the prefill: one layer's widest intermediates for the whole prompt (they are freed
     # layer by layer), plus the score matrix when attention is not fused.
-    act = math.ceil(prompt_len * (2 * sh.hidden + (2 if sh.gated_mlp else 1) * sh.ffn) * p.a_bits / 8)
+    mlp = (2 if sh.gated_mlp else 1) * sh.ffn
+    if sh.moe:
+        mlp = max(mlp if sh.dense_layers else 0, 2 * (sh.top_k * sh.expert_ffn + sh.shared_ffn))
+    act = math.ceil(prompt_len * (2 * sh.hidden + mlp) * p.a_bits / 8)
     if not flash:
         act += math.ceil(sh.heads * prompt_len * prompt_len * p.a_bits / 8)
     return weights, kv, act
@@ -246,6 +246,17 @@ def _estimate_phase(chip: Chip, layer: list[OpCost], head: list[OpCost], layers:
     return time_s, flops, nbytes, energy, compute, tuple(ests_layer + ests_head)
 
 
+Phase = tuple[float, int, int, float, float, tuple[OpEstimate, ...]]
+
+
+def _sum_phases(phases: Any) -> Phase:
+    """Add `_estimate_phase` results (a model's dense and MoE layer groups); the ops listed are every group's."""
+    out: list[Any] = [0.0, 0, 0, 0.0, 0.0, ()]
+    for ph in phases:
+        out = [a + b for a, b in zip(out, ph, strict=True)]
+    return tuple(out)  # type: ignore[return-value]
+
+
 def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_len: int = 1024, gen_len: int = 256,
                  precision: Precision | None = None, flash: bool = True,
                  parallel: Parallelism | None = None) -> LLMEstimate:
@@ -271,8 +282,10 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     sh = shard(cfg, par.tp)  # what one chip of the tensor-parallel group computes
 
     # Prefill: the whole prompt at once; only the last position's logits are needed to start generating.
-    pre = _estimate_phase(chip, layer_ops(sh, batch, prompt_len, prompt_len, p, flash=flash),
-                          head_ops(sh, batch, prompt_len, 1, p), cfg.layers, node_scale)
+    groups = layer_groups(cfg)
+    pre = _sum_phases(_estimate_phase(chip, layer_ops(sh, batch, prompt_len, prompt_len, p, flash=flash, moe=moe),
+                                      head_ops(sh, batch, prompt_len, 1, p) if i == 0 else [], n, node_scale)
+                      for i, (n, moe) in enumerate(groups))
     pre_comm = par.comm_s(cfg, batch, prompt_len, 1, p)
     # Decode: per step one token per sequence against a growing cache. Only the attention op depends on the
     # context, so everything else is estimated once and attention step by step (exact, no averaging).
@@ -280,9 +293,10 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     dec_flops = dec_bytes = 0
     last: tuple[OpEstimate, ...] = ()
     if gen_len:
-        step_layer = layer_ops(sh, batch, 1, prompt_len + 1, p, flash=flash)
-        static = [o for o in step_layer if o.kind != "attention"]
-        st = _estimate_phase(chip, static, head_ops(sh, batch, 1, 1, p), cfg.layers, node_scale)
+        st = _sum_phases(_estimate_phase(chip, [o for o in layer_ops(sh, batch, 1, prompt_len + 1, p, flash=flash,
+                                                                      moe=moe) if o.kind != "attention"],
+                                         head_ops(sh, batch, 1, 1, p) if i == 0 else [], n, node_scale)
+                         for i, (n, moe) in enumerate(groups))
         dec_comm = gen_len * par.comm_s(cfg, batch, 1, 1, p)
         dec_time, dec_flops, dec_bytes, dec_energy, dec_compute = (gen_len * st[0] + dec_comm, gen_len * st[1],
                                                                    gen_len * st[2], gen_len * st[3], gen_len * st[4])

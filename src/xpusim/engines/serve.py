@@ -42,7 +42,15 @@ from xpusim.engines.roofline import estimate_op
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip
 from xpusim.hardware.cluster import Fabric, p2p_s
-from xpusim.workload.transformer import Precision, TransformerConfig, attention_op, head_ops, layer_ops
+from xpusim.workload.transformer import (
+    Precision,
+    TransformerConfig,
+    attention_op,
+    head_ops,
+    is_context_op,
+    layer_groups,
+    layer_ops,
+)
 
 Scheduler = Literal["vllm", "sarathi", "static"]
 SCHEDULERS: tuple[str, ...] = ("vllm", "sarathi", "static")
@@ -195,6 +203,7 @@ class IterationCost:
 
     def __post_init__(self) -> None:
         self.shard = shard(self.cfg, self.parallel.tp)
+        self.groups = layer_groups(self.cfg)
 
     def _time(self, key: tuple[Any, ...], ops: Callable[[], list[Any]]) -> float:
         t = self._memo.get(key)
@@ -204,15 +213,26 @@ class IterationCost:
         return t
 
     def linear_s(self, tokens: int) -> float:
-        """One layer's ops other than attention (projections, MLP, norms, KV append) on ``tokens`` tokens."""
-        return self._time(("lin", tokens), lambda: [o for o in layer_ops(self.shard, 1, tokens, tokens,
-                                                                         self.precision, flash=True)
-                                                    if o.kind != "attention"])
+        """Every layer's ops that depend only on the tokens processed (projections, MLP or experts, norms, KV
+        append) on ``tokens`` tokens, all layers (dense and MoE layers each with their own ops)."""
+        key = ("lin", tokens)
+        t = self._memo.get(key)
+        if t is None:
+            t = sum(n * self._time(("lin-group", tokens, moe), lambda moe=moe: [  # type: ignore[misc]
+                o for o in layer_ops(self.shard, 1, tokens, tokens, self.precision, flash=True, moe=moe)
+                if not is_context_op(o)]) for n, moe in self.groups)
+            self._memo[key] = t
+        return t
 
     def attention_s(self, seqs: int, new: int, context: int) -> float:
-        """One layer's attention of ``seqs`` sequences, ``new`` tokens each against ``context`` keys."""
-        return self._time(("att", seqs, new, context),
-                          lambda: [attention_op(self.shard, seqs, new, context, self.precision, flash=True)])
+        """One layer's attention of ``seqs`` sequences, ``new`` tokens each against ``context`` keys (with MLA also
+        its context-dependent projections)."""
+        if not self.cfg.mla:
+            return self._time(("att", seqs, new, context),
+                              lambda: [attention_op(self.shard, seqs, new, context, self.precision, flash=True)])
+        return self._time(("att", seqs, new, context), lambda: [
+            o for o in layer_ops(self.shard, seqs, new, context, self.precision, flash=True, moe=False)
+            if is_context_op(o)])
 
     def head_s(self, tokens: int, logits: int) -> float:
         """Embedding of ``tokens`` tokens, final norm and lm_head of ``logits`` positions, and the communication of
@@ -241,13 +261,11 @@ class IterationCost:
 
     def _iteration_s(self, prefills: list[tuple[int, int]], decodes: int, context: int, logits: int) -> float:
         tokens = decodes + sum(n for n, _ in prefills)
-        layer = self.linear_s(tokens)
-        for n, ctx in prefills:
-            layer += self.attention_s(1, n, ctx)
+        attention = sum(self.attention_s(1, n, ctx) for n, ctx in prefills)
         if decodes:
-            layer += self.attention_s(decodes, 1, context)
+            attention += self.attention_s(decodes, 1, context)
         seqs = decodes + len(prefills)
-        return (self.cfg.layers * layer + self.head_s(tokens, logits) + self.overhead_s
+        return (self.linear_s(tokens) + self.cfg.layers * attention + self.head_s(tokens, logits) + self.overhead_s
                 + self.overhead_s_per_seq * seqs)
 
 

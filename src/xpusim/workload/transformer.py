@@ -16,6 +16,7 @@ written and read once each at ``a_bits``; the KV cache is read in full at every 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -49,7 +50,9 @@ class SpecError(UserError):
 
 @dataclass(frozen=True, kw_only=True)
 class TransformerConfig:
-    """The shape of a decoder-only transformer, read from an HF-style config."""
+    """The shape of a decoder-only transformer, read from an HF-style config: dense (GPT, Llama), or a mixture of
+    experts (``experts`` > 0: Mixtral, Qwen3-MoE, DeepSeek), with multi-head latent attention (``kv_lora_rank`` > 0:
+    DeepSeek's MLA)."""
 
     name: str
     hidden: int
@@ -57,13 +60,37 @@ class TransformerConfig:
     heads: int
     kv_heads: int
     head_dim: int
+    """Per head: the query/key width (with MLA: the part without rotary embedding, ``qk_nope_head_dim``)."""
     ffn: int
+    """The dense MLP's width (with experts: of the first ``dense_layers`` layers)."""
     vocab: int
     gated_mlp: bool
     """Llama-style SwiGLU MLP (gate, up, down) instead of GPT-style (fc, GELU, proj)."""
     rms_norm: bool
     tied_embeddings: bool
     max_positions: int
+    experts: int = 0
+    """Routed experts per MoE layer (0: a dense model)."""
+    top_k: int = 0
+    """Experts each token is routed to."""
+    expert_ffn: int = 0
+    """One routed expert's SwiGLU width."""
+    shared_ffn: int = 0
+    """The shared experts' SwiGLU width, all of them together (every token goes through them)."""
+    dense_layers: int = 0
+    """The first layers that keep a dense MLP (DeepSeek's first_k_dense_replace)."""
+    router_bias: bool = False
+    """A per-expert routing bias (DeepSeek-V3's auxiliary-loss-free balancing)."""
+    qk_norm: bool = False
+    """RMSNorm on each query and key head (Qwen3)."""
+    q_lora_rank: int = 0
+    """MLA: the queries' low-rank width (0: a full query projection)."""
+    kv_lora_rank: int = 0
+    """MLA: the compressed key/value latent width (0: standard attention)."""
+    qk_rope_dim: int = 0
+    """MLA: the per-head width that carries the rotary embedding (one shared key part of this width)."""
+    v_head_dim: int = 0
+    """MLA: the per-head value width."""
 
     def __post_init__(self) -> None:
         for f in ("hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab"):
@@ -71,6 +98,29 @@ class TransformerConfig:
                 raise SpecError(f"{self.name}: {f}={getattr(self, f)} must be >= 1")
         if self.heads % self.kv_heads:
             raise SpecError(f"{self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
+        if self.experts and not (0 < self.top_k <= self.experts and self.expert_ffn > 0):
+            raise SpecError(f"{self.name}: experts={self.experts} needs 1 <= top_k <= experts and expert_ffn >= 1 "
+                            f"(top_k={self.top_k}, expert_ffn={self.expert_ffn})")
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.dense_layers if self.moe else 0
+
+    @property
+    def kv_elements_per_token(self) -> int:
+        """Elements one token keeps in one layer's KV cache: keys and values of every key/value head, or with MLA
+        the compressed latent and the shared rotary key (what the absorbed decode reads)."""
+        if self.mla:
+            return self.kv_lora_rank + self.qk_rope_dim
+        return 2 * self.kv_heads * self.head_dim
 
     @classmethod
     def from_hf(cls, name: str, cfg: dict[str, Any]) -> TransformerConfig:
@@ -81,28 +131,84 @@ class TransformerConfig:
                        head_dim=h // heads, ffn=int(cfg.get("n_inner") or 4 * h), vocab=int(cfg["vocab_size"]),
                        gated_mlp=False, rms_norm=False, tied_embeddings=True,
                        max_positions=int(cfg.get("n_positions", 1024)))
-        if model_type in ("llama", "mistral", "qwen2"):
-            h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-            return cls(name=name, hidden=h, layers=int(cfg["num_hidden_layers"]), heads=heads,
-                       kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                       head_dim=int(cfg.get("head_dim") or h // heads), ffn=int(cfg["intermediate_size"]),
-                       vocab=int(cfg["vocab_size"]), gated_mlp=True, rms_norm=True,
-                       tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                       max_positions=int(cfg.get("max_position_embeddings", 4096)))
-        raise SpecError(f"{name}: model_type {model_type!r} is not a decoder LLM the analytic builder knows "
-                         "(gpt2, llama, mistral, qwen2)")
+        if model_type not in ("llama", "mistral", "qwen2", "mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3"):
+            raise SpecError(f"{name}: model_type {model_type!r} is not a decoder LLM the analytic builder knows "
+                            "(gpt2, llama, mistral, qwen2, mixtral, qwen3_moe, deepseek_v2, deepseek_v3)")
+        h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        common: dict[str, Any] = dict(
+            name=name, hidden=h, layers=int(cfg["num_hidden_layers"]), heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads), head_dim=int(cfg.get("head_dim") or h // heads),
+            ffn=int(cfg.get("intermediate_size") or cfg.get("moe_intermediate_size") or 0),
+            vocab=int(cfg["vocab_size"]),
+            gated_mlp=True, rms_norm=True, tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            max_positions=int(cfg.get("max_position_embeddings", 4096)))
+        if model_type == "mixtral":
+            return cls(**common, experts=int(cfg["num_local_experts"]), top_k=int(cfg["num_experts_per_tok"]),
+                       expert_ffn=int(cfg["intermediate_size"]))
+        if model_type == "qwen3_moe":
+            if int(cfg.get("decoder_sparse_step", 1)) != 1 or cfg.get("mlp_only_layers"):
+                raise SpecError(f"{name}: qwen3_moe with dense layers between MoE layers (decoder_sparse_step, "
+                                "mlp_only_layers) is not modeled")
+            return cls(**common, experts=int(cfg["num_experts"]), top_k=int(cfg["num_experts_per_tok"]),
+                       expert_ffn=int(cfg["moe_intermediate_size"]), qk_norm=True)
+        if model_type.startswith("deepseek"):
+            if int(cfg.get("moe_layer_freq", 1)) != 1:
+                raise SpecError(f"{name}: moe_layer_freq != 1 is not modeled")
+            moe_ffn = int(cfg["moe_intermediate_size"])
+            return cls(**common | {"kv_heads": heads, "head_dim": int(cfg["qk_nope_head_dim"])},
+                       experts=int(cfg["n_routed_experts"]), top_k=int(cfg["num_experts_per_tok"]),
+                       expert_ffn=moe_ffn, shared_ffn=int(cfg.get("n_shared_experts") or 0) * moe_ffn,
+                       dense_layers=int(cfg.get("first_k_dense_replace", 0)),
+                       router_bias=cfg.get("topk_method") == "noaux_tc",
+                       q_lora_rank=int(cfg.get("q_lora_rank") or 0), kv_lora_rank=int(cfg["kv_lora_rank"]),
+                       qk_rope_dim=int(cfg["qk_rope_head_dim"]), v_head_dim=int(cfg["v_head_dim"]))
+        return cls(**common)
+
+    # ----------------------------------------------------------------------------------------------- parameters
+    def attention_params(self) -> int:
+        """One layer's attention projections (and their biases and norms) — MLA's low-rank ones with MLA."""
+        h = self.hidden
+        if self.mla:
+            qk = self.head_dim + self.qk_rope_dim
+            q = (h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * self.heads * qk if self.q_lora_rank
+                 else h * self.heads * qk)
+            kv = h * (self.kv_lora_rank + self.qk_rope_dim) + self.kv_lora_rank \
+                + self.kv_lora_rank * self.heads * (self.head_dim + self.v_head_dim)
+            return q + kv + self.heads * self.v_head_dim * h
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        biases = 0 if self.rms_norm else q + 2 * kv + h
+        return h * q + 2 * h * kv + q * h + biases + (2 * self.head_dim if self.qk_norm else 0)
+
+    def mlp_params(self, moe: bool, active: bool = False) -> int:
+        """One layer's MLP: dense, or router + routed experts (all of them, or the ``top_k`` a token uses when
+        ``active``) + shared experts."""
+        h = self.hidden
+        if not moe:
+            return (3 if self.gated_mlp else 2) * h * self.ffn + (0 if self.rms_norm else self.ffn + h)
+        routed = (self.top_k if active else self.experts) * 3 * h * self.expert_ffn
+        return h * self.experts + (self.experts if self.router_bias else 0) + routed + 3 * h * self.shared_ffn
+
+    def layer_params(self, moe: bool, active: bool = False) -> int:
+        norms = (1 if self.rms_norm else 2) * 2 * self.hidden
+        return self.attention_params() + self.mlp_params(moe, active) + norms
+
+    def _params(self, active: bool) -> int:
+        h = self.hidden
+        dense = self.layers - self.moe_layers
+        body = dense * self.layer_params(False) + self.moe_layers * self.layer_params(True, active)
+        embed = self.vocab * h + (0 if self.rms_norm else self.max_positions * h)
+        head = 0 if self.tied_embeddings else self.vocab * h
+        return body + embed + head + (1 if self.rms_norm else 2) * h
 
     @property
     def params(self) -> int:
-        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
-        attn = h * q + 2 * h * kv + q * h
-        mlp = (3 if self.gated_mlp else 2) * h * self.ffn
-        biases = 0 if self.rms_norm else (q + 2 * kv + h + self.ffn + h)  # GPT-2 has biases everywhere
-        norms = (1 if self.rms_norm else 2) * 2 * h
-        per_layer = attn + mlp + biases + norms
-        embed = self.vocab * h + (0 if self.rms_norm else self.max_positions * h)
-        head = 0 if self.tied_embeddings else self.vocab * h
-        return self.layers * per_layer + embed + head + (1 if self.rms_norm else 2) * h
+        return self._params(active=False)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token goes through: the ``top_k`` routed experts of each MoE layer, not all of them
+        (every parameter for a dense model)."""
+        return self._params(active=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,15 +276,154 @@ def attention_op(cfg: TransformerConfig, batch: int, new: int, context: int, p: 
                   bytes_written=o_bytes + score_traffic // 2)
 
 
+def expected_experts(experts: int, top_k: int, tokens: int) -> float:
+    """Distinct experts ``tokens`` tokens reach when each picks ``top_k`` of ``experts`` uniformly at random: an
+    expert is missed by one token with probability 1 − k/E, by all with (1 − k/E)^tokens."""
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
+def is_context_op(op: OpCost) -> bool:
+    """Whether a layer op's cost depends on the context (the attention product; MLA's expansion of the cached
+    latents and its absorbed projections) rather than only on the tokens processed."""
+    return op.kind == "attention" or any(part in op.name for part in (".attn.kv_b/", ".attn.q_absorb/",
+                                                                      ".attn.v_absorb/"))
+
+
+def layer_groups(cfg: TransformerConfig) -> list[tuple[int, bool]]:
+    """(how many layers, whether they are MoE layers): the dense layers first (DeepSeek's first_k_dense_replace)."""
+    dense, moe = cfg.layers - cfg.moe_layers, cfg.moe_layers
+    return [(n, m) for n, m in ((dense, False), (moe, True)) if n]
+
+
+def _moe_ops(cfg: TransformerConfig, t: int, p: Precision, prefix: str) -> list[OpCost]:
+    """A mixture-of-experts MLP on ``t`` tokens under uniform routing (each expert gets t·k/E of them): router,
+    top-k, the tokens permuted into expert order and back (dispatch, combine), the routed experts as grouped GEMMs —
+    the work of t·k tokens, the weights of the experts the tokens reach (`expected_experts`) — and shared experts."""
+    h, e, k, f = cfg.hidden, cfg.experts, cfg.top_k, cfg.expert_ffn
+    routed = t * k
+    per_expert = max(1, math.ceil(routed / e))
+    reached = expected_experts(e, k, t)
+    a = p.a_bits / 8
+
+    def grouped(name: str, rows_in: int, cols_out: int) -> OpCost:
+        macs = routed * rows_in * cols_out
+        return OpCost(name=f"{prefix}.moe.experts.{name}/grouped_matmul", module=f"{prefix}.moe.experts",
+                      op="analytic.grouped_matmul", kind="matmul",
+                      input_shapes=((per_expert, rows_in), (rows_in, cols_out)), output_shape=(routed, cols_out),
+                      dtype=p.compute_dtype, macs=macs, flops=2 * macs, params=e * rows_in * cols_out,
+                      weight_bytes=math.ceil(reached * rows_in * cols_out * p.w_bits / 8),
+                      activation_bytes_read=math.ceil(routed * rows_in * a),
+                      bytes_written=math.ceil(routed * cols_out * a))
+
+    ops = [
+        _matmul(f"{prefix}.moe.router/matmul", t, h, e, p),
+        _elementwise(f"{prefix}.moe.router/topk", "softmax", t * e, SOFTMAX_FLOPS_PER_ELEMENT, p),
+        OpCost(name=f"{prefix}.moe/dispatch", module=f"{prefix}.moe", op="analytic.moe_dispatch", kind="memory",
+               dtype=p.compute_dtype, input_shapes=((t, h),), output_shape=(routed, h),
+               activation_bytes_read=math.ceil(t * h * a), bytes_written=math.ceil(routed * h * a)),
+        grouped("gate", h, f), grouped("up", h, f),
+        _elementwise(f"{prefix}.moe.experts/silu_mul", "activation", routed * f, POINTWISE_FLOPS["silu"] + 1, p,
+                     reads=2),
+        grouped("down", f, h),
+        OpCost(name=f"{prefix}.moe/combine", module=f"{prefix}.moe", op="analytic.moe_combine", kind="elementwise",
+               dtype=p.compute_dtype, input_shapes=((routed, h),), output_shape=(t, h), flops=2 * routed * h,
+               activation_bytes_read=math.ceil(routed * h * a), bytes_written=math.ceil(t * h * a)),
+    ]
+    if cfg.shared_ffn:
+        ops += [
+            _matmul(f"{prefix}.moe.shared.gate/matmul", t, h, cfg.shared_ffn, p),
+            _matmul(f"{prefix}.moe.shared.up/matmul", t, h, cfg.shared_ffn, p),
+            _elementwise(f"{prefix}.moe.shared/silu_mul", "activation", t * cfg.shared_ffn,
+                         POINTWISE_FLOPS["silu"] + 1, p, reads=2),
+            _matmul(f"{prefix}.moe.shared.down/matmul", t, cfg.shared_ffn, h, p),
+        ]
+    return ops
+
+
+def _batched_head_matmul(name: str, t: int, heads: int, k: int, n: int, p: Precision) -> OpCost:
+    """Per head, (t×k) @ (k×n) with a weight per head: MLA's absorbed projections."""
+    macs = t * heads * k * n
+    return OpCost(name=name, module=name.rsplit("/", 1)[0], op="analytic.matmul", kind="matmul",
+                  input_shapes=((t, k), (k, n)), output_shape=(t, heads, n), dtype=p.compute_dtype, macs=macs,
+                  flops=2 * macs, params=heads * k * n, weight_bytes=math.ceil(heads * k * n * p.w_bits / 8),
+                  activation_bytes_read=math.ceil(t * heads * k * p.a_bits / 8),
+                  bytes_written=math.ceil(t * heads * n * p.a_bits / 8))
+
+
+def _mla_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, prefix: str) -> list[OpCost]:
+    """DeepSeek's multi-head latent attention. Queries through the low-rank ``q_lora_rank`` (or a full
+    projection); keys and values compressed to a ``kv_lora_rank`` latent plus one shared rotary key, which is what
+    the cache keeps. Prefill (``new`` > 1) expands the latent of the whole context to per-head keys and values and
+    attends as usual; decode (``new`` = 1) uses the absorbed weights: each head's query is mapped into the latent
+    space, attends over the cached latents directly, and its output is mapped back to the value width."""
+    h, heads, nope, rope = cfg.hidden, cfg.heads, cfg.head_dim, cfg.qk_rope_dim
+    lat, v = cfg.kv_lora_rank, cfg.v_head_dim
+    t, ctx_rows = batch * new, batch * context
+    a = p.a_bits / 8
+    ops: list[OpCost] = []
+    if cfg.q_lora_rank:
+        ops += [_matmul(f"{prefix}.attn.q_a/matmul", t, h, cfg.q_lora_rank, p),
+                _elementwise(f"{prefix}.attn.q_a_norm/norm", "norm", t * cfg.q_lora_rank, RMS_NORM_FLOPS_PER_ELEMENT,
+                             p, weight_elements=cfg.q_lora_rank),
+                _matmul(f"{prefix}.attn.q_b/matmul", t, cfg.q_lora_rank, heads * (nope + rope), p)]
+    else:
+        ops.append(_matmul(f"{prefix}.attn.q/matmul", t, h, heads * (nope + rope), p))
+    ops += [_matmul(f"{prefix}.attn.kv_a/matmul", t, h, lat + rope, p),
+            _elementwise(f"{prefix}.attn.kv_a_norm/norm", "norm", t * lat, RMS_NORM_FLOPS_PER_ELEMENT, p,
+                         weight_elements=lat),
+            OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write",
+                   kind="memory", dtype=p.compute_dtype, activation_bytes_read=math.ceil(t * (lat + rope) * a),
+                   bytes_written=math.ceil(t * (lat + rope) * p.kv_bits / 8),
+                   output_shape=(batch, context, lat + rope))]
+    cache_bytes = math.ceil(ctx_rows * (lat + rope) * p.kv_bits / 8)
+    if new == 1:  # absorbed decode: attention in the latent space, the cache read once for all heads
+        scores = batch * heads * context
+        macs = scores * (lat + rope + lat)
+        ops += [_batched_head_matmul(f"{prefix}.attn.q_absorb/matmul", t, heads, nope, lat, p),
+                OpCost(name=f"{prefix}.attn/attention", module=f"{prefix}.attn", op="analytic.attention",
+                       kind="attention", input_shapes=((batch, heads, 1, lat + rope), (batch, 1, context, lat + rope)),
+                       output_shape=(batch, heads, 1, lat), dtype=p.compute_dtype, macs=macs,
+                       flops=2 * macs + scores * (SOFTMAX_FLOPS_PER_ELEMENT + SCORE_SCALE_FLOPS_PER_ELEMENT),
+                       activation_bytes_read=math.ceil(t * heads * (lat + rope) * a) + cache_bytes,
+                       bytes_written=math.ceil(t * heads * lat * a)),
+                _batched_head_matmul(f"{prefix}.attn.v_absorb/matmul", t, heads, lat, v, p)]
+    else:  # prefill: the latent of every context token expanded to per-head keys and values
+        scores = batch * heads * new * context
+        macs = scores * (nope + rope + v)
+        kv_b = _matmul(f"{prefix}.attn.kv_b/matmul", ctx_rows, lat, heads * (nope + v), p)
+        ops += [dataclasses.replace(kv_b, activation_bytes_read=cache_bytes),
+                OpCost(name=f"{prefix}.attn/attention", module=f"{prefix}.attn", op="analytic.attention",
+                       kind="attention", input_shapes=((batch, heads, new, nope + rope),
+                                                       (batch, heads, context, nope + rope)),
+                       output_shape=(batch, heads, new, v), dtype=p.compute_dtype, macs=macs,
+                       flops=2 * macs + scores * (SOFTMAX_FLOPS_PER_ELEMENT + SCORE_SCALE_FLOPS_PER_ELEMENT),
+                       activation_bytes_read=math.ceil((t * heads * (nope + rope)
+                                                        + ctx_rows * heads * (nope + rope + v)) * a),
+                       bytes_written=math.ceil(t * heads * v * a))]
+    ops.append(_matmul(f"{prefix}.attn.o/matmul", t, heads * v, h, p))
+    return ops
+
+
 def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, *, flash: bool,
-              prefix: str = "layer") -> list[OpCost]:
-    """One transformer layer processing ``new`` tokens per sequence against ``context`` keys (new included)."""
+              prefix: str = "layer", moe: bool | None = None) -> list[OpCost]:
+    """One transformer layer processing ``new`` tokens per sequence against ``context`` keys (new included).
+    ``moe``: whether it is one of the model's MoE layers (default: whenever the model has experts; see
+    `layer_groups` for models whose first layers stay dense)."""
     h, hd = cfg.hidden, cfg.head_dim
     q_dim, kv_dim = cfg.heads * hd, cfg.kv_heads * hd
     t = batch * new
     bias = not cfg.rms_norm
     norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
     norm_w = h if cfg.rms_norm else 2 * h
+    moe = cfg.moe if moe is None else moe
+    if cfg.mla:
+        ops = [_elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
+               *_mla_ops(cfg, batch, new, context, p, prefix),
+               _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
+               _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w)]
+        ops += _moe_ops(cfg, t, p, prefix) if moe else _dense_mlp_ops(cfg, t, p, prefix)
+        ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
+        return ops
     ops = [
         _elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
         _matmul(f"{prefix}.attn.q/matmul", t, h, q_dim, p, bias=bias),
@@ -191,26 +436,33 @@ def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Pre
                       kind="memory", dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
                       bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)))
     ops.append(attention_op(cfg, batch, new, context, p, flash=flash, prefix=prefix))
+    if cfg.qk_norm:  # Qwen3: RMSNorm over each query and key head
+        ops.append(_elementwise(f"{prefix}.attn.qk_norm/norm", "norm", t * (q_dim + kv_dim),
+                                RMS_NORM_FLOPS_PER_ELEMENT, p, weight_elements=2 * hd))
     ops += [
         _matmul(f"{prefix}.attn.o/matmul", t, q_dim, h, p, bias=bias),
         _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
         _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
     ]
+    ops += _moe_ops(cfg, t, p, prefix) if moe else _dense_mlp_ops(cfg, t, p, prefix)
+    ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
+    return ops
+
+
+def _dense_mlp_ops(cfg: TransformerConfig, t: int, p: Precision, prefix: str) -> list[OpCost]:
+    h = cfg.hidden
     if cfg.gated_mlp:
-        ops += [
+        return [
             _matmul(f"{prefix}.mlp.gate/matmul", t, h, cfg.ffn, p),
             _matmul(f"{prefix}.mlp.up/matmul", t, h, cfg.ffn, p),
             _elementwise(f"{prefix}.mlp/silu_mul", "activation", t * cfg.ffn, POINTWISE_FLOPS["silu"] + 1, p, reads=2),
             _matmul(f"{prefix}.mlp.down/matmul", t, cfg.ffn, h, p),
         ]
-    else:
-        ops += [
-            _matmul(f"{prefix}.mlp.fc/matmul", t, h, cfg.ffn, p, bias=True),
-            _elementwise(f"{prefix}.mlp/gelu", "activation", t * cfg.ffn, POINTWISE_FLOPS["gelu"], p),
-            _matmul(f"{prefix}.mlp.proj/matmul", t, cfg.ffn, h, p, bias=True),
-        ]
-    ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
-    return ops
+    return [
+        _matmul(f"{prefix}.mlp.fc/matmul", t, h, cfg.ffn, p, bias=True),
+        _elementwise(f"{prefix}.mlp/gelu", "activation", t * cfg.ffn, POINTWISE_FLOPS["gelu"], p),
+        _matmul(f"{prefix}.mlp.proj/matmul", t, cfg.ffn, h, p, bias=True),
+    ]
 
 
 def head_ops(cfg: TransformerConfig, batch: int, new: int, logits_tokens: int, p: Precision) -> list[OpCost]:
@@ -236,7 +488,8 @@ def analytic_workload_ops(cfg: TransformerConfig, batch: int, seq_len: int, p: P
     ops = head_ops(cfg, batch, seq_len, seq_len if logits == "all" else 1, p)
     out = ops[:1]
     for i in range(cfg.layers):
-        out += layer_ops(cfg, batch, seq_len, seq_len, p, flash=flash, prefix=f"layers.{i}")
+        out += layer_ops(cfg, batch, seq_len, seq_len, p, flash=flash, prefix=f"layers.{i}",
+                         moe=cfg.moe and i >= cfg.dense_layers)
     return out + ops[1:]
 
 
