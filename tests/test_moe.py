@@ -38,11 +38,11 @@ def test_published_sizes() -> None:
     assert round(q30.params / 1e9, 1) == 30.5 and abs(q30.active_params - 3.3e9) < 0.1e9
     ds = load_transformer("deepseek-v3")
     # MLA per layer: q_a 7168·1536 + norm 1536 + q_b 1536·128·192 + kv_a 7168·576 + norm 512 + kv_b 512·128·256
-    # + o 128·128·7168 = 187,107,328; dense MLP 3·7168·18432; MoE: router 7168·256 + bias 256 + 256 experts of
-    # 3·7168·2048 + one shared
+    # + o 128·128·7168 = 187,107,328; dense MLP 3·7168·18432; MoE: router 7168·256 + 256 experts of 3·7168·2048 +
+    # one shared (the routing bias is a buffer, not a parameter)
     mla, expert = 187_107_328, 3 * 7168 * 2048
     dense_layer = mla + 2 * 7168 + 3 * 7168 * 18432
-    moe_layer = mla + 2 * 7168 + 7168 * 256 + 256 + 257 * expert
+    moe_layer = mla + 2 * 7168 + 7168 * 256 + 257 * expert
     assert ds.params == 3 * dense_layer + 58 * moe_layer + 2 * 129280 * 7168 + 7168
     assert abs(ds.params / 671e9 - 1) < 0.01
     without_embedding = ds.active_params - 129280 * 7168
@@ -100,3 +100,33 @@ def test_deepseek_dense_layers_are_dense() -> None:
     # decode uses the absorbed attention: no per-head expansion of the cached latents
     step = layer_ops(ds, 1, 1, 4096, BF16, flash=True)
     assert not any("kv_b" in o.name for o in step) and any("q_absorb" in o.name for o in step)
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v2-lite"])
+def test_captured_hugging_face_model_equals_the_analytic_builder(name: str) -> None:
+    """`xpusim analyze` captures the Hugging Face model on meta (bf16: the experts' grouped GEMM has no fp32 kernel);
+    its MACs (the grouped GEMM counted as R·K·N for R routed rows) and parameters equal the analytic builder's."""
+    import xpusim
+
+    wl = xpusim.analyze(name, seq_len=64, device="meta")
+    cfg = load_transformer(name)
+    assert wl.totals().macs == sum(o.macs for o in analytic_workload_ops(cfg, 1, 64, BF16, logits="all"))
+    assert wl.params == cfg.params
+    assert not wl.uncounted
+
+
+def test_grouped_mm_histc_polar_formulas_by_hand() -> None:
+    import torch
+
+    from xpusim.workload.formulas import FORMULAS
+
+    meta = {"device": "meta"}
+    a, b = torch.empty(12, 8, **meta), torch.empty(3, 8, 5, **meta)  # 12 routed rows, 3 experts of 8×5
+    assert FORMULAS["_grouped_mm"]((a, b), {}, torch.empty(12, 5, **meta)).macs == 12 * 8 * 5
+    a3, b3 = torch.empty(2, 4, 8, **meta), torch.empty(2, 8, 5, **meta)
+    assert FORMULAS["_grouped_mm"]((a3, b3), {}, torch.empty(2, 4, 5, **meta)).macs == 2 * 4 * 8 * 5
+    x = torch.empty(100, **meta)
+    assert FORMULAS["histc"]((x,), {}, torch.empty(8, **meta)).flops == 100
+    assert FORMULAS["polar"]((torch.empty(10, **meta), torch.empty(10, **meta)), {},
+                             torch.empty(10, dtype=torch.complex64, **meta)).flops == 4 * 10
+    assert FORMULAS["floor_divide"]((x, 2), {}, torch.empty(100, **meta)).flops == 100

@@ -35,7 +35,7 @@ POINTWISE_FLOPS: dict[str, float] = {
         "square pow exp exp2 expm1 log log2 log10 log1p sqrt rsqrt reciprocal erf erfc erfinv sin cos tan "
         "asin acos atan atan2 sinh cosh tanh logical_not logical_and logical_or logical_xor bitwise_not "
         "bitwise_and bitwise_or bitwise_xor isnan isinf isfinite nan_to_num lerp copysign heaviside "
-        "threshold_backward prelu _prelu_kernel tril triu".split(),
+        "threshold_backward prelu _prelu_kernel tril triu floor_divide".split(),
         1,
     ),
     "addcmul": 2,

@@ -208,6 +208,32 @@ def dot_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     return Cost("matmul", macs, 2 * macs)
 
 
+@register("_grouped_mm")
+def grouped_mm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """Grouped GEMM (a mixture of experts' experts in one kernel). 2-D × 3-D, (R, K) @ (G, K, N) with ``offs``
+    assigning consecutive rows to groups: every row goes through one group's K×N, R·K·N MACs however the rows are
+    split; 3-D × 3-D: a batched product; 3-D × 2-D (groups along N) and 2-D × 2-D (groups along K, the weight
+    gradient): M·K·N. NB: the whole
+    weight tensor is counted as read; with few rows (decode) only the groups that got rows are — the analytic
+    `xpusim llm` counts those."""
+    a, b = args[0], args[1]
+    if a.dim() == 3 and b.dim() == 3:
+        macs, _ = _mm_macs(a, b)
+    elif a.dim() == 2 and b.dim() == 3:
+        macs = a.shape[0] * a.shape[1] * b.shape[-1]
+    elif a.dim() == 3 and b.dim() == 2:  # groups along N: each (M, K) against its columns of (K, N)
+        macs = a.shape[1] * a.shape[2] * b.shape[-1]
+    else:
+        macs = a.shape[0] * a.shape[1] * b.shape[-1]
+    return Cost("matmul", macs, 2 * macs)
+
+
+@register("histc")
+def histc_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
+    """One bin lookup and count per input element (a MoE router's tokens per expert)."""
+    return Cost("reduction", 0, args[0].numel())
+
+
 @register("_scaled_mm")
 def scaled_mm_cost(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cost:
     """FP8 GEMM with scales: the product's MACs. NB: the per-tensor scale multiplies are not counted."""
@@ -473,6 +499,11 @@ for _name, _per in POINTWISE_FLOPS.items():
     register(_name)(_complex_pointwise(_f, COMPLEX_POINTWISE_FLOPS[_name]) if _name in COMPLEX_POINTWISE_FLOPS else _f)
 for _name in ("relu", "relu6", "hardtanh", "clamp", "clamp_min", "threshold", "tanh", "prelu", "_prelu_kernel"):
     register(_name)(_per_element("activation", POINTWISE_FLOPS[_name]))
+
+POLAR_FLOPS_PER_ELEMENT = 4
+"""``polar(abs, angle)`` = abs·cos(angle) + i·abs·sin(angle): a cosine, a sine and two multiplies per complex output
+(rotary embeddings written as complex numbers, DeepSeek-V2)."""
+register("polar")(_per_element("elementwise", POLAR_FLOPS_PER_ELEMENT))
 
 
 # ---------------------------------------------------------------- pooling and reductions

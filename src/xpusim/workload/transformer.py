@@ -79,8 +79,6 @@ class TransformerConfig:
     """The shared experts' SwiGLU width, all of them together (every token goes through them)."""
     dense_layers: int = 0
     """The first layers that keep a dense MLP (DeepSeek's first_k_dense_replace)."""
-    router_bias: bool = False
-    """A per-expert routing bias (DeepSeek-V3's auxiliary-loss-free balancing)."""
     qk_norm: bool = False
     """RMSNorm on each query and key head (Qwen3)."""
     q_lora_rank: int = 0
@@ -159,7 +157,6 @@ class TransformerConfig:
                        experts=int(cfg["n_routed_experts"]), top_k=int(cfg["num_experts_per_tok"]),
                        expert_ffn=moe_ffn, shared_ffn=int(cfg.get("n_shared_experts") or 0) * moe_ffn,
                        dense_layers=int(cfg.get("first_k_dense_replace", 0)),
-                       router_bias=cfg.get("topk_method") == "noaux_tc",
                        q_lora_rank=int(cfg.get("q_lora_rank") or 0), kv_lora_rank=int(cfg["kv_lora_rank"]),
                        qk_rope_dim=int(cfg["qk_rope_head_dim"]), v_head_dim=int(cfg["v_head_dim"]))
         return cls(**common)
@@ -186,7 +183,8 @@ class TransformerConfig:
         if not moe:
             return (3 if self.gated_mlp else 2) * h * self.ffn + (0 if self.rms_norm else self.ffn + h)
         routed = (self.top_k if active else self.experts) * 3 * h * self.expert_ffn
-        return h * self.experts + (self.experts if self.router_bias else 0) + routed + 3 * h * self.shared_ffn
+        # NB: DeepSeek-V3's per-expert routing bias is a buffer, set by its balancing rule: not a parameter
+        return h * self.experts + routed + 3 * h * self.shared_ffn
 
     def layer_params(self, moe: bool, active: bool = False) -> int:
         norms = (1 if self.rms_norm else 2) * 2 * self.hidden

@@ -139,6 +139,10 @@ def _params_to_meta() -> Iterator[None]:
         torch.nn.Module.register_buffer = orig_buffer  # type: ignore[method-assign]
 
 
+MOE_MODEL_TYPES = ("mixtral", "qwen3_moe", "deepseek_v2", "deepseek_v3")
+"""Hugging Face model types built in bf16 (their experts run as one grouped GEMM)."""
+
+
 def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
     entry = llm_configs()[name]
     cfg = dict(entry["config"])
@@ -154,9 +158,11 @@ def _build_llm(name: str, *, batch: int, seq_len: int | None) -> BuiltModel:
     if seq_len < 1 or (max_len and seq_len > max_len):
         raise ModelSpecError(f"seq_len={seq_len} is outside 1..{max_len} (the max_position_embeddings of {name})")
     task = entry.get("task", "causal-lm")
+    # PyTorch's grouped GEMM (a mixture of experts' experts) has bf16 kernels only, on meta too
+    dtype = torch.bfloat16 if model_type in MOE_MODEL_TYPES else None
     with torch.device("meta"):
         if task == "causal-lm":
-            module = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+            module = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
         else:
             module = AutoModel.from_config(config, attn_implementation="sdpa", add_pooling_layer=False)
     ids = torch.empty((batch, seq_len), dtype=torch.long, device="meta")
