@@ -268,7 +268,7 @@ def parallel_cmd(
     gpus: int = _opt(..., "--gpus", "-g", min=1), tp: int = _opt(1, "--tp", min=1), pp: int = _opt(1, "--pp", min=1),
     dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
     batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch (default: pp micro-batches)."),
-    micro_batch: int = _opt(1, "--micro-batch", min=1),
+    micro_batch: int = _opt(1, "--micro-batch", min=1), ep: int = _opt(1, "--ep", min=1, help="Expert-parallel ranks."),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
     sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
@@ -302,9 +302,9 @@ def parallel_cmd(
             out_console().print(search_table(found.plans))
         step = found.best.step
     else:
-        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, batch=batch, micro_batch=micro_batch,
-                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, dp_overlap=dp_overlap,
-                      seq_len=seq_len, rank_order=rank_order, layer_ms=measured)
+        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, batch=batch,
+                      micro_batch=micro_batch, schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp,
+                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, layer_ms=measured)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
     write_figures(step, trace, plot)

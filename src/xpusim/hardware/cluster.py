@@ -64,6 +64,14 @@ def all_gather_s(nbytes: float, n: int, fabric: Fabric) -> float:
     return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
 
 
+def all_to_all_s(nbytes: float, n: int, fabric: Fabric) -> float:
+    """All-to-all of ``nbytes`` per rank among ``n`` (each keeps 1/n, sends the rest in n − 1 messages):
+    (n − 1)α + (n − 1)/n · S/β."""
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
+
+
 def p2p_s(nbytes: float, fabric: Fabric) -> float:
     """One point-to-point send: α + S/β."""
     return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s

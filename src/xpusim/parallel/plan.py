@@ -46,6 +46,9 @@ class ParallelPlan:
     """Tensor-parallel ranks per layer (t), Megatron column/row split."""
     pp: int = 1
     """Pipeline stages (p)."""
+    ep: int = 1
+    """Expert-parallel ranks (e): a mixture of experts' experts split over e of the data-parallel ranks (Megatron-
+    Core folds EP into DP, so e divides dp); each rank holds E/e experts, tokens reach them by all-to-all."""
     vp: int = 1
     """Virtual stages (model chunks) per pipeline rank (v); > 1 only with the interleaved schedule."""
     micro_batch: int = 1
@@ -107,7 +110,7 @@ class ParallelPlan:
         return self.pp * self.vp
 
     def label(self) -> str:
-        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"]
+        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else [])
         if self.vp > 1:
             parts.append(f"v={self.vp}")
         parts += [f"b={self.micro_batch}", f"m={self.micro_batches}", self.schedule]
@@ -120,7 +123,8 @@ class ParallelPlan:
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
-        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "vp": self.vp, "micro_batch": self.micro_batch,
+        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "vp": self.vp,
+                "micro_batch": self.micro_batch,
                 "global_batch": self.global_batch, "micro_batches": self.micro_batches, "gpus": self.gpus,
                 "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
                 "recompute": self.recompute, "rank_order": self.rank_order}
@@ -161,7 +165,7 @@ def _nearest(value: int, candidates: list[int]) -> str:
 def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -> list[str]:
     """Every reason ``plan`` cannot train ``cfg`` (on ``gpus`` GPUs when given), with the nearest valid values."""
     out: list[str] = []
-    for name in ("dp", "tp", "pp", "vp", "micro_batch", "global_batch"):
+    for name in ("dp", "tp", "pp", "ep", "vp", "micro_batch", "global_batch"):
         if getattr(plan, name) < 1:
             out.append(f"{name}={getattr(plan, name)} must be >= 1")
     if out:
@@ -186,6 +190,13 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         hint = (f"dp={gpus // tp_pp}" if gpus % tp_pp == 0
                 else f"tp*pp must divide {gpus}: tp*pp = {_nearest(tp_pp, divisors(gpus))}")
         out.append(f"gpus={gpus} but dp*tp*pp = {plan.dp}*{plan.tp}*{plan.pp} = {plan.gpus}; valid: {hint}")
+    if plan.ep > 1 and not cfg.moe:
+        out.append(f"ep={plan.ep}: {cfg.name} has no experts (expert parallelism needs a mixture of experts)")
+    elif plan.ep > 1:
+        ep_ok = [e for e in divisors(cfg.experts) if plan.dp % e == 0]
+        if cfg.experts % plan.ep or plan.dp % plan.ep:
+            out.append(f"ep={plan.ep} must divide the {cfg.experts} experts and dp={plan.dp}; valid ep: "
+                       f"{', '.join(map(str, ep_ok))}")
     tp_ok = [t for t in divisors(cfg.heads) if cfg.kv_heads % t == 0 and cfg.ffn % t == 0]
     if plan.tp not in tp_ok:
         out.append(f"tp={plan.tp} does not divide heads={cfg.heads}, kv_heads={cfg.kv_heads} and "

@@ -10,19 +10,27 @@ keeps pipeline neighbours closer instead. A group spanning more than one node ru
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
-from xpusim.hardware.cluster import Cluster, Fabric, all_gather_s, all_reduce_s, p2p_s
+from xpusim.hardware.cluster import Cluster, Fabric, all_gather_s, all_reduce_s, all_to_all_s, p2p_s
 from xpusim.parallel.events import Event, Timeline, run_schedule
-from xpusim.parallel.memory import LOGITS_BYTES_PER_ELEMENT, MemoryBreakdown, layer_activation_bytes, model_states
+from xpusim.parallel.memory import (
+    LOGITS_BYTES_PER_ELEMENT,
+    MemoryBreakdown,
+    ModelStates,
+    layer_activation_bytes,
+    model_states,
+)
 from xpusim.parallel.plan import ParallelPlan, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
 from xpusim.precision import TORCH_FLOAT16, element_bytes
 from xpusim.units import MIB, TERA
+from xpusim.workload.model import OpCost
 from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, layer_ops
 
 DDP_BUCKET_BYTES = 25 * MIB  # torch DistributedDataParallel's default bucket_cap_mb=25
@@ -44,6 +52,10 @@ class LayerCost:
     gemm_flops_fwd: float
     """Per GPU: the matmul and attention-product FLOPs of one forward (Eq. 3 counts these)."""
     recompute_flops: float
+    ep_fwd_s: float = 0.0
+    """Expert-parallel all-to-alls of the forward (dispatch and combine), averaged over the layers (dense layers
+    have none); on the critical path."""
+    ep_bwd_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +68,10 @@ class HeadCost:
 
 
 def _sharded(cfg: TransformerConfig, t: int) -> TransformerConfig:
-    return dataclasses.replace(cfg, heads=cfg.heads // t, kv_heads=cfg.kv_heads // t, ffn=cfg.ffn // t)
+    """One tensor-parallel rank's share; experts are split the same way (Megatron-Core's expert tensor parallelism
+    defaults to tp)."""
+    return dataclasses.replace(cfg, heads=cfg.heads // t, kv_heads=cfg.kv_heads // t, ffn=cfg.ffn // t,
+                               expert_ffn=cfg.expert_ffn // t, shared_ffn=cfg.shared_ffn // t)
 
 
 PRECISION = Precision(w_bits=16, a_bits=16, kv_bits=16)
@@ -72,11 +87,12 @@ _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by e
 
 
 def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-               tp_fabric: Fabric | None, dtype: str = "bf16") -> LayerCost:
+               tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
+               ep_fabric: Fabric | None = None) -> LayerCost:
     key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, tp_fabric.model_dump_json() if tp_fabric else "",
-           dtype)
+           dtype, ep, ep_fabric.model_dump_json() if ep_fabric else "")
     if key not in _LAYER_CACHE:
-        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype)
+        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_fabric)
     return _LAYER_CACHE[key]
 
 
@@ -84,9 +100,10 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-                tp_fabric: Fabric | None, dtype: str) -> LayerCost:
+                tp_fabric: Fabric | None, dtype: str, ep: int = 1, ep_fabric: Fabric | None = None) -> LayerCost:
     prec = precision(dtype)
-    ops = [o for o in layer_ops(_sharded(cfg, t), b, s, s, prec, flash=False) if o.kind != "memory"]
+    ops = [_expert_parallel(o, ep) for o in layer_ops(_sharded(cfg, t), b, s, s, prec, flash=False)
+           if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
@@ -115,8 +132,32 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     elif recompute == "selective":
         bwd_input += attn
         recompute_flops = sum(2 * o.macs for o in ops if o.kind == "attention")
+    # Expert parallelism: the routed tokens go to their experts' ranks and come back (dispatch and combine), two
+    # all-to-alls per MoE layer in the forward and two in the backward, k copies of each token's hidden state
+    a2a = all_to_all_s(moe_a2a_bytes(cfg, s, b, t, prec), ep, ep_fabric) if ep > 1 and ep_fabric else 0.0
+    share = cfg.moe_layers / cfg.layers
+    ep_fwd = 2 * a2a * share
+    ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
-                     gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops)
+                     gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)
+
+
+def moe_a2a_bytes(cfg: TransformerConfig, s: int, b: int, t: int, prec: Precision) -> float:
+    """Bytes one rank sends and receives in one expert-parallel all-to-all: its tokens' hidden states, each to its
+    top_k experts — its 1/t share of the micro-batch's tokens (Megatron-Core's MoE layers take the sequence split
+    over the tensor-parallel ranks)."""
+    return s * b * cfg.top_k * cfg.hidden * prec.a_bits / 8 / t
+
+
+def _expert_parallel(op: OpCost, ep: int) -> OpCost:
+    """A routed-expert GEMM on one of ``ep`` expert-parallel ranks: E/ep experts' weights (a training micro-batch
+    reaches every expert), each expert's rows from all ep ranks; the work (the rank's share of t·k rows) is the
+    same."""
+    if ep == 1 or op.op != "analytic.grouped_matmul":
+        return op
+    (rows, k), w = op.input_shapes
+    return dataclasses.replace(op, weight_bytes=math.ceil(op.weight_bytes / ep), params=op.params // ep,
+                               input_shapes=((rows * ep, k), w))
 
 
 def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str = "bf16",
@@ -228,14 +269,17 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     chip = cluster.load_chip()
     t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
     tp_fabric = cluster.fabric(t) if t > 1 else None
-    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype)
+    n_ep = plan.ep
+    # an expert-parallel group is e consecutive data-parallel replicas: it spans t·e ranks under tp-dp-pp
+    ep_fabric = cluster.fabric(t * n_ep if plan.rank_order == "tp-dp-pp" else t * p * n_ep) if n_ep > 1 else None
+    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep, ep_fabric)
     hc = head_cost(cfg, chip, s, b, t, plan.dtype, plan.logits_bytes)
     layers_per_chunk = cfg.layers // (p * v)
     stages = p * v
     split = plan.schedule == "zb-h1"
 
-    f_layer = lc.fwd_s + lc.tp_fwd_s
-    b_in_layer = lc.bwd_input_s + lc.tp_bwd_s
+    f_layer = lc.fwd_s + lc.tp_fwd_s + lc.ep_fwd_s
+    b_in_layer = lc.bwd_input_s + lc.tp_bwd_s + lc.ep_bwd_s
     w_layer = lc.bwd_weight_s
     if measured:
         f_layer = measured["fwd"]
@@ -244,8 +288,14 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     per_layer_params, embed_params, head_params = params_per_stage(cfg, p, v)
     # A tied output layer is the embedding itself when one stage holds both.
     head_extra = 0 if (stages == 1 and cfg.tied_embeddings) else head_params
-    stage_params = [layers_per_chunk * per_layer_params / t + (embed_params / t if st == 0 else 0)
-                    + (head_extra / t if st == stages - 1 else 0) for st in range(stages)]
+    # Routed experts (averaged over the layers) are split over the e expert-parallel ranks as well as the t
+    # tensor-parallel ones; their gradients and ZeRO shards go over the d/e replicas that hold the same experts.
+    expert_per_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
+    stage_experts = [layers_per_chunk * expert_per_layer / (t * n_ep) for _ in range(stages)]
+    stage_params = [layers_per_chunk * (per_layer_params - expert_per_layer) / t + stage_experts[st]
+                    + (embed_params / t if st == 0 else 0) + (head_extra / t if st == stages - 1 else 0)
+                    for st in range(stages)]
+    d_expert = d // n_ep
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
@@ -292,7 +342,9 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         rank_stages = [st for st in range(stages) if st % p == r]
         for st in sorted(rank_stages, key=lambda x: last_bwd[x].end_s):
             nbytes = plan.grad_bytes * stage_params[st]
-            reduce = all_gather_s(nbytes, d, dp_fabric) if plan.zero >= 1 else all_reduce_s(nbytes, d, dp_fabric)
+            reduce_one = all_gather_s if plan.zero >= 1 else all_reduce_s
+            reduce = reduce_one(plan.grad_bytes * (stage_params[st] - stage_experts[st]), d, dp_fabric) \
+                + reduce_one(plan.grad_bytes * stage_experts[st], d_expert, dp_fabric)
             if reduce == 0.0:
                 continue
             ev = last_bwd[st]
@@ -309,8 +361,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         dp_end = max(dp_end, free)
     bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
     mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
-    shard = d if plan.zero >= 1 else 1
-    optimizer_s = max(plan.optimizer_step_bytes * sum(stage_params[st] for st in range(stages) if st % p == r) / shard
+    shard, shard_e = (d, d_expert) if plan.zero >= 1 else (1, 1)
+    optimizer_s = max(plan.optimizer_step_bytes * sum((stage_params[st] - stage_experts[st]) / shard
+                                                      + stage_experts[st] / shard_e
+                                                      for st in range(stages) if st % p == r)
                       for r in range(p)) / (bw * mem_eff) if bw else 0.0
     gather_after = 0.0
     if plan.zero in (1, 2):
@@ -340,9 +394,15 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
     best: MemoryBreakdown | None = None
     for r in range(p):
-        psi = sum(stage_params[st] for st in range(stages) if st % p == r)
-        states = model_states(psi, d, plan.zero, param_bytes=plan.param_bytes, grad_bytes=plan.grad_bytes,
-                              optimizer_bytes=plan.optimizer_bytes)
+        psi_e = sum(stage_experts[st] for st in range(stages) if st % p == r)
+        psi = sum(stage_params[st] for st in range(stages) if st % p == r) - psi_e
+        dense_states = model_states(psi, d, plan.zero, param_bytes=plan.param_bytes, grad_bytes=plan.grad_bytes,
+                                    optimizer_bytes=plan.optimizer_bytes)
+        expert_states = model_states(psi_e, d_expert, plan.zero, param_bytes=plan.param_bytes,
+                                     grad_bytes=plan.grad_bytes, optimizer_bytes=plan.optimizer_bytes)
+        states = ModelStates(params=dense_states.params + expert_states.params,
+                             grads=dense_states.grads + expert_states.grads,
+                             optimizer=dense_states.optimizer + expert_states.optimizer)
         acts = in_flight[r] * layers_per_chunk * act_layer + working
         if r == (stages - 1) % p:
             acts += plan.logits_bytes * s * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
@@ -357,10 +417,13 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     assert best is not None
 
     tp_total = m * v * layers_per_chunk * (lc.tp_fwd_s + lc.tp_bwd_s)
+    ep_total = m * v * layers_per_chunk * (lc.ep_fwd_s + lc.ep_bwd_s)
     pp_total = 2 * m * v * pp_one if p > 1 else 0.0
-    exposed = tp_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
+    exposed = tp_total + ep_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
     comm = {"tp": tp_total, "pp": pp_total, "dp": dp_total + gather_after + (
         2 * m * sum(gather[st] for st in range(stages) if st % p == 0)), "exposed": exposed}
+    if n_ep > 1:
+        comm["ep"] = ep_total
     tokens = plan.global_batch * s
     return StepResult(plan=plan, model=model, cluster=cluster, step_time_s=step, tokens_per_s=tokens / step,
                       samples_per_s=plan.global_batch / step, model_flops=model_flops, hardware_flops=hardware_flops,

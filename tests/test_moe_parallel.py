@@ -1,0 +1,58 @@
+"""Expert parallelism in the training simulator (`xpusim parallel --ep`): the all-to-all volume, expert memory
+divided by EP, work unchanged, and the errors of a plan that cannot place the experts."""
+
+import pytest
+from typer.testing import CliRunner
+
+import xpusim
+from xpusim.cli import app
+from xpusim.hardware.chip import load_chip
+from xpusim.hardware.cluster import Fabric, all_to_all_s
+from xpusim.parallel.simulate import layer_cost, moe_a2a_bytes, precision
+from xpusim.workload.transformer import load_transformer
+
+runner = CliRunner()
+LINK = Fabric(name="test link", bandwidth_gb_per_s_one_way_per_gpu=100, latency_us=2, efficiency=1.0, source="test")
+
+
+def test_all_to_all_volume_by_hand() -> None:
+    """Mixtral-8x7B, one micro-batch of 4096 tokens, tp 1: every token's hidden state (4096 × 2 B) goes to its 2
+    experts: 4096 · 2 · 4096 · 2 B = 67,108,864 B per rank; among 8 ranks 7/8 of it leaves, in 7 messages:
+    7 · 2 µs + 58,720,256 B / 100 GB/s."""
+    cfg = load_transformer("mixtral-8x7b")
+    nbytes = moe_a2a_bytes(cfg, 4096, 1, 1, precision())
+    assert nbytes == 4096 * 2 * 4096 * 2
+    one = all_to_all_s(nbytes, 8, LINK)
+    assert one == pytest.approx(7 * 2e-6 + 7 / 8 * 67_108_864 / 100e9)
+    lc = layer_cost(cfg, load_chip("h100-sxm"), 4096, 1, 1, False, "none", None, "bf16", 8, LINK)
+    assert lc.ep_fwd_s == pytest.approx(2 * one) and lc.ep_bwd_s == pytest.approx(2 * one)  # dispatch + combine
+    # with tp 2 each rank sends its half of the tokens
+    assert moe_a2a_bytes(cfg, 4096, 1, 2, precision()) == nbytes / 2
+
+
+def test_expert_memory_divides_by_ep_dense_memory_does_not() -> None:
+    """Mixtral-8x7B's routed experts: 32 layers × 8 × 3 · 4096 · 14336 = 45,097,156,608 parameters. On 8 GPUs
+    (dp 8), ep 8 keeps 1/8 of them per GPU: 7/8 × 45.1 G × 2 B fewer parameter bytes (and the same for gradients);
+    everything else (attention, router, embeddings) stays whole."""
+    kw = {"cluster": "dgx-h100", "gpus": 8, "batch": 8, "seq_len": 1024, "zero": 1}
+    one = xpusim.train("mixtral-8x7b", ep=1, **kw).step
+    eight = xpusim.train("mixtral-8x7b", ep=8, **kw).step
+    experts = 32 * 8 * 3 * 4096 * 14336
+    assert one.memory.params - eight.memory.params == pytest.approx(2 * experts * 7 / 8)
+    assert one.memory.grads - eight.memory.grads == pytest.approx(2 * experts * 7 / 8)
+    # ZeRO-1 shards optimizer states over the replicas that hold the same parameters: d for the dense ones, d/ep
+    # for the experts — with ep = dp every expert's states sit on one rank: 12 B × experts / 8 either way
+    assert one.memory.optimizer == pytest.approx(eight.memory.optimizer)
+    assert one.model_flops == pytest.approx(eight.model_flops)  # the work is the same, only where it runs moves
+    assert eight.comm_s["ep"] > 0 and "ep" not in one.comm_s
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["llama2-7b", "--gpus", "8", "--ep", "2"], "has no experts"),
+    (["mixtral-8x7b", "--gpus", "8", "--ep", "3"], "ep=3 must divide the 8 experts and dp=8; valid ep: 1, 2, 4, 8"),
+    (["mixtral-8x7b", "--gpus", "8", "--tp", "2", "--ep", "8"], "valid ep: 1, 2, 4"),
+])
+def test_bad_ep_one_error_line(args: list[str], message: str) -> None:
+    r = runner.invoke(app, ["parallel", *args, "--cluster", "dgx-h100", "--seq-len", "1024"])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.stderr
