@@ -141,7 +141,8 @@ def print_run(console: Console, r: dict[str, Any]) -> None:
     meas, sim, pred = r["measured"], r.get("simulated"), r.get("predicted")
     plan = r["plan"]
     console.print(f"[bold]{r['model']}[/bold], {r['ranks']} ranks ({r['backend']}): dp={plan['dp']} tp={plan['tp']} "
-                  f"pp={plan['pp']}" + (f" v={plan['vp']}" if plan["vp"] > 1 else "")
+                  f"pp={plan['pp']}" + (f" ep={plan['ep']}" if plan.get("ep", 1) > 1 else "")
+                  + (f" v={plan['vp']}" if plan["vp"] > 1 else "")
                   + f", {plan['micro_batches']} micro-batches of {plan['micro_batch']}, schedule {plan['schedule']}")
     t = Table(box=None)
     t.add_column("")

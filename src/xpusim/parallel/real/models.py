@@ -3,6 +3,8 @@ and fed deterministic data: an MLP (regression) and a GPT (next-token prediction
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +53,99 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Expert(nn.Module):
+    """One expert: a GELU MLP (fc1, GELU, fc2)."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, width)
+        self.fc2 = nn.Linear(width, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP: a router (softmax over ``experts``), each token's ``top_k`` experts, their outputs
+    weighted by the renormalized router probabilities. With `expert_parallel` set, this rank computes only its
+    E/ep experts: every token-expert pair is sent to the rank that holds the expert and its output sent back — two
+    all-to-alls (dispatch and combine), differentiable, so the backward runs them in reverse."""
+
+    def __init__(self, hidden: int, width: int, experts: int, top_k: int) -> None:
+        super().__init__()
+        self.router = nn.Linear(hidden, experts, bias=False)
+        self.experts = nn.ModuleList(Expert(hidden, width) for _ in range(experts))
+        self.top_k = top_k
+        self.group: object | None = None
+        self.rank, self.size = 0, 1
+
+    def expert_parallel(self, group: object, rank: int, size: int) -> None:
+        self.group, self.rank, self.size = group, rank, size
+
+    def local(self) -> range:
+        per = len(self.experts) // self.size
+        return range(self.rank * per, (self.rank + 1) * per)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        tokens = x.reshape(-1, shape[-1])
+        probs = torch.softmax(self.router(tokens), dim=-1)
+        weight, chosen = probs.topk(self.top_k, dim=-1)
+        weight = weight / weight.sum(dim=-1, keepdim=True)
+        token_of = torch.arange(tokens.shape[0]).repeat_interleave(self.top_k)
+        expert_of, weight_of = chosen.reshape(-1), weight.reshape(-1)
+        if self.group is None:
+            y = self._compute(tokens[token_of], expert_of)
+        else:
+            y = self._expert_parallel(tokens[token_of], expert_of)
+        out = torch.zeros_like(tokens).index_add(0, token_of, y * weight_of[:, None])
+        return out.reshape(shape)
+
+    def _compute(self, rows: torch.Tensor, expert_of: torch.Tensor) -> torch.Tensor:
+        """Each row through its expert (rows of experts this rank does not hold: none are given to it)."""
+        out = torch.zeros_like(rows)
+        for e in torch.unique(expert_of).tolist():
+            idx = (expert_of == e).nonzero().squeeze(1)
+            out = out.index_add(0, idx, self.experts[e](rows[idx]))
+        return out
+
+    def _expert_parallel(self, rows: torch.Tensor, expert_of: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_to_all_single
+
+        per = len(self.experts) // self.size
+        dest = expert_of // per
+        order = torch.argsort(dest, stable=True)
+        send_counts = torch.bincount(dest, minlength=self.size)
+        recv_counts = torch.empty_like(send_counts)
+        dist.all_to_all_single(recv_counts, send_counts, group=self.group)  # type: ignore[arg-type]
+        sends, recvs = send_counts.tolist(), recv_counts.tolist()
+        recv_expert = torch.empty(sum(recvs), dtype=expert_of.dtype)
+        dist.all_to_all_single(recv_expert, expert_of[order], recvs, sends, group=self.group)  # type: ignore[arg-type]
+        with warnings.catch_warnings():  # the autograd all-to-all's new home (functional collectives) is async-only
+            warnings.simplefilter("ignore", FutureWarning)
+            recv = all_to_all_single(torch.empty(sum(recvs), rows.shape[1]), rows[order], recvs, sends,
+                                     group=self.group)
+            done = self._compute(recv, recv_expert)
+            back = all_to_all_single(torch.empty(rows.shape[0], rows.shape[1]), done, sends, recvs, group=self.group)
+        return torch.zeros_like(rows).index_copy(0, order, back)
+
+
+class MoEBlock(nn.Module):
+    """The GPT block with its MLP replaced by a mixture of experts."""
+
+    def __init__(self, hidden: int, heads: int, width: int, experts: int, top_k: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden)
+        self.attn = Attention(hidden, heads)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.moe = MoE(hidden, width, experts, top_k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.moe(self.ln2(x))
 
 
 class MLPLayer(nn.Module):
@@ -122,7 +217,9 @@ def build_parts(spec: ModelSpec, seed: int) -> tuple[list[nn.Module], dict[str, 
     nn.init.normal_(embed.weight, std=0.02)  # GPT-2's: the tied head's logits start small (loss near ln V)
     nn.init.normal_(pos.weight, std=0.01)
     parts: dict[str, nn.Module] = {"embed": embed, "pos": pos}
-    layers: list[nn.Module] = [Block(spec.hidden, spec.heads, spec.kv_heads, spec.ffn) for _ in range(spec.layers)]
+    layers: list[nn.Module] = [
+        MoEBlock(spec.hidden, spec.heads, spec.ffn, spec.experts, spec.top_k) if spec.kind == "moe"
+        else Block(spec.hidden, spec.heads, spec.kv_heads, spec.ffn) for _ in range(spec.layers)]
     parts["norm"] = nn.LayerNorm(spec.hidden)
     return layers, parts
 

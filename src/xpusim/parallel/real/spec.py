@@ -17,6 +17,10 @@ RUN_SCHEDULES = (*SCHEDULES, "zbv")
 
 MLP_KEYS = {"layers": "ReLU layers (default 8)", "width": "width (default 1024)"}
 """Keys of an ``mlp:`` spec."""
+MOE_KEYS = {"h": "hidden size", "l": "layers", "a": "attention heads", "s": "sequence length (default 16)",
+            "V": "vocabulary (default 1024)", "e": "experts per layer", "k": "experts per token (top-k)",
+            "ffn": "each expert's MLP width (default 4h)"}
+"""Keys of a ``moe:`` spec: the ``gpt:`` model with a mixture-of-experts MLP in every layer."""
 
 
 class RunSpecError(UserError):
@@ -38,6 +42,10 @@ class ModelSpec:
     """GPT MLP width (``ffn``, default 4h)."""
     kv_heads: int = 0
     """GPT key/value heads (``kv``, default ``heads``; fewer is grouped-query attention)."""
+    experts: int = 0
+    """MoE: experts per layer (``e``)."""
+    top_k: int = 0
+    """MoE: experts each token goes to (``k``)."""
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
@@ -51,9 +59,19 @@ class ModelSpec:
                 raise RunSpecError(f"--model: {exc}") from None
             return cls(kind="gpt", layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, seq_len=cfg.max_positions,
                        vocab=cfg.vocab, ffn=cfg.ffn, kv_heads=cfg.kv_heads)
+        if kind == "moe":
+            v = key_values(text, MOE_KEYS, RunSpecError, f"--model {text!r}")
+            missing = [key for key in ("h", "l", "a", "e", "k") if key not in v]
+            if missing:
+                raise RunSpecError(f"--model {text!r}: missing {', '.join(missing)}; e.g. moe:h=64,l=2,a=4,e=4,k=2")
+            if v["h"] % v["a"] or v["k"] > v["e"]:
+                raise RunSpecError(f"--model {text!r}: h must be a multiple of a, and k at most e")
+            return cls(kind="moe", layers=v["l"], hidden=v["h"], heads=v["a"], seq_len=v.get("s", 16),
+                       vocab=v.get("V", 1024), ffn=v.get("ffn", 4 * v["h"]), kv_heads=v["a"], experts=v["e"],
+                       top_k=v["k"])
         if kind != "mlp":
-            raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W or "
-                               "gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..]")
+            raise RunSpecError(f"--model {text!r}: expected mlp:layers=N,width=W, "
+                               "gpt:h=..,l=..,a=..,s=..[,V=..,ffn=..,kv=..] or moe:h=..,l=..,a=..,e=..,k=..")
         vals = key_values(text, MLP_KEYS, RunSpecError, f"--model {text!r}")
         return cls(kind="mlp", layers=vals.get("layers", 8), width=vals.get("width", 1024))
 
@@ -61,6 +79,9 @@ class ModelSpec:
         """The spec back as text (``gpt:``: h, l, a, s and V always; ffn and kv when not their defaults)."""
         if self.kind == "mlp":
             return f"mlp:layers={self.layers},width={self.width}"
+        if self.kind == "moe":
+            return (f"moe:h={self.hidden},l={self.layers},a={self.heads},s={self.seq_len},V={self.vocab},"
+                    f"e={self.experts},k={self.top_k},ffn={self.ffn}")
         out = f"gpt:h={self.hidden},l={self.layers},a={self.heads},s={self.seq_len},V={self.vocab}"
         if self.ffn != 4 * self.hidden:
             out += f",ffn={self.ffn}"
@@ -101,7 +122,7 @@ class RunSpec:
 
     def to_argv(self) -> list[str]:
         p = self.plan
-        argv = ["--model", self.model.text(), "--plan", f"dp={p.dp},tp={p.tp},pp={p.pp}", "--schedule",
+        argv = ["--model", self.model.text(), "--plan", f"dp={p.dp},tp={p.tp},pp={p.pp},ep={p.ep}", "--schedule",
                 self.schedule, "--micro-batches", str(p.micro_batches), "--micro-batch", str(p.micro_batch),
                 "--virtual-stages", str(p.vp), "--steps", str(self.steps), "--seed", str(self.seed),
                 "--zero", str(p.zero), "--timeout", str(self.timeout_s)]
@@ -121,8 +142,11 @@ class RunSpec:
 def parse_plan(text: str) -> dict[str, int]:
     """``pp=2`` → {"dp": 1, "tp": 1, "pp": 2}; ``dp=2,tp=2,pp=2`` is a 3-D plan of 8 ranks. Through the one ``KEY=N``
     parser of the model specs."""
-    keys = {"dp": "data-parallel ranks", "tp": "tensor-parallel ranks", "pp": "pipeline stages"}
-    out = {"dp": 1, "tp": 1, "pp": 1, **key_values(f"plan:{text}", keys, RunSpecError, f"--plan {text!r}")}
+    keys = {"dp": "data-parallel ranks", "tp": "tensor-parallel ranks", "pp": "pipeline stages",
+            "ep": "expert-parallel ranks (among the data-parallel ones)"}
+    out = {"dp": 1, "tp": 1, "pp": 1, "ep": 1, **key_values(f"plan:{text}", keys, RunSpecError, f"--plan {text!r}")}
+    if out["ep"] > 1 and "dp" not in text:  # EP folds into DP: ep=2 alone is two data-parallel ranks
+        out["dp"] = out["ep"]
     return out
 
 
@@ -146,7 +170,7 @@ def load_predict_chip(path: str | Path, option: str = "--predict") -> Chip:
 DEFAULT_MODEL = "mlp:layers=8,width=1024"
 DEFAULT_PLAN = "pp=2"
 DEFAULT_MICRO_BATCHES = 8
-DEFAULT_MICRO_BATCH = {"mlp": 16, "gpt": 1}
+DEFAULT_MICRO_BATCH = {"mlp": 16, "gpt": 1, "moe": 1}
 """Samples per micro-batch when not given, by model kind (``xpusim run`` and ``python -m xpusim.run`` alike)."""
 
 
@@ -202,6 +226,16 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
     stages = degrees["pp"] * vp
     if m.layers % stages:
         raise RunSpecError(f"--model {model!r}: {m.layers} layers do not split into pp*v = {stages} stages")
+    if degrees["ep"] > 1:
+        if m.kind != "moe":
+            raise RunSpecError(f"--plan ep={degrees['ep']} splits a mixture of experts: use --model moe:...")
+        if (m.experts % degrees["ep"] or degrees["dp"] != degrees["ep"] or degrees["tp"] > 1 or degrees["pp"] > 1
+                or zero or fsdp):
+            raise RunSpecError(f"--plan ep={degrees['ep']}: real runs place the experts over all data-parallel "
+                               f"ranks (dp = ep, no tp, pp or FSDP) and ep must divide e={m.experts}; valid ep: "
+                               + ", ".join(str(e) for e in range(1, m.experts + 1) if m.experts % e == 0))
+    if m.kind == "moe" and (degrees["tp"] > 1 or degrees["pp"] > 1):
+        raise RunSpecError("--model moe:... runs with dp and ep (tp and pp of a MoE model are not in real runs)")
     if degrees["tp"] > 1:
         if m.kind != "gpt":
             raise RunSpecError("--plan tp=N splits attention heads and the MLP: use --model gpt:...")
@@ -217,7 +251,8 @@ def make_spec(*, model: str = DEFAULT_MODEL, plan: str = DEFAULT_PLAN, schedule:
     if fault and (fault.partition(":")[0] not in ("raise", "hang", "kill") or not fault.partition(":")[2].isdigit()):
         raise RunSpecError(f"--fault {fault!r}: expected raise:RANK, hang:RANK or kill:RANK")
     plan_schedule = schedule if schedule in SCHEDULES else "zb-h1"
-    parallel = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], vp=vp, micro_batch=micro_batch,
+    parallel = ParallelPlan(dp=degrees["dp"], tp=degrees["tp"], pp=degrees["pp"], ep=degrees["ep"], vp=vp,
+                            micro_batch=micro_batch,
                         global_batch=micro_batch * micro_batches * degrees["dp"],
                         schedule=plan_schedule, zero=zero)  # type: ignore[arg-type]
     return RunSpec(model=m, plan=parallel, schedule=schedule, steps=steps, seed=seed, fsdp=fsdp or zero > 0,

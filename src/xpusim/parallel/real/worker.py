@@ -25,7 +25,7 @@ from torch import nn
 
 from xpusim.errors import UserError
 from xpusim.files import check_output, write_atomic
-from xpusim.parallel.real.models import batch, build_stage, global_name, loss_fn
+from xpusim.parallel.real.models import MoE, batch, build_stage, global_name, loss_fn
 from xpusim.parallel.real.spec import RunSpec, argument_parser, spec_from_args
 
 DEVICE = torch.device("cpu")
@@ -145,7 +145,11 @@ def allreduce_gradients(params: Sequence[torch.Tensor], mesh: Mesh, rec: Recorde
     """Data parallelism as Megatron-LM's DDP does it beside tensor or pipeline parallelism: once per step, after the
     last micro-batch's backward (the pipeline's flush), every gradient of this rank — its local shard under tensor
     parallelism — is summed over the data-parallel ranks in one flat buffer and divided by their number."""
-    grads = [getattr(q.grad, "_local_tensor", q.grad) for q in params if q.grad is not None]
+    grads: list[torch.Tensor] = []
+    for q in params:  # every rank reduces the same list: a parameter this rank did not use (an expert no token of
+        if q.grad is None:  # its batch chose) contributes zeros
+            q.grad = torch.zeros_like(q)
+        grads.append(getattr(q.grad, "_local_tensor", q.grad))
     start = time.monotonic()
     flat = torch._utils._flatten_dense_tensors(grads)
     dist.all_reduce(flat, group=mesh.group("dp"))
@@ -200,9 +204,18 @@ def run_flat(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
     ranks (dp) — DDP or FSDP2 when data parallelism is the only kind, else the flat all-reduce after the last
     micro-batch (``allreduce_gradients``)."""
     model = build_stage(spec.model, spec.seed, 0, 1).to(DEVICE)
-    dp, tp = mesh.sizes[1], mesh.sizes[2]
+    dp, tp, ep = mesh.sizes[1], mesh.sizes[2], spec.plan.ep
     if tp > 1:
         tensor_parallel(model.layers, mesh)
+    expert_params: set[int] = set()  # this rank's experts
+    all_experts: set[int] = set()
+    if ep > 1:  # each rank computes its E/ep experts; tokens reach them by all-to-all
+        for layer in model.layers:
+            moe = layer.moe
+            assert isinstance(moe, MoE)
+            moe.expert_parallel(mesh.group("dp"), mesh.dp, ep)
+            expert_params |= {id(q) for e in moe.local() for q in moe.experts[e].parameters()}
+            all_experts |= {id(q) for q in moe.experts.parameters()}
     wrapped: nn.Module = model
     sync: Callable[[bool], Any] = lambda last: None  # noqa: E731
     if spec.fsdp:
@@ -214,7 +227,7 @@ def run_flat(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
         fully_shard(model, reshard_after_forward=reshard)
         assert isinstance(model, FSDPModule)
         sync = model.set_requires_gradient_sync  # reduce-scatter only after the last micro-batch
-    elif dp > 1 and tp == 1:
+    elif dp > 1 and tp == 1 and spec.model.kind != "moe":  # DDP needs every parameter used; experts may not be
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(model, device_ids=[DEVICE.index] if DEVICE.type == "cuda" else None)
@@ -225,7 +238,7 @@ def run_flat(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
         def sync(last: bool) -> None:
             ddp.require_backward_grad_sync = last  # what ddp.no_sync() toggles
 
-    manual = dp > 1 and tp > 1
+    manual = dp > 1 and (tp > 1 or spec.model.kind == "moe")
     named = dict(model.named_parameters(remove_duplicate=False))  # after wrapping: DTensors under FSDP2 and tensor
     # parallelism; the tied output head is listed under its own name (head.weight) too
     params = list(wrapped.parameters())
@@ -238,12 +251,18 @@ def run_flat(spec: RunSpec, mesh: Mesh, rec: Recorder) -> dict[str, Any]:
         _maybe_fault(spec, dist.get_rank(), step)
         loss, t2 = _accumulate(spec, wrapped, xs, ys, rec, sync)
         if manual:
-            allreduce_gradients(params, mesh, rec, step)
+            # the experts' gradients already hold every rank's tokens (the all-to-alls' backward brought them):
+            # averaged over the replicas like the all-reduced ones, not summed again
+            for q in params:
+                if id(q) in expert_params and q.grad is not None:
+                    q.grad.div_(dp)
+            allreduce_gradients([q for q in params if id(q) not in all_experts], mesh, rec, step)
             t2 = time.monotonic()
         if step == 0 and spec.check_grads:
             out["loss"] = mean_loss(loss, mesh)
             grads = {n: _full(p.grad) for n, p in named.items() if p.grad is not None}  # a collective
-            out["grads"] = grads if mesh.reports else {}
+            # one rank reports what every rank holds; each rank its own experts
+            out["grads"] = {n: g for n, g in grads.items() if mesh.reports or id(named[n]) in expert_params}
         _optimizer_step(opt, rec, step, t0, t2, stage=0)
     return out
 
