@@ -21,6 +21,7 @@ _API = ("analyze", "analyze_sweep", "roofline", "llm", "npu", "train", "search",
 _LAZY = {
     **dict.fromkeys(_API, "xpusim.api"),  # one function per question, and the results they return
     "Report": "xpusim.api.report", "DesignPoint": "xpusim.api.report",
+    "serve": "xpusim.api.serve", "ServeResult": "xpusim.api.serve",
     # the inputs, as objects
     "Chip": "xpusim.hardware.chip", "Cluster": "xpusim.hardware.cluster", "ParallelPlan": "xpusim.parallel.plan",
     "TransformerConfig": "xpusim.workload.transformer", "Precision": "xpusim.workload.transformer",
