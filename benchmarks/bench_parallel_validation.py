@@ -53,7 +53,7 @@ def predict(row: dict[str, Any]) -> float:
     vp = row.get("vp") or 1
     r = xpusim.train(spec, cluster=cluster(str(row["gpu"])), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
                      pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
-                     schedule="interleaved" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
+                     schedule=f"interleaved:{vp}" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
                      sp=bool(row.get("sp")))
     return float(r.step.step_time_s)
 
