@@ -176,7 +176,7 @@ def llm_cmd(
     emit(r.to_json(), output) if fmt is Format.json else print_llm(out_console(), r)
 
 
-@command(app, "serve", csv_inputs=("trace",))
+@command(app, "serve")
 def serve_cmd(
     model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
     tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER,
@@ -192,8 +192,8 @@ def serve_cmd(
     overhead: str = _opt("vllm", "--overhead", help="CPU time per iteration: vllm, none, or milliseconds."),
     efficiency: str = _opt("measured", "--efficiency", help="measured (published GPU kernels) or ideal roofline."),
     slo: str | None = _opt(None, "--slo", help="ttft=S,tpot=S: also find the highest rate meeting them (p99)."),
-    trace: Path | None = _opt(None, "--trace", help="Requests to replay (.csv: arrival_s,prompt_len,gen_len) or the "
-                              "iterations as a Chrome/Perfetto trace (.json)."),
+    trace_file: Path | None = _opt(None, "--trace", help="Requests to replay (.csv: arrival_s,prompt_len,gen_len) or "
+                                   "the iterations as a Chrome/Perfetto trace (.json)."),
     plot: Path | None = _opt(None, "--plot", help="Latency CDFs (.png/.svg/.pdf)."), seed: int = _opt(0, "--seed"),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
@@ -204,10 +204,10 @@ def serve_cmd(
     with busy("simulating ...", fmt is Format.table) as progress:
         r = serve(model, chip=chip, tp=tp, pp=pp, cluster=cluster, rate=rate, requests=requests, prompt_len=prompt_len,
                   gen_len=gen_len, scheduler=scheduler, max_batch_tokens=max_batch_tokens, max_seqs=max_seqs,
-                  block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo, trace=trace, plot=plot,
+                  block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo, trace=trace_file, plot=plot,
                   seed=seed, disaggregate=disaggregate, progress=progress)
     emit(r.to_json(), output) if fmt is Format.json else print_serve(out_console(), r)
-    _wrote(trace if trace is not None and trace.suffix == ".json" else None, plot)
+    _wrote(*r.wrote)
 
 
 @command(app, "npu")
@@ -293,8 +293,6 @@ def parallel_cmd(
     if do_search:
         if measured is not None:
             raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
-        if batch is None:
-            raise UserError("--search needs --batch (the global batch in samples)")
         found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len)
         if fmt is Format.json:
             emit(found.to_json(), output)

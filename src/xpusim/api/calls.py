@@ -671,12 +671,14 @@ class SearchPlans(_Result):
         return f"{self.counts()}; best: {best.plan.label()}, step {best.step_time_s:.4g} s"
 
 
-def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int, batch: int,
-           top: int = 10, seq_len: int | None = None) -> SearchPlans:
+def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
+           batch: int | None, top: int = 10, seq_len: int | None = None) -> SearchPlans:
     """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
     recomputation) for ``gpus`` GPUs and a global ``batch``; the ``top`` fastest that fit, re-simulated."""
     from xpusim.parallel.search import search as search_plans
 
+    if batch is None:
+        raise UserError("--search needs --batch (the global batch in samples)")
     _positive("batch", batch)
     _positive("top", top)
     tm = _train_model(model, seq_len)

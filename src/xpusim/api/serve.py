@@ -74,6 +74,8 @@ class ServeResult(_Result):
     capacity: Capacity | None = None
     disaggregated: dict[str, Any] | None = None
     """Prefill and decode instances, their chips and the KV transfer times (with ``disaggregate``)."""
+    wrote: tuple[Path, ...] = ()
+    """The files written: the iterations' trace, the latency plot."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "chip": self.chip, "tp": self.parallel.tp, "pp": self.parallel.pp,
@@ -129,9 +131,11 @@ def _overhead(overhead: str | float | Overhead) -> Overhead:
     try:
         ms = float(overhead)
     except (TypeError, ValueError):
+        ms = -1.0
+    if not ms >= 0:
         raise ServeError(f"--overhead {overhead!r}: expected {', '.join(OVERHEADS)} or milliseconds per "
-                         "iteration") from None
-    return _overhead(ms) if ms >= 0 else _overhead("?")
+                         "iteration (>= 0)")
+    return _overhead(ms)
 
 
 def _requests(cfg: TransformerConfig, trace_in: str | Path | None, rate: float | None, requests: int,
@@ -239,8 +243,9 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
         basis += (f"disaggregated: {dis.prefill} prefill and {dis.decode} decode instances of {par.gpus} chip(s), "
                   f"requests round-robin; each request's KV cache ({dis.kv_bytes_per_token:,} B per token per chip) "
                   f"sent chip to chip on {dis.fabric.name} (α-β), not overlapped",)
+    wrote = tuple(Path(f) for f in (trace, plot) if f is not None)
     result = ServeResult(run=run, bound=bound, model=cfg.name, chip=base_chip.name, parallel=par, config=sc,
-                         workload=workload, basis=basis, capacity=capacity, disaggregated=pool_info)
+                         workload=workload, basis=basis, capacity=capacity, disaggregated=pool_info, wrote=wrote)
     if plot is not None:
         fig = latency_cdf_figure(result)
         write_atomic(plot, lambda tmp: fig.savefig(tmp, format=Path(str(plot)).suffix[1:], dpi=120))

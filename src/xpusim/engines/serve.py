@@ -315,10 +315,6 @@ class KVBudget:
     block_bytes: int
     blocks: int
 
-    @property
-    def tokens(self) -> int:
-        return self.blocks
-
 
 def kv_budget(cfg: TransformerConfig, chip: Chip, p: Precision, par: Parallelism, sc: ServeConfig) -> KVBudget:
     """vLLM's sizing: usable memory = capacity × gpu_memory_utilization; minus the weights on the fullest chip and

@@ -100,12 +100,10 @@ class OneLineErrors(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def command(target: typer.Typer, name: str, csv: bool = False,
-            csv_inputs: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def command(target: typer.Typer, name: str, csv: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a command under the one error policy: a `UserError` (or an engine's ValueError) → ``error: ...``,
-    exit 2, naming the option the user typed; a failed real run → exit 1. Before any work: output paths checked
-    (except options in ``csv_inputs`` given a ``.csv`` file, which is read), and ``--format csv`` refused where the
-    command has no CSV."""
+    exit 2, naming the option the user typed; a failed real run → exit 1. Before any work: output paths checked,
+    and ``--format csv`` refused where the command has no CSV."""
 
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
         options = {n: p.default.param_decls[0] for n, p in inspect.signature(fn).parameters.items()
@@ -119,8 +117,7 @@ def command(target: typer.Typer, name: str, csv: bool = False,
                 if kwargs.get("fmt") is Format.csv and not csv:
                     raise UserError(f"--format csv is not available for {name}; use table or json")
                 for opt, suffixes in (("output", ()), ("plot", PLOT_SUFFIXES), ("trace", (".json",))):
-                    if not (opt in csv_inputs and str(kwargs.get(opt)).endswith(".csv")):
-                        check_output(kwargs.get(opt), f"--{opt}", suffixes)
+                    check_output(kwargs.get(opt), f"--{opt}", suffixes)
                 fn(*args, **kwargs)
             except RunError as exc:
                 err.print(f"error: {exc}", markup=False)

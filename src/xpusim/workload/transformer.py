@@ -407,43 +407,44 @@ def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Pre
     """One transformer layer processing ``new`` tokens per sequence against ``context`` keys (new included).
     ``moe``: whether it is one of the model's MoE layers (default: whenever the model has experts; see
     `layer_groups` for models whose first layers stay dense)."""
+    h, t = cfg.hidden, batch * new
+    norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
+    norm_w = h if cfg.rms_norm else 2 * h
+    moe = cfg.moe if moe is None else moe
+    attention = (_mla_ops(cfg, batch, new, context, p, prefix) if cfg.mla
+                 else _attention_ops(cfg, batch, new, context, p, flash, prefix))
+    return [
+        _elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
+        *attention,
+        _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
+        _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
+        *(_moe_ops(cfg, t, p, prefix) if moe else _dense_mlp_ops(cfg, t, p, prefix)),
+        _elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2),
+    ]
+
+
+def _attention_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, flash: bool,
+                   prefix: str) -> list[OpCost]:
+    """Multi-head (or grouped-query) attention: q, k, v projections, the KV-cache append, the attention product
+    (the whole cache read), Qwen3's per-head norms, the output projection."""
     h, hd = cfg.hidden, cfg.head_dim
     q_dim, kv_dim = cfg.heads * hd, cfg.kv_heads * hd
     t = batch * new
     bias = not cfg.rms_norm
-    norm_flops = RMS_NORM_FLOPS_PER_ELEMENT if cfg.rms_norm else LAYER_NORM_FLOPS_PER_ELEMENT
-    norm_w = h if cfg.rms_norm else 2 * h
-    moe = cfg.moe if moe is None else moe
-    if cfg.mla:
-        ops = [_elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
-               *_mla_ops(cfg, batch, new, context, p, prefix),
-               _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
-               _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w)]
-        ops += _moe_ops(cfg, t, p, prefix) if moe else _dense_mlp_ops(cfg, t, p, prefix)
-        ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
-        return ops
+    kv_new = 2 * t * kv_dim
     ops = [
-        _elementwise(f"{prefix}.norm1/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
         _matmul(f"{prefix}.attn.q/matmul", t, h, q_dim, p, bias=bias),
         _matmul(f"{prefix}.attn.k/matmul", t, h, kv_dim, p, bias=bias),
         _matmul(f"{prefix}.attn.v/matmul", t, h, kv_dim, p, bias=bias),
+        OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write", kind="memory",
+               dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
+               bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)),
+        attention_op(cfg, batch, new, context, p, flash=flash, prefix=prefix),
     ]
-    # KV cache: append the new keys and values, then read the whole cache for attention.
-    kv_new = 2 * t * kv_dim
-    ops.append(OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write",
-                      kind="memory", dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
-                      bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)))
-    ops.append(attention_op(cfg, batch, new, context, p, flash=flash, prefix=prefix))
     if cfg.qk_norm:  # Qwen3: RMSNorm over each query and key head
         ops.append(_elementwise(f"{prefix}.attn.qk_norm/norm", "norm", t * (q_dim + kv_dim),
                                 RMS_NORM_FLOPS_PER_ELEMENT, p, weight_elements=2 * hd))
-    ops += [
-        _matmul(f"{prefix}.attn.o/matmul", t, q_dim, h, p, bias=bias),
-        _elementwise(f"{prefix}/residual1", "elementwise", t * h, 1, p, reads=2),
-        _elementwise(f"{prefix}.norm2/norm", "norm", t * h, norm_flops, p, weight_elements=norm_w),
-    ]
-    ops += _moe_ops(cfg, t, p, prefix) if moe else _dense_mlp_ops(cfg, t, p, prefix)
-    ops.append(_elementwise(f"{prefix}/residual2", "elementwise", t * h, 1, p, reads=2))
+    ops.append(_matmul(f"{prefix}.attn.o/matmul", t, q_dim, h, p, bias=bias))
     return ops
 
 
