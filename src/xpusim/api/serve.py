@@ -175,6 +175,9 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     instead); ``plot``: the latency CDFs as a figure. ``disaggregate`` (``prefill=2,decode=6``): that many
     instances of ``tp`` × ``pp`` chips for prompts and for decoding, the KV cache moved between them on the
     cluster's links."""
+    if trace is not None and Path(trace).suffix not in (".csv", ".json"):
+        raise ServeError(f"--trace {str(trace)!r}: expected a .csv of requests to replay or a .json to write the "
+                         "iterations to")
     if trace is not None and str(trace).endswith(".csv"):  # `--trace requests.csv`: the requests to replay
         trace_in, trace = trace, None
     check_output(trace, "--trace", (".json",))
