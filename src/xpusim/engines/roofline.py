@@ -245,7 +245,7 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
     return OpEstimate(name=op.name, module=op.module, kind=op.kind, unit=unit, dtype=dtype, flops=op.flops,
                       bytes=nbytes,
                       compute_s=compute_s, memory_s=memory_s, energy_j=energy_j,
-                      overhead_s=eff.op_overhead_us * 1e-6 if eff is not None else 0.0, memory_level=level.name)
+                      overhead_s=eff.overhead_s(unit) if eff is not None else 0.0, memory_level=level.name)
 
 
 def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None = None) -> Estimate:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
@@ -224,15 +225,21 @@ class IterationCost:
             self._memo[key] = t
         return t
 
+    def _attention_ops(self, seqs: int, new: int, context: int) -> list[Any]:
+        if not self.cfg.mla:
+            return [attention_op(self.shard, seqs, new, context, self.precision, flash=True)]
+        return [o for o in layer_ops(self.shard, seqs, new, context, self.precision, flash=True, moe=False)
+                if is_context_op(o)]
+
     def attention_s(self, seqs: int, new: int, context: int) -> float:
         """One layer's attention of ``seqs`` sequences, ``new`` tokens each against ``context`` keys (with MLA also
         its context-dependent projections)."""
-        if not self.cfg.mla:
-            return self._time(("att", seqs, new, context),
-                              lambda: [attention_op(self.shard, seqs, new, context, self.precision, flash=True)])
-        return self._time(("att", seqs, new, context), lambda: [
-            o for o in layer_ops(self.shard, seqs, new, context, self.precision, flash=True, moe=False)
-            if is_context_op(o)])
+        return self._time(("att", seqs, new, context), lambda: self._attention_ops(seqs, new, context))
+
+    @functools.cached_property
+    def attention_latency_s(self) -> float:
+        """The fixed per-kernel latency inside `attention_s` (the same at every shape)."""
+        return sum(estimate_op(o, self.chip).overhead_s for o in self._attention_ops(1, 1, 1))
 
     def head_s(self, tokens: int, logits: int) -> float:
         """Embedding of ``tokens`` tokens, final norm and lm_head of ``logits`` positions, and the communication of
@@ -261,7 +268,9 @@ class IterationCost:
 
     def _iteration_s(self, prefills: list[tuple[int, int]], decodes: int, context: int, logits: int) -> float:
         tokens = decodes + sum(n for n, _ in prefills)
-        attention = sum(self.attention_s(1, n, ctx) for n, ctx in prefills)
+        # The prefills share one variable-length attention kernel (per op): its fixed latency is paid once.
+        attention = sum(self.attention_s(1, n, ctx) - self.attention_latency_s for n, ctx in prefills)
+        attention += self.attention_latency_s if prefills else 0.0
         if decodes:
             attention += self.attention_s(decodes, 1, context)
         seqs = decodes + len(prefills)

@@ -80,6 +80,9 @@ class Efficiency(_Strict):
     vector: float = 1.0
     memory: float = 1.0
     op_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op (dispatch, kernel launch), microseconds.")
+    tensor_overhead_us: float | None = Field(
+        None, ge=0, description="Fixed cost per matrix-unit kernel (GEMM, convolution, attention), microseconds; "
+                                "absent: op_overhead_us. GPU GEMM libraries pay more than a simple elementwise kernel.")
     gemm: dict[Literal["m", "n", "k"], list[tuple[PositiveFloat, float]]] | None = Field(
         None, description="Matrix-unit efficiency against each GEMM dimension (the other two large): "
                           "{m: [[size, efficiency], ...], n: ..., k: ...}; an op gets the lowest of the three."
@@ -100,6 +103,12 @@ class Efficiency(_Strict):
         if isinstance(self.tensor, list) and not self.tensor:
             raise ValueError("efficiency.tensor points must not be empty")
         return self
+
+    def overhead_s(self, unit: str) -> float:
+        """The fixed cost of one op on ``unit`` ("tensor" or "vector"), seconds."""
+        if unit == "tensor" and self.tensor_overhead_us is not None:
+            return self.tensor_overhead_us * 1e-6
+        return self.op_overhead_us * 1e-6
 
     def tensor_at(self, flops: float, gemm_mnk: tuple[int, int, int] | None = None) -> float:
         """Matrix-unit efficiency: from the GEMM-dimension curves when the op's (M, N, K) is known, else from

@@ -1,6 +1,7 @@
 """Achieved efficiency of GPU kernels, from published measurements (``efficiency/gemm.yaml``: every row with its
-source), as the chip's `Efficiency`: what fraction of the datasheet peak a GEMM of a given number of rows reaches,
-the fraction of the memory bandwidth that memory-bound kernels reach, and the fraction of peak of fused attention.
+source), as the chip's `Efficiency`: the fixed latency every kernel pays, what fraction of the datasheet peak a GEMM
+of a given number of rows reaches, the fraction of the memory bandwidth that memory-bound kernels reach, and the
+fraction of peak of fused attention.
 
 Calibration set: microsoft/vidur's profiled projection GEMMs of Llama-2-7B (tp 1) and Llama-2-70B (tp 4) in fp16
 at 1 … 4096 tokens on A100 and H100 (kernel times measured with CUDA events), and the FlashAttention-2 and -3 papers'
@@ -39,30 +40,60 @@ def _gpu(row: dict[str, Any]) -> str:
     return str(row["gpu"]).split()[0].split("-")[0]
 
 
+def fit_kernel_latency(times_s: list[float], ideal_s: list[float]) -> tuple[float, float]:
+    """(fixed latency t0 in s, achieved fraction f of the bandwidth) of ``time = t0 + ideal / f`` by least squares,
+    where ``ideal`` is each kernel's bytes at the datasheet bandwidth: every kernel pays a launch-and-ramp latency on
+    top of streaming its bytes, which is why small kernels reach a lower fraction of the bandwidth than big ones."""
+    n = len(times_s)
+    if n < 2 or len(ideal_s) != n:
+        raise ValueError(f"need >= 2 (time, ideal) pairs of equal length, got {n} and {len(ideal_s)}")
+    mx, my = sum(ideal_s) / n, sum(times_s) / n
+    sxx = sum((x - mx) ** 2 for x in ideal_s)
+    if sxx == 0:
+        raise ValueError("the kernels' ideal times are all equal: latency and bandwidth cannot be told apart")
+    slope = sum((x - mx) * (y - my) for x, y in zip(ideal_s, times_s, strict=True)) / sxx
+    return my - slope * mx, 1.0 / slope
+
+
 @functools.cache
 def measured_efficiency(chip_name: str) -> Efficiency | None:
-    """The chip's measured kernel efficiency, or None when the table has no data for it. GEMMs: the median
-    fraction of peak over the profiled projections at each token count M ≥ 128 (compute-bound there), interpolated
-    in log M and flat beyond; memory: the median fraction of the bandwidth reached by the M = 1 and 16 GEMMs
-    (weight-streaming, memory-bound — what decode does)."""
+    """The chip's measured kernel efficiency, or None when the table has no data for it. Every kernel costs a fixed
+    latency plus its roofline time. A GEMM's latency and the bandwidth fraction: the least-squares line of time
+    against ideal (datasheet-bandwidth) time over the weight-streaming M = 1 and 16 GEMMs (memory-bound, what decode
+    does); any other kernel's latency: the median time of the norm, rotary, activation and add kernels at one token
+    (a few KiB: nothing but latency).
+    GEMMs: the fraction of peak with that latency taken out, median over the profiled projections at each token
+    count M >= 128 (compute-bound there), interpolated in log M and flat beyond."""
     gpu = CHIP_GPUS.get(chip_name)
     if gpu is None:
         return None
     rows = [r for r in _rows() if r["kind"] == "gemm" and "vidur" in r["source"] and _gpu(r) == gpu]
+    streaming = [r for r in rows if r["m"] < 128 and r.get("bandwidth_fraction") is not None]
+    if len(streaming) < 2:
+        return None
+    times = [float(r["time_ms"]) * 1e-3 for r in streaming]
+    latency_s, bandwidth = fit_kernel_latency(times, [t * float(r["bandwidth_fraction"])
+                                                      for t, r in zip(times, streaming, strict=True)])
     by_m: dict[int, list[float]] = defaultdict(list)
-    bandwidth: list[float] = []
     for r in rows:
         if r["m"] >= 128:
-            by_m[int(r["m"])].append(float(r["fraction_of_peak"]))
-        elif r.get("bandwidth_fraction") is not None:
-            bandwidth.append(float(r["bandwidth_fraction"]))
-    if not by_m or not bandwidth:
+            time_s = float(r["time_ms"]) * 1e-3
+            by_m[int(r["m"])].append(min(1.0, float(r["fraction_of_peak"]) * time_s / (time_s - latency_s)))
+    if not by_m:
         return None
     curve = [(float(m), statistics.median(v)) for m, v in sorted(by_m.items())]
+    small = [float(r["time_ms"]) * 1e3 for r in _rows()
+             if r["kind"] == "memory" and "vidur" in r["source"] and _gpu(r) == gpu and r.get("tokens") == 1]
+    if not small:
+        return None
     attention, attention_source = ATTENTION[gpu]
-    return Efficiency(tensor=attention, memory=statistics.median(bandwidth), gemm={"m": curve}, op_overhead_us=0.0,
-                      source=f"measured: vidur's {gpu.upper()} fp16 projection GEMMs (M = tokens; "
-                             f"{len(rows)} kernels) for GEMMs and memory-bound ops; {attention_source}")
+    return Efficiency(tensor=attention, memory=min(1.0, bandwidth), gemm={"m": curve},
+                      op_overhead_us=statistics.median(small), tensor_overhead_us=latency_s * 1e6,
+                      source=f"measured: vidur's {gpu.upper()} fp16 projection GEMMs (M = tokens; {len(rows)} kernels):"
+                             f" {latency_s * 1e6:.1f} us per GEMM kernel and {bandwidth:.0%} of the bandwidth fitted "
+                             f"on the M < 128 ones, GEMM efficiency by M on the rest; "
+                             f"{statistics.median(small):.1f} us per other kernel (the median of its {len(small)} "
+                             f"norm/rope/activation/add kernels at one token); {attention_source}")
 
 
 def with_measured_efficiency(chip: Chip) -> tuple[Chip, str]:

@@ -425,17 +425,15 @@ def layer_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Pre
 
 def _attention_ops(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision, flash: bool,
                    prefix: str) -> list[OpCost]:
-    """Multi-head (or grouped-query) attention: q, k, v projections, the KV-cache append, the attention product
+    """Multi-head (or grouped-query) attention: the fused q/k/v projection, the KV-cache append, the attention product
     (the whole cache read), Qwen3's per-head norms, the output projection."""
     h, hd = cfg.hidden, cfg.head_dim
     q_dim, kv_dim = cfg.heads * hd, cfg.kv_heads * hd
     t = batch * new
     bias = not cfg.rms_norm
     kv_new = 2 * t * kv_dim
-    ops = [
-        _matmul(f"{prefix}.attn.q/matmul", t, h, q_dim, p, bias=bias),
-        _matmul(f"{prefix}.attn.k/matmul", t, h, kv_dim, p, bias=bias),
-        _matmul(f"{prefix}.attn.v/matmul", t, h, kv_dim, p, bias=bias),
+    ops = [  # one fused q/k/v GEMM, as serving engines and Megatron-LM run it (one kernel, the input read once)
+        _matmul(f"{prefix}.attn.qkv/matmul", t, h, q_dim + 2 * kv_dim, p, bias=bias),
         OpCost(name=f"{prefix}.attn/kv_cache_write", module=f"{prefix}.attn", op="analytic.kv_write", kind="memory",
                dtype=p.compute_dtype, activation_bytes_read=math.ceil(kv_new * p.a_bits / 8),
                bytes_written=math.ceil(kv_new * p.kv_bits / 8), output_shape=(2, batch, context, kv_dim)),
@@ -452,8 +450,7 @@ def _dense_mlp_ops(cfg: TransformerConfig, t: int, p: Precision, prefix: str) ->
     h = cfg.hidden
     if cfg.gated_mlp:
         return [
-            _matmul(f"{prefix}.mlp.gate/matmul", t, h, cfg.ffn, p),
-            _matmul(f"{prefix}.mlp.up/matmul", t, h, cfg.ffn, p),
+            _matmul(f"{prefix}.mlp.gate_up/matmul", t, h, 2 * cfg.ffn, p),  # gate and up fused, as engines run them
             _elementwise(f"{prefix}.mlp/silu_mul", "activation", t * cfg.ffn, POINTWISE_FLOPS["silu"] + 1, p, reads=2),
             _matmul(f"{prefix}.mlp.down/matmul", t, cfg.ffn, h, p),
         ]
