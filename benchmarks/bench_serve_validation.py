@@ -10,6 +10,8 @@ batching). fp8 rows are skipped (no measured fp8 kernel efficiency), as are rows
 
 Engine overhead: TensorRT-LLM and LMDeploy run a C++ runtime with CUDA graphs; they are simulated with
 ``--overhead none`` (xpusim's vLLM overhead is vidur's measurement of vLLM's Python engine, another engine).
+TensorRT-LLM 0.14.0's offline rows run with the settings trtllm-bench used (the data file's ``engines`` block):
+whole requests reserved in the KV cache (``kv_reserve="full"``), its batch and token limits, its KV memory share.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import yaml
 
 import xpusim
 from xpusim.api.serve import serve
-from xpusim.workload.transformer import TransformerConfig, load_transformer
+from xpusim.engines.llm import memory_per_gpu
+from xpusim.hardware.chip import load_chip
+from xpusim.workload.transformer import Precision, TransformerConfig, load_transformer
 
 DATA = Path(__file__).parent / "data" / "serving_validation.yaml"
+ENGINES = yaml.safe_load(DATA.read_text())["engines"]
 MODELS = {"Llama-2-7B": "llama2-7b", "Llama-2-13B": "llama2-13b", "Llama-2-70B": "llama2-70b",
           "Llama-3-70B": "llama3-70b", "Llama-3.1-8B": "llama3.1-8b"}
 
@@ -86,11 +91,29 @@ def evaluate(row: dict[str, Any], k: str) -> list[tuple[str, float, float]]:
             out.append(("TPOT", float(row["token_latency_p50_ms"]) / 1e3, r.time_per_output_token_s))
         return out
     s = serve(m, chip=c, tp=tp, rate=1e9, requests=int(row["num_requests"]), prompt_len=str(row["input_len"]),
-              gen_len=str(row["output_len"]), overhead="none", efficiency="measured").to_dict()
+              gen_len=str(row["output_len"]), overhead="none", efficiency="measured",
+              **trtllm_bench(row, m, c, tp)).to_dict()
     system = "per system" in str(row.get("throughput_kind", "")) or "system" in str(row.get("throughput_kind", ""))
     pred = s["output_tokens_per_s"] if system else s["output_tokens_per_s"] / tp
     out.append(("throughput", float(row["throughput_tok_s"]), pred))
     return out
+
+
+def trtllm_bench(row: dict[str, Any], m: str | TransformerConfig, c: str, tp: int) -> dict[str, Any]:
+    """The serving settings trtllm-bench 0.14 ran with (the data file's ``engines`` block, from its source):
+    GUARANTEED_NO_EVICT (whole requests reserved), its max batch size and token budget for the model and tp, and a
+    KV cache of 0.9 of the memory left free after the weights and activations (as vLLM's ``gpu_memory_utilization``
+    counts it: 0.9 × (capacity − used) + used out of the capacity)."""
+    eng = ENGINES["trtllm_bench_0_14"]
+    max_seqs, max_tokens = eng["max_batch_size_and_max_num_tokens"][f"{row['model']} tp{tp}"]
+    cfg = load_transformer(m)
+    weights, _, act = memory_per_gpu(cfg, Precision(), 1, max_tokens, True, tp, 1)
+    capacity = load_chip(c).main_memory.capacity_bytes
+    frac = float(eng["kv_cache_free_gpu_mem_fraction"])
+    used = weights + act
+    return {"kv_reserve": "full" if eng["capacity_scheduler_policy"] == "GUARANTEED_NO_EVICT" else "on-demand",
+            "max_seqs": max_seqs, "max_batch_tokens": max_tokens,
+            "gpu_memory_utilization": (frac * (capacity - used) + used) / capacity}
 
 
 def main() -> None:

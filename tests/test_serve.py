@@ -85,6 +85,22 @@ def test_preemption_exactly_when_blocks_run_out(blocks: int, preemptions: int) -
         assert run.iterations[first - 1].blocks_used == 8 and run.iterations[first - 1].decodes == 2
 
 
+@pytest.mark.parametrize("scheduler", ["sarathi", "vllm"])
+def test_full_reservation_admits_whole_requests_and_never_preempts(scheduler: str) -> None:
+    """The same two requests (5 blocks each, whole) under TensorRT-LLM's GUARANTEED_NO_EVICT: with 10 blocks both
+    run at once from the start; with 9 the second waits until the first has finished and freed its 5, and is
+    scheduled exactly then — no preemption, one sequence at a time."""
+    cfg = llama7b()
+    for blocks, together in ((10, True), (9, False)):
+        sc = ServeConfig(scheduler=scheduler, blocks=blocks, kv_reserve="full")  # type: ignore[arg-type]
+        run = simulate(fixed(2, 16, 60), cost(cfg), sc, kv_budget(cfg, A100, P16, Parallelism(), sc))
+        assert run.preemptions == 0 and sum(it.tokens_out for it in run.iterations) == 120
+        assert run.iterations[0].blocks_used == (10 if together else 5)  # all of a request's blocks at admission
+        assert run.max_running == (2 if together else 1)
+        if not together:
+            assert run.scheduled_s[1] == run.finish_s[0]
+
+
 def test_conservation_and_littles_law() -> None:
     cfg = llama7b()
     sc = ServeConfig()
@@ -174,6 +190,7 @@ def test_trace_bad_row_names_line_and_field(tmp_path: Path) -> None:
     (["llama2-7b", "--chip", "a100-sxm-80gb", "--rate", "1", "--scheduler", "fifo"], "--scheduler 'fifo'"),
     (["llama2-7b", "--chip", "a100-sxm-80gb", "--rate", "1", "--slo", "ttft=2,latency=1"], "--slo"),
     (["llama2-7b", "--chip", "a100-sxm-80gb", "--rate", "1", "--overhead", "fast"], "--overhead 'fast'"),
+    (["llama2-7b", "--chip", "a100-sxm-80gb", "--rate", "1", "--kv-reserve", "all"], "--kv-reserve 'all': expected"),
 ])
 def test_cli_bad_input_one_error_line(args: list[str], message: str) -> None:
     r = runner.invoke(app, ["serve", *args])

@@ -189,6 +189,7 @@ def serve_cmd(
     max_batch_tokens: int = _opt(8192, "--max-batch-tokens", min=1, help="Token budget per iteration."),
     max_seqs: int = _opt(256, "--max-seqs", min=1, help="Sequences running at once."),
     block_size: int = _opt(16, "--block-size", min=1, help="Tokens per KV-cache block."),
+    kv_reserve: str = _opt("on-demand", "--kv-reserve", help="on-demand (vLLM) or full (TensorRT-LLM)."),
     overhead: str = _opt("vllm", "--overhead", help="CPU time per iteration: vllm, none, or milliseconds."),
     efficiency: str = _opt("measured", "--efficiency", help="measured (published GPU kernels) or ideal roofline."),
     slo: str | None = _opt(None, "--slo", help="ttft=S,tpot=S: also find the highest rate meeting them (p99)."),
@@ -205,7 +206,7 @@ def serve_cmd(
         r = serve(model, chip=chip, tp=tp, pp=pp, cluster=cluster, rate=rate, requests=requests, prompt_len=prompt_len,
                   gen_len=gen_len, scheduler=scheduler, max_batch_tokens=max_batch_tokens, max_seqs=max_seqs,
                   block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo, trace=trace_file, plot=plot,
-                  seed=seed, disaggregate=disaggregate, progress=progress)
+                  seed=seed, disaggregate=disaggregate, kv_reserve=kv_reserve, progress=progress)
     emit(r.to_json(), output) if fmt is Format.json else print_serve(out_console(), r)
     _wrote(*r.wrote)
 

@@ -14,6 +14,7 @@ from typing import Any
 from xpusim.api.calls import _llm_cluster, _positive, _Result, dumps
 from xpusim.engines.llm import Parallelism, min_gpus
 from xpusim.engines.serve import (
+    KV_RESERVES,
     OVERHEADS,
     SCHEDULERS,
     Disaggregation,
@@ -161,13 +162,15 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
           trace_in: str | Path | None = None, scheduler: str = "sarathi",
           max_batch_tokens: int = ServeConfig.max_batch_tokens, max_seqs: int = ServeConfig.max_seqs,
           block_size: int = ServeConfig.block_size, gpu_memory_utilization: float = ServeConfig.gpu_memory_utilization,
-          blocks: int | None = None, overhead: str | float | Overhead = "vllm", efficiency: str = "measured",
+          blocks: int | None = None, kv_reserve: str = "on-demand", overhead: str | float | Overhead = "vllm",
+          efficiency: str = "measured",
           w_bits: int = 16, kv_bits: int = 16, seed: int = 0, slo: str | dict[str, float] | None = None,
           slo_percentile: str = "p99", trace: str | Path | None = None, plot: str | Path | None = None,
           disaggregate: str | None = None, progress: Callable[[str], None] | None = None) -> ServeResult:
     """Simulate serving ``model`` on ``tp`` × ``pp`` chips: Poisson arrivals at ``rate`` per second (``requests`` of
     them, lengths from ``prompt_len``/``gen_len``: ``N``, ``lognormal:MEDIAN,SIGMA`` or ``uniform:LO,HI``) or the
-    requests of a CSV trace; the ``scheduler`` (``sarathi``, ``vllm``, ``static``), a paged KV cache and the
+    requests of a CSV trace; the ``scheduler`` (``sarathi``, ``vllm``, ``static``), a paged KV cache (blocks taken
+    as sequences grow, ``kv_reserve="on-demand"``, or for the whole request at admission, ``"full"``) and the
     engine's CPU ``overhead`` per iteration (``vllm``, ``none`` or milliseconds). ``efficiency``: ``measured``
     kernel efficiency from published GPU measurements where the chip has them, else ``ideal`` (the roofline).
     ``slo`` (``ttft=2,tpot=0.2``): also search the highest Poisson rate whose ``slo_percentile`` latencies meet
@@ -184,6 +187,9 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     check_output(plot, "--plot", (".png", ".svg", ".pdf"))
     if scheduler not in SCHEDULERS:
         raise ServeError(f"--scheduler {scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+    if kv_reserve not in KV_RESERVES:
+        raise ServeError(f"--kv-reserve {kv_reserve!r}: expected on-demand (vLLM) or full (TensorRT-LLM's "
+                         "GUARANTEED_NO_EVICT)")
     if efficiency not in ("measured", "ideal"):
         raise ServeError(f"--efficiency {efficiency!r}: expected measured or ideal")
     if slo_percentile not in ("p50", "p90", "p99"):
@@ -211,7 +217,8 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
         base_chip, "ideal roofline (--efficiency ideal)")
     over = _overhead(overhead)
     sc = ServeConfig(scheduler=scheduler, max_batch_tokens=max_batch_tokens, max_seqs=max_seqs,  # type: ignore[arg-type]
-                     block_size=block_size, gpu_memory_utilization=gpu_memory_utilization, blocks=blocks)
+                     block_size=block_size, gpu_memory_utilization=gpu_memory_utilization, blocks=blocks,
+                     kv_reserve=kv_reserve)  # type: ignore[arg-type]
     budget = kv_budget(cfg, the_chip, prec, par, sc)
     if budget.blocks < 1:
         raise ServeError(_no_room(cfg, base_chip, prec, par, budget, sc))

@@ -21,7 +21,9 @@ ceil(tokens in its cache / block_size) blocks; the cache holds the prompt, then 
 (the step that produces output token k stores the key and value of token k − 1). When a running sequence needs a
 block and none is free, the most recently admitted running sequence is preempted: its blocks are freed and it
 goes back to the front of the queue, to be prefilled again with its prompt and what it has generated so far
-(vLLM's recompute preemption).
+(vLLM's recompute preemption). With ``kv_reserve="full"`` (TensorRT-LLM's GUARANTEED_NO_EVICT capacity policy)
+a request is admitted only when the blocks for its whole prompt and output are free, and takes them all at once:
+never preempted, at the price of fewer sequences running.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ from xpusim.workload.transformer import (
 
 Scheduler = Literal["vllm", "sarathi", "static"]
 SCHEDULERS: tuple[str, ...] = ("vllm", "sarathi", "static")
+KVReserve = Literal["on-demand", "full"]
+KV_RESERVES: tuple[str, ...] = ("on-demand", "full")
 
 VLLM_BLOCK_SIZE = 16  # vLLM's default --block-size (tokens per KV block)
 VLLM_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default --gpu-memory-utilization
@@ -312,6 +316,9 @@ class ServeConfig:
     """Share of each chip's memory the engine may use for weights, activations and the KV cache."""
     blocks: int | None = None
     """KV blocks per chip; None: what the memory leaves (vLLM's num_gpu_blocks_override when given)."""
+    kv_reserve: KVReserve = "on-demand"
+    """``on-demand``: a block when a sequence needs one, preempting when none is free (vLLM); ``full``: the blocks
+    of the whole request at admission (TensorRT-LLM's GUARANTEED_NO_EVICT)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -453,6 +460,10 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
         s.blocks += extra
         return True
 
+    def claim(s: _Seq, tokens: int) -> bool:
+        """The blocks ``s`` needs for ``tokens`` cached tokens now, or for its whole request under full reservation."""
+        return grow(s, s.prompt + s.target - 1 if sc.kv_reserve == "full" else tokens)
+
     def admit(s: _Seq) -> None:
         nonlocal admitted
         admitted += 1
@@ -485,7 +496,7 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
                 while waiting and seqs < sc.max_seqs:
                     s = waiting[0]
                     size = s.prompt - s.computed
-                    if size > budget_left or not grow(s, s.prompt):
+                    if size > budget_left or not claim(s, s.prompt):
                         break
                     admit(waiting.popleft())
                     prefills.append((s, size))
@@ -522,7 +533,7 @@ def simulate(reqs: Requests, cost: IterationCost, sc: ServeConfig, budget: KVBud
                     while waiting and budget_left > 0 and len(running) < sc.max_seqs:
                         s = waiting[0]
                         chunk = min(s.prompt - s.computed, budget_left)
-                        if not grow(s, s.computed + chunk):
+                        if not claim(s, s.computed + chunk):
                             break
                         admit(waiting.popleft())
                         if chunk:  # a prefilled sequence joins the decodes of the next iteration
