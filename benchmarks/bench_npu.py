@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_npu.py [--scalesim-python .scalesim/bin/python] [--user-layers N]
 
-Two cases: 128x128 weight stationary with CALC bandwidth (no stalls: the closed forms), and 32x32 weight
-stationary with 64 KiB SRAMs and a USER bandwidth of 10 words/cycle (stalls: the replay of SCALE-Sim's memory
-model, `xpusim.engines.scalesim_mem`). With --scalesim-python (an environment with scalesim==3.0.0 and
+Three cases: 128x128 weight stationary with CALC bandwidth (no stalls: the closed forms), and 32x32 and 128x128
+weight stationary with 64 KiB SRAMs and a USER bandwidth of 10 words/cycle (stalls: the replay of SCALE-Sim's
+memory model, `xpusim.engines.scalesim_mem`). With --scalesim-python (an environment with scalesim==3.0.0 and
 numpy<2.4), SCALE-Sim runs the same files in a subprocess; the script prints both per-layer cycle counts, both
 wall times and the ratio. --user-layers keeps the USER case to its first N layers (SCALE-Sim needs minutes per
 layer there).
@@ -43,6 +43,37 @@ def run_scalesim(python: str, cfg_path: Path, topo_path: Path) -> tuple[list[dic
         return read_compute_report(next(Path(d).rglob("COMPUTE_REPORT.csv"))), seconds, rss_mb
 
 
+def user_case(args: argparse.Namespace, user_cfg: Path, label: str, topo_path: Path) -> None:
+    """One USER-bandwidth case: xpusim's replay of SCALE-Sim's memory model (peak RSS of a fresh process), and with
+    --scalesim-python SCALE-Sim on the same files, per layer."""
+    with tempfile.TemporaryDirectory() as d:
+        user_topo = Path(d) / "topology.csv"
+        lines = topo_path.read_text().splitlines()
+        user_topo.write_text("\n".join(lines[:1 + args.user_layers]) + "\n")
+        t0 = time.perf_counter()
+        usc = read_config(user_cfg)
+        user = simulate_scalesim(usc, read_layers(user_topo))
+        user_s = time.perf_counter() - t0
+        code = ("import sys; from xpusim.engines.scalesim_io import read_config, read_layers, simulate_scalesim; "
+                "simulate_scalesim(read_config(sys.argv[1]), read_layers(sys.argv[2]))")
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", code, str(user_cfg),
+                               str(user_topo)], check=True, capture_output=True, text=True, timeout=600)
+        rss_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
+        print(f"\n# USER, {label}, 10 words/cycle · xpusim npu (SCALE-Sim memory replay): {user_s:.2f} s for "
+              f"{len(user.layers)} layers; a fresh process replaying them peaks at {rss_mb:.0f} MB RSS")
+        if args.scalesim_python:
+            report, ss_s, ss_rss = run_scalesim(args.scalesim_python, user_cfg, user_topo)
+            print("| layer | SCALE-Sim Stall Cycles | xpusim stall_cycles | SCALE-Sim Total Cycles | xpusim total |")
+            print("|---|---|---|---|---|")
+            for layer, row in zip(user.layers, report, strict=True):
+                print(f"| {layer.name} | {int(row['Stall Cycles']):,} | {layer.stall_cycles:,} | "
+                      f"{int(row['Total Cycles']):,} | {layer.total_cycles:,} |")
+            same = all(layer.stall_cycles == row["Stall Cycles"] and layer.total_cycles == row["Total Cycles"]
+                       for layer, row in zip(user.layers, report, strict=True))
+            print(f"\nidentical stall and total cycles: {same}; SCALE-Sim {ss_s:.1f} s and {ss_rss:.0f} MB peak RSS, "
+                  f"xpusim {user_s:.2f} s: **{ss_s / user_s:,.0f}x faster**")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scalesim-python", default=None)
@@ -69,28 +100,9 @@ def main() -> None:
         print(f"\nidentical cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, xpusim "
               f"{ours_s * 1e3:.2f} ms: **{ss_s / ours_s:,.0f}x faster**")
 
-    user_cfg = DATA / "ws_32x32_user.cfg"
-    with tempfile.TemporaryDirectory() as d:
-        user_topo = Path(d) / "topology.csv"
-        lines = topo_path.read_text().splitlines()
-        user_topo.write_text("\n".join(lines[:1 + args.user_layers]) + "\n")
-        t0 = time.perf_counter()
-        usc = read_config(user_cfg)
-        user = simulate_scalesim(usc, read_layers(user_topo))
-        user_s = time.perf_counter() - t0
-        print(f"\n# USER, 32x32 ws, 64 KiB SRAMs, 10 words/cycle · xpusim npu (SCALE-Sim memory replay): "
-              f"{user_s:.2f} s for {len(user.layers)} layers")
-        if args.scalesim_python:
-            report, ss_s, rss_mb = run_scalesim(args.scalesim_python, user_cfg, user_topo)
-            print("| layer | SCALE-Sim Stall Cycles | xpusim stall_cycles | SCALE-Sim Total Cycles | xpusim total |")
-            print("|---|---|---|---|---|")
-            for layer, row in zip(user.layers, report, strict=True):
-                print(f"| {layer.name} | {int(row['Stall Cycles']):,} | {layer.stall_cycles:,} | "
-                      f"{int(row['Total Cycles']):,} | {layer.total_cycles:,} |")
-            same = all(layer.stall_cycles == row["Stall Cycles"] and layer.total_cycles == row["Total Cycles"]
-                       for layer, row in zip(user.layers, report, strict=True))
-            print(f"\nidentical stall and total cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, "
-                  f"xpusim {user_s:.2f} s: **{ss_s / user_s:,.0f}x faster**")
+    for user_cfg, label in ((DATA / "ws_32x32_user.cfg", "32x32 ws, 64 KiB SRAMs"),
+                            (DATA / "ws_128x128_user.cfg", "128x128 ws, 64 KiB SRAMs")):
+        user_case(args, user_cfg, label, topo_path)
     # Whole ResNet-50 through the CLI in fresh processes: cold (captures with PyTorch) and warm (cached capture).
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "XPUSIM_CACHE": d, "XPUSIM_CAPTURE_CACHE": "1"}

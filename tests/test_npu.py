@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -296,6 +297,23 @@ def test_vector_layers_move_bytes_at_the_npu_word_size() -> None:
     fp16 = simulate(layers, NpuConfig(rows=8, cols=8, dtype="fp16"))
     assert int8.layers[0].dram_reads.ifmap == 401_408
     assert fp16.layers[0].dram_reads.ifmap == 802_816
+
+
+@pytest.mark.parametrize("case", STALL_CASES)
+def test_window_counts_give_the_reference_prefetches(case: str) -> None:
+    """The replay's per-address counts of the window's lines find exactly the prefetches (same count, same demand
+    cycles) that testing every request against each of its address's lines finds, on every stalled fixture."""
+    import xpusim.engines.scalesim_mem as mem
+
+    sc = read_config(FIXTURES / f"{case}.cfg")
+    npu = sc.npu
+    for layer in read_layers(_topology(case)):
+        d = mem.demand(layer.shape, sc.dataflow, npu.rows, npu.cols)
+        for fetch, stream, words, bw in ((d.ifmap_fetch, d.ifmap, npu.ifmap_sram_bytes, sc.bandwidth_words[0]),
+                                         (d.filter_fetch, d.filter, npu.filter_sram_bytes, sc.bandwidth_words[1])):
+            fast = mem.read_buffer_events(fetch, stream, words, bw)
+            ref = mem.read_buffer_events(fetch, stream, words, bw, reference=True)
+            assert np.array_equal(fast.rows, ref.rows) and fast.dram_reads == ref.dram_reads, layer.gemm.name
 
 
 def test_scalesim_replay_too_large_falls_back_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:

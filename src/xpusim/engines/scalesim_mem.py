@@ -123,19 +123,25 @@ def _stack_folds(mat: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([_pad_cols(mat[:, a:b], size) for a, b in _folds(mat.shape[1], size)], axis=0)
 
 
-def _skew_order(rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of a rows × width block read along its skewed wavefront: element (t, c) is read at cycle
-    t + c, and within one cycle by column — the order of a skewed demand matrix read row by row."""
-    cyc, col = np.meshgrid(np.arange(rows + width - 1), np.arange(width), indexing="ij")
-    t = cyc - col
-    keep = (t >= 0) & (t < rows)
-    return t[keep], col[keep]
-
-
 def _antidiagonal(mat: np.ndarray) -> np.ndarray:
-    """Elements of ``mat`` by anti-diagonal (r + c), bottom row first within one: the skewed stream order."""
-    r, c = _skew_order(*mat.shape)
-    return mat[r, c]
+    """Elements of ``mat`` by anti-diagonal (r + c), bottom row first within one: the skewed stream order (its -1
+    padding kept: it takes fetch slots)."""
+    return _skew(mat, -2)[1]
+
+
+def _skew(mat: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cycle, element) of ``mat`` read along its skewed wavefront — column c read c cycles late, so element
+    (r, c) at cycle r + c, and within one cycle by column — skipping the elements equal to ``blank``."""
+    n, width = mat.shape
+    padded = np.full((n + 2 * (width - 1), width), blank, np.int64)
+    padded[width - 1:width - 1 + n] = mat
+    # row k of the skewed matrix is (padded[width - 1 + k - c, c] for each c): a view with a diagonal stride
+    s_row, s_col = padded.strides
+    skewed = np.lib.stride_tricks.as_strided(padded[width - 1:], shape=(n + width - 1, width),
+                                             strides=(s_row, s_col - s_row), writeable=False)
+    flat = skewed.ravel()
+    at = np.flatnonzero(flat != blank)
+    return at // width, flat[at]
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,8 @@ def _fold_stream(block: np.ndarray, base_row: int, prefix: int, skew: bool, flip
     if flip:
         block = block[::-1]
     if skew:
-        t, c = _skew_order(*block.shape)
-        rows, addrs = t + c, block[t, c]
+        cycle, addrs = _skew(block, -1)  # the padding (-1) is never demanded
+        return base_row + prefix + cycle, addrs
     else:
         t, c = np.nonzero(block >= 0)
         rows, addrs = t, block[t, c]
@@ -179,11 +185,12 @@ def demand(s: ConvShape, dataflow: str, rows: int, cols: int) -> _Demand:
     """Fetch orders and per-cycle demand of the three operands, as SCALE-Sim's compute modules lay them out."""
     ifm, flt = operand_matrices(s)
     R, C = rows, cols
+    o_rows: list[np.ndarray] = []  # the cycle of each output write, fold by fold
     if dataflow == "os":
         t = s.window
         pix_folds, filt_folds = _folds(s.pixels, R), _folds(s.nf, C)
         per_fold = t + R + C - 2
-        i_parts, f_parts, o_rows = [], [], []
+        i_parts, f_parts = [], []
         fold = 0
         for fa, fb in filt_folds:
             for pa, pb in pix_folds:
@@ -207,16 +214,23 @@ def demand(s: ConvShape, dataflow: str, rows: int, cols: int) -> _Demand:
     t = streaming.shape[0]
     row_folds, col_folds = _folds(k, R), _folds(s_c, C)
     per_fold = 2 * R + C + t - 2
-    st_parts, sm_parts, o_rows = [], [], []
+    st_parts: list[tuple[np.ndarray, ...]] = []
+    sm_parts: list[tuple[np.ndarray, ...]] = []
     fold = 0
+    # The streamed operand's demand of a row fold is the same in every column fold, and the outputs' cycles depend
+    # only on the fold's width: each is laid out once and shifted to its fold's first cycle.
+    streamed = [_fold_stream(streaming[:, ra:rb], 0, R, True, False) for ra, rb in row_folds]
+    out_rows: dict[int, np.ndarray] = {}
     for ca, cb in col_folds:
-        for ra, rb in row_folds:
+        for (ra, rb), (sm_rows, sm_addrs) in zip(row_folds, streamed, strict=True):
             base = fold * per_fold
-            sm_parts.append(_fold_stream(streaming[:, ra:rb], base, R, True, False))
+            sm_parts.append((sm_rows + base, sm_addrs))
             block = stationary[ra:rb, ca:cb]
             flipped = _fold_stream(block, base, 0, False, True)
             st_parts.append((flipped[0] + (R - (rb - ra)), *flipped[1:]))  # padded rows sit on top after the flip
-            o_rows.append(_fold_stream(np.zeros((t, cb - ca), np.int64), base, 2 * R - 1, True, False)[0])
+            if cb - ca not in out_rows:
+                out_rows[cb - ca] = _fold_stream(np.zeros((t, cb - ca), np.int64), 0, 2 * R - 1, True, False)[0]
+            o_rows.append(out_rows[cb - ca] + base)
             fold += 1
     st_fetch = _stack_folds(stationary, C)
     sm_fetch = _antidiagonal(_stack_folds(streaming, R))
@@ -236,8 +250,11 @@ class _ReadEvents:
     dram_reads: int
 
 
-def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: int) -> _ReadEvents:
-    """The prefetches one read SRAM makes while serving ``stream``: which demand cycle triggers each."""
+def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: int,
+                       reference: bool = False) -> _ReadEvents:
+    """The prefetches one read SRAM makes while serving ``stream``: which demand cycle triggers each.
+    ``reference``: test every request against each line of its address (the first implementation, kept to check
+    the default against) instead of keeping per-address counts of the window's lines."""
     active_words = math.ceil(sram_words * ACTIVE_FRACTION)
     prefetch_words = sram_words - active_words
     per_line = math.ceil(sram_words / LINES_PER_SRAM)
@@ -251,22 +268,73 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
     empty = _ReadEvents(rows=np.zeros(0, np.int64), cycles_per_prefetch=prefetch_lines + 1, dram_reads=first_fill)
     if active >= n_lines or len(stream.addrs) == 0:
         return empty
+    if step == 0:
+        raise NpuError("prefetch buffer holds no line: the SRAM is too small for SCALE-Sim's model")
+    rows = (_prefetch_rows_reference if reference else _prefetch_rows)(valid, per_line, n_lines, active, step, stream)
+    return _ReadEvents(rows=rows, cycles_per_prefetch=prefetch_lines + 1,
+                       dram_reads=first_fill + len(rows) * prefetch_lines * bw)
 
+
+def _prefetch_rows(valid: np.ndarray, per_line: int, n_lines: int, active: int, step: int,
+                   stream: _Stream) -> np.ndarray:
+    """The demand cycle of each prefetch. While the window stays put, whether an address is in it is a property of
+    the address alone: keep, per address, how many of the window's lines hold it — a slide takes the leaving
+    lines' addresses off and adds the entering ones' — and a request misses exactly when its count is zero."""
+    addrs = stream.addrs
+    top = int(max(valid.max(), addrs.max())) + 1
+    line = np.arange(len(valid)) // per_line
+    key = np.sort(line * top + valid)
+    key = key[np.concatenate(([True], key[1:] != key[:-1]))]  # each line's addresses once (a line is a set)
+    line_ptr = np.searchsorted(key, np.arange(n_lines + 1) * top)
+    held = key % top
+
+    def in_lines(a: int, b: int) -> np.ndarray:
+        """The addresses of lines a … b − 1 (mod n_lines), once per line."""
+        a, b = a % n_lines, a % n_lines + (b - a)
+        if b <= n_lines:
+            return held[line_ptr[a]:line_ptr[b]]
+        return np.concatenate((held[line_ptr[a]:], held[:line_ptr[b - n_lines]]))
+
+    count = np.bincount(in_lines(0, active), minlength=top)
+    events: list[int] = []
+    start, pos, chunk, total, last_miss = 0, 0, 256, len(addrs), 0
+    while pos < total:
+        hi = min(total, pos + chunk)
+        missing = count[addrs[pos:hi]] == 0
+        first = int(np.argmax(missing))
+        if not missing[first]:
+            pos, chunk = hi, min(chunk * 2, 1 << 16)
+            continue
+        miss = pos + first
+        row, addr = int(stream.rows[miss]), int(addrs[miss])
+        for _ in range(n_lines + 1):
+            count -= np.bincount(in_lines(start, start + step), minlength=top)
+            count += np.bincount(in_lines(start + active, start + active + step), minlength=top)
+            start = (start + step) % n_lines
+            events.append(row)
+            if count[addr] > 0:
+                break
+        else:
+            raise NpuError(f"address {addr} is demanded but never fetched (internal error in the demand layout)")
+        # the next miss is likely about as far as this one was from the last: scan a little past that
+        pos, chunk, last_miss = miss + 1, max(64, (miss - last_miss) * 5 // 4), miss
+    return np.asarray(events, np.int64)
+
+
+def _prefetch_rows_reference(valid: np.ndarray, per_line: int, n_lines: int, active: int, step: int,
+                             stream: _Stream) -> np.ndarray:
+    """`_prefetch_rows` by testing each request's address against every line that holds it."""
     # Each address's lines (a sorted, de-duplicated CSR), to test "in the active window" for many at once.
     line = np.arange(len(valid)) // per_line
     pairs = np.sort(valid * n_lines + line)
     pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
     addr_of, line_of = np.divmod(pairs, n_lines)
     top = int(max(valid.max(), stream.addrs.max())) + 2
-    ptr = np.zeros(top, np.int64)
-    np.add.at(ptr, addr_of + 1, 1)
-    ptr = np.cumsum(ptr)
+    ptr = np.cumsum(np.bincount(addr_of + 1, minlength=top))
     counts = ptr[stream.addrs + 1] - ptr[stream.addrs]
     if (counts == 0).any():
         bad = int(stream.addrs[np.argmax(counts == 0)])
         raise NpuError(f"address {bad} is demanded but never fetched (internal error in the demand layout)")
-    if step == 0:
-        raise NpuError("prefetch buffer holds no line: the SRAM is too small for SCALE-Sim's model")
     single = counts == 1
 
     # Each address's lines as one row, padded by repeating its first line, for a branch-free test.
@@ -282,22 +350,28 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
             return (lines >= start) & (lines < end)
         return (lines >= start) | (lines < end - n_lines)  # the window wraps around
 
-    def hits(lo: int, hi: int, start: int) -> np.ndarray:
-        """Is each request's address in the active window [start, start + active) (mod n_lines)?"""
-        a = stream.addrs[lo:hi]
-        if single[lo:hi].all():  # the usual case: each address in one line
-            return inside(single_line[a], start)
-        return np.asarray(inside(table[a], start).any(axis=1))
+    # The usual case: every demanded address sits in one line. Then each request's line is known up front, and
+    # "outside the window [start, start + active) mod n_lines" is one unsigned comparison per request.
+    req_line = single_line[stream.addrs].astype(np.uint32) if single.all() and n_lines < 2**31 else None
+
+    def misses(lo: int, hi: int, start: int) -> np.ndarray:
+        """Does each request miss the active window [start, start + active) (mod n_lines)?"""
+        if req_line is not None:  # in uint32 a line below the origin wraps to a huge distance
+            if start + active <= n_lines:  # outside [start, start + active)
+                return (req_line[lo:hi] - np.uint32(start)) >= active
+            return (req_line[lo:hi] - np.uint32(start + active - n_lines)) < n_lines - active  # in the gap
+        return ~np.asarray(inside(table[stream.addrs[lo:hi]], start).any(axis=1))
 
     events: list[int] = []
     start, pos, chunk, total, last_miss = 0, 0, 256, len(stream.addrs), 0
     while pos < total:
         hi = min(total, pos + chunk)
-        h = hits(pos, hi, start)
-        if h.all():
+        m = misses(pos, hi, start)
+        first = int(np.argmax(m))
+        if not m[first]:
             pos, chunk = hi, min(chunk * 2, 1 << 16)
             continue
-        miss = pos + int(np.argmin(h))
+        miss = pos + first
         lines = line_of[ptr[stream.addrs[miss]]:ptr[stream.addrs[miss] + 1]]
         row = int(stream.rows[miss])
         for _ in range(n_lines + 1):
@@ -309,9 +383,7 @@ def read_buffer_events(fetch: np.ndarray, stream: _Stream, sram_words: int, bw: 
             raise NpuError("read buffer replay did not converge")
         # the next miss is likely about as far as this one was from the last: scan a little past that
         pos, chunk, last_miss = miss + 1, max(64, (miss - last_miss) * 5 // 4), miss
-    rows_arr = np.asarray(events, np.int64)
-    return _ReadEvents(rows=rows_arr, cycles_per_prefetch=prefetch_lines + 1,
-                       dram_reads=first_fill + len(events) * prefetch_lines * bw)
+    return np.asarray(events, np.int64)
 
 
 class _WriteBuffer:
@@ -376,6 +448,21 @@ class _WriteBuffer:
             self._drain(0)
 
 
+def _run_lengths(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) of a sorted array — `np.unique` without its sort (the output cycles come in order)."""
+    if len(x) == 0:
+        return x, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
+    return x[starts], np.diff(np.append(starts, len(x)))
+
+
+def _merge_unique(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted union of two sorted arrays of distinct values."""
+    merged = np.concatenate((a, b))
+    merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+    return _run_lengths(merged)[0]
+
+
 def read_requests(s: ConvShape, dataflow: str, rows: int, cols: int) -> int:
     """ifmap + filter SRAM read requests of one layer (an upper bound: edge windows counted)."""
     npix, k, nf = s.pixels, s.window, s.nf
@@ -407,7 +494,7 @@ def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words
     ev_f = read_buffer_events(d.filter_fetch, d.filter, sram_words[1], bandwidth[1])
     wb = _WriteBuffer(sram_words[2], bandwidth[2])
 
-    o_rows, o_counts = np.unique(d.ofmap_rows, return_counts=True)
+    o_rows, o_counts = _run_lengths(d.ofmap_rows)
     by_row: dict[int, list[list[int]]] = {}
     for which, ev in enumerate((ev_i, ev_f)):
         for k, r in enumerate(ev.rows.tolist()):
@@ -415,7 +502,7 @@ def simulate_layer(s: ConvShape, dataflow: str, rows: int, cols: int, sram_words
     last_prefetch = (ev_i.cycles_per_prefetch, ev_f.cycles_per_prefetch)
 
     # Every cycle where something happens, in order: its writes, and whether a read SRAM prefetches.
-    rows_all = np.union1d(o_rows, np.fromiter(by_row, np.int64, len(by_row)))
+    rows_all = _merge_unique(o_rows, np.fromiter(sorted(by_row), np.int64, len(by_row)))
     n_writes = np.zeros(len(rows_all), np.int64)
     n_writes[np.searchsorted(rows_all, o_rows)] = o_counts
     reads = np.isin(rows_all, np.fromiter(by_row, np.int64, len(by_row)))
