@@ -56,3 +56,51 @@ def test_bad_ep_one_error_line(args: list[str], message: str) -> None:
     r = runner.invoke(app, ["parallel", *args, "--cluster", "dgx-h100", "--seq-len", "1024"])
     assert r.exit_code == 2, r.output
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_search_spans_ep_and_its_closed_form_matches_the_simulator() -> None:
+    """The search puts expert parallelism in its space (every ep dividing the experts and dp; only 1 for a dense
+    model) and its numpy closed forms — experts ÷ (t·e), their gradients reduced and ZeRO-sharded over the d/e
+    replicas that hold them, the all-to-alls on the critical path — give the event simulator's step within 1%."""
+    from xpusim.hardware.cluster import load_cluster
+    from xpusim.parallel.search import enumerate_plans, estimate, search
+    from xpusim.parallel.simulate import simulate
+    from xpusim.parallel.spec import parse_model
+
+    cluster = load_cluster("dgx-h100")
+    moe = parse_model("qwen3-30b-a3b")
+    plans = enumerate_plans(moe, cluster, 64, 512)
+    eps = {p.ep for p in plans}
+    assert eps == {1, 2, 4, 8, 16, 32, 64} and all(moe.config.experts % p.ep == 0 == p.dp % p.ep for p in plans)
+    assert {p.ep for p in enumerate_plans(parse_model("gpt:h=1024,l=8,a=16,s=512"), cluster, 16, 64)} == {1}
+    sample = [p for p in plans if p.ep > 1][::211]
+    step, mem = estimate(moe, cluster, sample)
+    assert len(sample) > 40
+    for plan, est_s, est_b in zip(sample, step, mem, strict=True):
+        r = simulate(moe, cluster, plan)
+        assert est_s == pytest.approx(r.step_time_s, rel=0.01), plan.label()
+        assert est_b == pytest.approx(r.memory.total, rel=0.10), plan.label()
+    best = search(moe, cluster, 64, 512, top=3).results
+    assert best and all(r.fits and moe.config.experts % r.plan.ep == 0 for r in best)
+
+
+def test_zero3_gathers_experts_only_among_the_replicas_that_share_them() -> None:
+    """ZeRO-3 with ep = dp = 8: every data-parallel rank holds different experts, so the gradients reduced and the
+    parameters gathered (twice per micro-batch) over the 8 replicas are the dense ones only: Mixtral-8x7B's
+    parameters less its 32 · 8 · 3 · 4096 · 14336 expert weights."""
+    from xpusim.hardware.cluster import all_gather_s, load_cluster
+    from xpusim.parallel.plan import ParallelPlan
+    from xpusim.parallel.simulate import params_per_stage, simulate
+    from xpusim.parallel.spec import parse_model
+
+    cluster, moe = load_cluster("dgx-h100"), parse_model("mixtral-8x7b")
+    plan = ParallelPlan(dp=8, tp=1, pp=1, ep=8, global_batch=16, micro_batch=1, zero=3, recompute="full")
+    r = simulate(moe, cluster, plan)
+    per_layer, embed, head = params_per_stage(moe.config, 1, 1)
+    experts = 32 * 8 * 3 * 4096 * 14336
+    dense = 32 * per_layer + embed + head - experts
+    fabric = cluster.fabric(8)
+    m = 16 // 8
+    expected = all_gather_s(plan.grad_bytes * dense, 8, fabric) + 2 * m * all_gather_s(plan.param_bytes * dense, 8,
+                                                                                         fabric)
+    assert r.comm_s["dp"] == pytest.approx(expected, rel=1e-9)

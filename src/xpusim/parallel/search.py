@@ -54,9 +54,10 @@ class SearchResult:
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
                     max_micro_batch: int = 16, max_tp: int | None = None,
                     base: ParallelPlan | None = None) -> list[ParallelPlan]:
-    """Every valid plan: tp within a node, pp dividing the layers, every schedule, v, b, ZeRO stage,
-    recompute choice and sequence parallelism (rank order tp-dp-pp). The fields not searched (precision and
-    bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s defaults)."""
+    """Every valid plan: tp within a node, pp dividing the layers, ep dividing the experts and dp (MoE models),
+    every schedule, v, b, ZeRO stage, recompute choice and sequence parallelism (rank order tp-dp-pp). The fields
+    not searched (precision and bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s
+    defaults)."""
     cfg = model.config
     base = base or ParallelPlan()
     found = problems(replace(base, dp=1, tp=1, pp=1, vp=1, micro_batch=1, global_batch=1, schedule="1f1b", zero=0,
@@ -65,7 +66,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
         raise PlanError("invalid base plan for the search: " + "; ".join(found))
     max_tp = max_tp or cluster.gpus_per_node
     # the base plan's own settings, only where they differ from the defaults (a default base costs nothing)
-    searched = {"dp", "tp", "pp", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp", "recompute",
+    searched = {"dp", "tp", "pp", "ep", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp", "recompute",
                 "rank_order"}
     kept = {f.name: getattr(base, f.name) for f in fields(ParallelPlan)
             if f.init and f.name not in searched and getattr(base, f.name) != f.default}
@@ -79,9 +80,10 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
             d = gpus // (t * p)
             if global_batch % d:
                 continue
-            for b in divisors(global_batch // d):
-                if b > max_micro_batch:
-                    break
+            # expert parallelism: e consecutive data-parallel replicas share the experts out (MoE models only)
+            eps = [e for e in divisors(cfg.experts) if d % e == 0] if cfg.moe else [1]
+            micro = [b for b in divisors(global_batch // d) if b <= max_micro_batch]
+            for e, b in ((e, b) for e in eps for b in micro):
                 m = global_batch // (d * b)
                 scheds: list[tuple[str, int]] = [("1f1b", 1)]
                 if p > 1:
@@ -92,7 +94,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
                         for rc in RECOMPUTE_CODES:
                             for sp in ((False, True) if t > 1 else (False,)):
-                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, vp=v, micro_batch=b,
+                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, ep=e, vp=v, micro_batch=b,
                                                           global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
                                                           zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
                                                           rank_order="tp-dp-pp", **kept))
@@ -104,26 +106,27 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     cfg, s = model.config, model.seq_len
     chip = cluster.load_chip()
     n = len(plans)
-    col = {k: np.empty(n) for k in ("t", "p", "v", "d", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
-                                    "act", "work", "tpf", "tpb", "sched", "overlap")}
-    costs: dict[tuple[int, int, bool, str, str, int], tuple[float, ...]] = {}
+    col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
+                                    "act", "work", "cf", "cb", "sched", "overlap")}
+    costs: dict[tuple[int, int, bool, str, str, int, int], tuple[float, ...]] = {}
     per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes)
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
-                            cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype)
+                            cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
+                            cluster.fabric(pl.tp * pl.ep) if pl.ep > 1 else None)
             hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
                                          recompute=pl.recompute)
             work = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp) \
                 if pl.recompute == "full" else 0.0
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
-                          hc.embed_bwd_s, act, work, lc.tp_fwd_s, lc.tp_bwd_s)
+                          hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s)
         (col["f"][i], col["bi"][i], col["w"][i], col["hf"][i], col["hb"][i], col["ef"][i], col["eb"][i],
-         col["act"][i], col["work"][i], col["tpf"][i], col["tpb"][i]) = costs[key]
-        col["t"][i], col["p"][i], col["v"][i], col["d"][i] = pl.tp, pl.pp, pl.vp, pl.dp
+         col["act"][i], col["work"][i], col["cf"][i], col["cb"][i]) = costs[key]
+        col["t"][i], col["p"][i], col["v"][i], col["d"][i], col["e"][i] = pl.tp, pl.pp, pl.vp, pl.dp, pl.ep
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
@@ -138,13 +141,19 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     pb, gb, ob, lb = col["pb"], col["gb"], col["ob"], col["lb"]
     t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
     chunk_layers = cfg.layers / (p * v)
-    f_c = chunk_layers * (col["f"] + col["tpf"])
-    bi_c = chunk_layers * (col["bi"] + col["tpb"])
+    f_c = chunk_layers * (col["f"] + col["cf"])
+    bi_c = chunk_layers * (col["bi"] + col["cb"])
     w_c = chunk_layers * col["w"]
     per_layer, embed, head = params_per_stage(cfg, 1, 1)
-    psi_first = (cfg.layers / p * per_layer + embed) / t
+    # Routed experts (averaged over the layers) are split over e expert-parallel ranks as well as t tensor-parallel
+    # ones; their gradients, ZeRO shards and optimizer states go over the d/e replicas holding the same experts.
+    e = col["e"]
+    de = d / e
+    x_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
+    psi_x = cfg.layers / p * x_layer / (t * e)
+    psi_first = (cfg.layers / p * (per_layer - x_layer) + embed) / t + psi_x
     tied_single = (p * v == 1) & cfg.tied_embeddings  # one stage: a tied output layer is the embedding
-    psi_last = (cfg.layers / p * per_layer + np.where(tied_single, embed, head)) / t
+    psi_last = (cfg.layers / p * (per_layer - x_layer) + np.where(tied_single, embed, head)) / t + psi_x
     psi = np.maximum(psi_first, psi_last)
 
     # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
@@ -152,7 +161,13 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     fab_dp_bw = np.where(dp_intra, cluster.intra_node.bandwidth_bytes_per_s, cluster.inter_node.bandwidth_bytes_per_s)
     fab_dp_lat = np.where(dp_intra, cluster.intra_node.latency_s, cluster.inter_node.latency_s)
     chunk_psi = psi / v
-    ag = np.where((zero >= 3) & (d > 1), (d - 1) * fab_dp_lat + (d - 1) / d * pb * chunk_psi / fab_dp_bw, 0.0)
+
+    def gather_s(nbytes: np.ndarray) -> np.ndarray:
+        """All-gather of ``nbytes`` per rank of the dense parameters over d, of the experts' over d/e."""
+        dense = np.where(d > 1, (d - 1) * fab_dp_lat + (d - 1) / d * nbytes * (1 - psi_x / psi) / fab_dp_bw, 0.0)
+        return dense + np.where(de > 1, (de - 1) * fab_dp_lat + (de - 1) / de * nbytes * psi_x / psi / fab_dp_bw, 0.0)
+
+    ag = np.where(zero >= 3, gather_s(pb * chunk_psi), 0.0)
     f_c = f_c + np.maximum(0.0, ag - f_c)
     zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
     bi_c = bi_c + np.maximum(0.0, ag - (bi_c + np.where(zb, 0.0, w_c)))  # ZB-H1 gathers before B, not W
@@ -169,13 +184,14 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
 
     grad_bytes = gb * psi
-    reduce = np.where(d > 1, np.where(zero >= 1, 1.0, 2.0) * (
-        (d - 1) * fab_dp_lat + (d - 1) / d * grad_bytes / fab_dp_bw), 0.0)
+    ring = np.where(zero >= 1, 1.0, 2.0)  # reduce-scatter, or all-reduce (twice the traffic)
+    reduce = np.where(d > 1, ring * ((d - 1) * fab_dp_lat + (d - 1) / d * gb * (psi - psi_x) / fab_dp_bw), 0.0) \
+        + np.where(de > 1, ring * ((de - 1) * fab_dp_lat + (de - 1) / de * gb * psi_x / fab_dp_bw), 0.0)
     last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
     dp_exposed = np.where(col["overlap"] > 0, np.maximum(reduce - (bi_c + w_c) * v, reduce * last_frac / v), reduce)
     bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
-    opt = col["adam"] * psi / np.where(zero >= 1, d, 1) / bw
-    after = np.where((zero == 1) | (zero == 2), (d - 1) * fab_dp_lat + (d - 1) / d * pb * psi / fab_dp_bw, 0.0)
+    opt = col["adam"] * ((psi - psi_x) / np.where(zero >= 1, d, 1) + psi_x / np.where(zero >= 1, de, 1)) / bw
+    after = np.where((zero == 1) | (zero == 2), gather_s(pb * psi), 0.0)
     step = pipe + dp_exposed + opt + after
 
     # Memory on the first rank (embedding, most in-flight micro-batches) and the last (logits).
@@ -185,12 +201,17 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                                                      np.minimum(p, m)))
     chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v),
                                                     np.where(zb, np.minimum(p, m), 1.0)))
-    states_first = (pb / np.where(zero >= 3, d, 1) + gb / np.where(zero >= 2, d, 1)
-                    + ob / np.where(zero >= 1, d, 1))
+    def states(replicas: np.ndarray) -> np.ndarray:
+        """Bytes of model states per parameter sharded by ZeRO over ``replicas``."""
+        return (pb / np.where(zero >= 3, replicas, 1) + gb / np.where(zero >= 2, replicas, 1)
+                + ob / np.where(zero >= 1, replicas, 1))
+
+    experts = states(de) * psi_x
     act_first = chunks_first * chunk_layers * col["act"] + col["work"]
     act_last = chunks_last * chunk_layers * col["act"] + col["work"] + lb * s * b * cfg.vocab / t
     buffers = np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * pb * chunk_psi / chunk_layers, 0.0)
-    mem = np.maximum(states_first * psi_first + act_first, states_first * psi_last + act_last) + buffers
+    mem = np.maximum(states(d) * (psi_first - psi_x) + act_first,
+                     states(d) * (psi_last - psi_x) + act_last) + experts + buffers
     return step, mem
 
 

@@ -300,7 +300,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
     dp_fabric = cluster.fabric(plan.span("dp"))
-    gather = [all_gather_s(plan.param_bytes * sp_, d, dp_fabric) if plan.zero >= 3 else 0.0 for sp_ in stage_params]
+    # (experts: over the d/e replicas that hold the same ones)
+    gather = [all_gather_s(plan.param_bytes * (sp_ - se), d, dp_fabric)
+              + all_gather_s(plan.param_bytes * se, d_expert, dp_fabric) if plan.zero >= 3 else 0.0
+              for sp_, se in zip(stage_params, stage_experts, strict=True)]
 
     def duration(a: Action) -> float:
         first, last = a.stage == 0, a.stage == stages - 1
@@ -368,8 +371,11 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                       for r in range(p)) / (bw * mem_eff) if bw else 0.0
     gather_after = 0.0
     if plan.zero in (1, 2):
-        gather_after = max(all_gather_s(plan.param_bytes * sum(stage_params[st] for st in range(stages)
-                                                              if st % p == r), d, dp_fabric) for r in range(p))
+        gather_after = max(
+            all_gather_s(plan.param_bytes * sum(stage_params[st] - stage_experts[st] for st in range(stages)
+                                                if st % p == r), d, dp_fabric)
+            + all_gather_s(plan.param_bytes * sum(stage_experts[st] for st in range(stages) if st % p == r),
+                           d_expert, dp_fabric) for r in range(p))
     step = dp_end + optimizer_s + gather_after
     for r in range(p):
         comm_events.append(Event(rank=r, name="optimizer", kind="opt", start_s=dp_end, end_s=dp_end + optimizer_s))
