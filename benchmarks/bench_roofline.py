@@ -1,7 +1,11 @@
 """Speed of the hardware side: roofline of a captured model, the LLM estimator, the host probe, and the
 accuracy of --measure (predicted vs measured per layer on this CPU).
 
-    .venv/bin/python benchmarks/bench_roofline.py [--skip-probe]
+    .venv/bin/python benchmarks/bench_roofline.py [--skip-probe] [--runs 5] [--models resnet18,encoder]
+
+Accuracy: per run, probe this CPU, then time every executed leaf of each model once and compare the host roofline
+with it — the full model and, to see which term mattered most, without the per-kind warm/cold fixed costs and
+without the depthwise-convolution rate (both measured by the probe, never fitted to these models).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -19,11 +24,14 @@ from torch import nn
 import xpusim
 from xpusim.api.host import count_flops
 from xpusim.engines.llm import Precision, TransformerConfig, estimate_llm
-from xpusim.engines.measure import compare_measured_module
+from xpusim.engines.measure import line_up, time_executed_leaves
 from xpusim.engines.roofline import roofline
 from xpusim.hardware.chip import load_chip, parse_chip
 from xpusim.hardware.probe import probe
-from xpusim.workload.zoo import llm_configs
+from xpusim.workload.api import materialize
+from xpusim.workload.zoo import build, llm_configs
+
+REPEATS = 5
 
 
 def median_s(fn, repeat: int = 7) -> float:  # type: ignore[no-untyped-def]
@@ -39,6 +47,8 @@ def median_s(fn, repeat: int = 7) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-probe", action="store_true")
+    parser.add_argument("--runs", type=int, default=1, help="Probe and measure this many times (the spread).")
+    parser.add_argument("--models", default="resnet18,mobilenet_v2,resnet50,vit_b_16,encoder")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"# {time.strftime('%Y-%m-%d')} · torch {torch.__version__} · 1 thread")
@@ -57,25 +67,55 @@ def main() -> None:
     data = probe(threads=1, count_flops=count_flops)
     print(f"probe: {time.perf_counter() - t0:.1f} s; fp32 {data['dense_tflops']['tensor']['fp32'] * 1e3:.1f} GFLOP/s, "
           + ", ".join(f"{m['name']} {m['bandwidth_gb_per_s']:.1f} GB/s" for m in data["memory"]))
+    for run in range(args.runs):
+        if run:  # every run probes afresh: the machine's own speed moves between runs
+            data = probe(threads=1, count_flops=count_flops)
+        accuracy_run(run + 1, data, args.models.split(","))
+
+
+VARIANTS = ("model", "no kind overheads", "no depthwise rate", "neither")
+"""The full host model, and without each term this benchmark tracks (which term mattered most)."""
+
+
+def variant(data: dict[str, Any], name: str) -> dict[str, Any]:
+    eff = dict(data["efficiency"])
+    if name in ("no kind overheads", "neither"):
+        eff["kind_overhead_us"], eff["cold_curve"] = {}, []
+    if name in ("no depthwise rate", "neither"):
+        eff["kind_tflops"] = {k: v for k, v in eff["kind_tflops"].items() if k != "conv_depthwise"}
+    return {**data, "efficiency": eff}
+
+
+def accuracy_run(run: int, data: dict[str, Any], models: list[str]) -> None:
+    """Per model: time every executed leaf once, then line up each variant's prediction with those times."""
+    eff = data["efficiency"]
+    half = next((b for b, f in eff["cold_curve"] if f >= 0.5), None)
+    print(f"run {run} · probe: norm fixed cost {eff['kind_overhead_us']['norm'][0]:.0f} µs warm, "
+          f"{eff['kind_overhead_us']['norm'][1]:.0f} µs cold; half cold after a GEMM of "
+          f"{half / 2**20:.1f} MiB" if half else "never half cold", end="")
+    print(f"; depthwise conv {eff['kind_tflops'].get('conv_depthwise', 0) * 1e3:.1f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "host.yaml"
         path.write_text(yaml.safe_dump(data))
-        host = parse_chip(data, str(path))
-        for name in ("resnet18", "encoder"):
+        hosts = {v: parse_chip(variant(data, v), str(path)) for v in VARIANTS}
+        for name in models:
             if name == "encoder":
                 model: nn.Module = nn.TransformerEncoder(nn.TransformerEncoderLayer(512, 8, 2048, batch_first=True),
                                                          6, enable_nested_tensor=False).eval()
                 x = torch.randn(1, 128, 512)
-                est = roofline(xpusim.analyze(model, x), host)
-                m = compare_measured_module(name, model, (x,), {}, est)
+                wl = xpusim.analyze(model, x)
+                module, margs, kwargs = model, (x,), {}
             else:
-                from xpusim.engines.measure import compare_measured
-
-                est = roofline(xpusim.analyze(name, dtype="float32"), host)
-                m = compare_measured(name, est)
-            print(f"--measure {name}: median |layer error| {100 * m.median_abs_error:.0f}% over {len(m.layers)} "
-                  f"layers; whole model predicted {m.predicted_total_s * 1e3:.1f} ms, measured "
-                  f"{m.measured_total_s * 1e3:.1f} ms ({100 * m.total_error:+.0f}%)")
+                wl = xpusim.analyze(name, dtype="float32")
+                built = build(name, batch=1)
+                module, margs, kwargs = materialize(built.module, built.args, dict(built.kwargs), torch.float32)
+            measured, total = time_executed_leaves(module.eval(), margs, kwargs, REPEATS)
+            parts = []
+            for v in VARIANTS:
+                m = line_up(name, roofline(wl, hosts[v]), measured, total, repeats=REPEATS)
+                parts.append(f"{v}: {100 * m.median_abs_error:.0f}% / {100 * m.total_error:+.0f}%")
+            print(f"run {run} · {name} ({len(m.layers)} layers, measured {total * 1e3:.1f} ms) · median |layer "
+                  "error| / whole-model error · " + " · ".join(parts), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,13 @@ def test_probe_then_measure(tmp_path: Path) -> None:
     bw = chip.main_memory.bandwidth_bytes_per_s
     assert bw is not None and 1e9 < bw < 1e12
     assert chip.efficiency is not None and chip.efficiency.gemm and chip.efficiency.op_overhead_us > 0
-    assert set(chip.efficiency.kind_tflops) == {"pool", "norm", "activation", "softmax"}
+    assert set(chip.efficiency.kind_tflops) == {"pool", "norm", "activation", "softmax", "conv_depthwise"}
+    kinds = chip.efficiency.kind_overhead_us
+    assert set(kinds) == {"conv", "matmul", "norm", "activation", "pool", "reduction", "softmax", "elementwise"}
+    assert all(warm > 0 and cold > 0 for warm, cold in kinds.values())
+    curve = chip.efficiency.cold_curve
+    assert [b for b, _ in curve] == [3 * n * n * 4 for n in (128, 192, 256, 384, 512, 768, 1024)]
+    assert all(0 <= f <= 1 for _, f in curve)
 
     model = tmp_path / "small.py"
     model.write_text(SMALL_MODEL)

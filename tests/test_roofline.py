@@ -118,3 +118,51 @@ def test_default_dtype_is_one_the_chip_has(chip: str, dtype: str) -> None:
     r = runner.invoke(app, ["roofline", "resnet18", "--chip", chip, "-f", "json"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["dtype"] == dtype
+
+
+def _host_with(efficiency: dict) -> object:  # type: ignore[type-arg]
+    from xpusim.hardware.chip import parse_chip
+
+    return parse_chip({"name": "host", "title": "test host", "vendor": "measured", "kind": "host",
+                       "dense_tflops": {"tensor": {"fp32": 0.1}, "vector": {"fp32": 0.1}},
+                       "compute_source": "test", "memory": [{"name": "DRAM", "capacity_gib": 1.0,
+                                                             "bandwidth_gb_per_s": 10.0, "source": "test"}],
+                       "efficiency": efficiency}, "test")
+
+
+def test_kind_overheads_go_from_warm_to_cold_with_the_largest_op_since() -> None:
+    """Norm: 20 µs warm, 160 µs cold; cold_curve 0 at 1 MB to 1 at 4 MB (log-interpolated). A norm first (no norm
+    before it): cold, 160. After a 2 MB convolution: log(2)/log(4) = half way, 20 + 0.5 · 140 = 90. Right after
+    that norm: nothing since, warm, 20. An op kind the probe did not time keeps op_overhead_us (3 µs)."""
+    from xpusim.engines.roofline import OpEstimate, with_kind_overheads
+
+    host = _host_with({"op_overhead_us": 3.0, "kind_overhead_us": {"norm": [20.0, 160.0]},
+                       "cold_curve": [[1e6, 0.0], [4e6, 1.0]]})
+
+    def op(kind: str, nbytes: int) -> OpEstimate:
+        return OpEstimate(name=kind, module="m", kind=kind, unit="vector", dtype="fp32", flops=0, bytes=nbytes,
+                          compute_s=0.0, memory_s=0.0, energy_j=0.0, overhead_s=3e-6, memory_level="DRAM")
+
+    out = with_kind_overheads((op("norm", 10), op("conv", 2_000_000), op("norm", 10), op("norm", 10),
+                               op("pool", 10)), host)  # type: ignore[arg-type]
+    assert [round(e.overhead_s * 1e6, 6) for e in out] == [160.0, 3.0, 90.0, 20.0, 3.0]
+
+
+def test_cold_curve_fraction_outside_0_1_is_refused() -> None:
+    with pytest.raises(Exception, match=r"cold_curve fraction 1\.5"):
+        _host_with({"cold_curve": [[1e6, 1.5]]})
+
+
+def test_depthwise_convolutions_take_their_own_rate() -> None:
+    """A depthwise 3×3 convolution (one input channel per group) is costed at the probe's conv_depthwise rate —
+    its FLOPs over that rate — while a dense convolution keeps the GEMM efficiency."""
+    from xpusim.engines.roofline import rate_kind
+
+    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.Conv2d(32, 64, 1, bias=False))
+    wl = xpusim.analyze(model, torch.randn(1, 32, 28, 28))
+    convs = [o for o in wl.ops if o.kind == "conv"]
+    assert [rate_kind(o) for o in convs] == ["conv_depthwise", "conv"]
+    host = _host_with({"kind_tflops": {"conv_depthwise": 0.001}})
+    est = roofline(wl, host)  # type: ignore[arg-type]
+    dw = next(e for e in est.ops if e.kind == "conv")
+    assert dw.compute_s == pytest.approx(convs[0].flops / 1e9)  # 0.001 TFLOP/s

@@ -127,11 +127,15 @@ def compare_measured_module(name: str, module: torch.nn.Module, args: tuple[Any,
                             est: Estimate, *, repeats: int = 5) -> Measured:
     """Time a ready (real-weight) module on this CPU and line it up with ``est``."""
     measured, total = time_executed_leaves(module.eval(), args, kwargs, repeats)
+    return line_up(name, est, measured, total, repeats=repeats)
+
+
+def line_up(name: str, est: Estimate, measured: dict[str, float], total_s: float, *, repeats: int) -> Measured:
+    """Predicted (``est``) next to measured (`time_executed_leaves`' leaf and whole-model times)."""
     layers = []
     for module_name, t in measured.items():  # not `name`: that is the model's, reported below
         pred = sum(o.time_s for o in est.ops if o.module == module_name or o.module.startswith(module_name + "."))
         if pred:
             layers.append(LayerTiming(module=module_name, predicted_s=pred, measured_s=t))
     return Measured(model=name, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
-                    layers=tuple(layers),
-                    predicted_total_s=est.latency_s, measured_total_s=total)
+                    layers=tuple(layers), predicted_total_s=est.latency_s, measured_total_s=total_s)

@@ -9,6 +9,7 @@ no overlap at all (compute + memory per op) and perfect overlap across the whole
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -215,6 +216,16 @@ def gemm_dims(op: OpCost) -> tuple[int, int, int] | None:
     return None
 
 
+def rate_kind(op: OpCost) -> str:
+    """The key of an op's calibrated rate (``Efficiency.kind_tflops``): its kind, with depthwise convolutions (one
+    input channel per group) apart — they run on their own kernels, far from the GEMM rate."""
+    shapes = op.input_shapes
+    if (op.kind == "conv" and len(shapes) >= 2 and len(shapes[1]) >= 3 and len(shapes[0]) >= 3
+            and shapes[1][1] == 1 and shapes[0][1] > 1):
+        return "conv_depthwise"
+    return op.kind
+
+
 def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0,
                 model_weight_bytes: float = 0.0) -> OpEstimate:
     """One op on one chip. On a probed host, activations move at the bandwidth of the level the op's working set
@@ -226,7 +237,7 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
     eff = chip.efficiency
     compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops, gemm_dims(op)) if unit == "tensor"
                                            else eff.vector)
-    if eff is not None and (rate := eff.kind_tflops.get(op.kind)) is not None and peak:
+    if eff is not None and (rate := eff.kind_tflops.get(rate_kind(op))) is not None and peak:
         compute_eff = min(compute_eff, rate * 1e12 / peak)  # calibrated rate of this kind of op
     mem_eff = 1.0 if eff is None else eff.memory
     nbytes = op.bytes_total
@@ -248,6 +259,27 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
                       overhead_s=eff.overhead_s(unit) if eff is not None else 0.0, memory_level=level.name)
 
 
+def with_kind_overheads(ops: tuple[OpEstimate, ...], chip: Chip) -> tuple[OpEstimate, ...]:
+    """The ops, in program order, with the fixed cost the chip file measured for their kind: from warm toward
+    cold by how big the largest op that ran since that kind last did was (its code and metadata evicted: a norm or
+    ReLU right after a big convolution pays most of the cold cost). Kinds without a measurement keep
+    ``op_overhead_us``."""
+    eff = chip.efficiency
+    if eff is None or not eff.kind_overhead_us:
+        return ops
+    largest_since: dict[str, float] = {}  # per kind, the largest op since it last ran
+    out = []
+    for e in ops:
+        if (cost := eff.kind_overhead_us.get(e.kind)) is not None:
+            frac = 1.0 if e.kind not in largest_since else eff.cold_fraction(largest_since[e.kind])
+            e = dataclasses.replace(e, overhead_s=(cost[0] + frac * (cost[1] - cost[0])) * 1e-6)
+        for kind in largest_since:
+            largest_since[kind] = max(largest_since[kind], e.bytes)
+        largest_since[e.kind] = 0.0
+        out.append(e)
+    return tuple(out)
+
+
 def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None = None) -> Estimate:
     """Estimate every op of ``wl`` on ``chip`` with the roofline model."""
     dtype = chip_dtype_of(wl.dtype, tf32=tf32)
@@ -256,8 +288,8 @@ def roofline(wl: Workload, chip: Chip, *, tf32: bool = False, batch: int | None 
     table = energy_table()
     node_scale = chip.node_nm / table["node_nm"] if chip.node_nm else 1.0
     model_weights = sum(o.weight_bytes for o in wl.ops)
-    ops = tuple(estimate_op(op, chip, tf32=tf32, node_scale=node_scale, model_weight_bytes=model_weights)
-                for op in wl.ops)
+    ops = with_kind_overheads(tuple(estimate_op(op, chip, tf32=tf32, node_scale=node_scale,
+                                                model_weight_bytes=model_weights) for op in wl.ops), chip)
     bw = chip.main_memory
     assumptions = [
         f"peaks: dense {dtype} from the chip file ({chip.compute_source})",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, ValidationError, model_validator
 
 from xpusim.errors import UserError
 from xpusim.names import suggest
@@ -87,6 +87,15 @@ class Efficiency(_Strict):
         None, description="Matrix-unit efficiency against each GEMM dimension (the other two large): "
                           "{m: [[size, efficiency], ...], n: ..., k: ...}; an op gets the lowest of the three."
     )
+    kind_overhead_us: dict[str, tuple[NonNegativeFloat, NonNegativeFloat]] = Field(
+        default_factory=dict,
+        description="Fixed cost per op of a kind, microseconds: [warm, cold]; between them by cold_curve (host "
+                    "chips, measured by xpusim probe).")
+    cold_curve: list[tuple[PositiveFloat, float]] = Field(
+        default_factory=list,
+        description="[[bytes, fraction], ...]: how far from warm (0) to cold (1) an op kind's fixed cost is after an "
+                    "op of that many bytes ran since the kind last did (log-interpolated, 0 below the first point, "
+                    "flat beyond the last; xpusim probe measures it after square GEMMs); empty: always warm.")
     kind_tflops: dict[str, PositiveFloat] = Field(
         default_factory=dict,
         description="Calibrated compute rate (TFLOP/s by xpusim's FLOP counts) per op kind, e.g. pool, norm.",
@@ -100,9 +109,18 @@ class Efficiency(_Strict):
         for v in [*values, self.vector, self.memory]:
             if not 0 < v <= 1:
                 raise ValueError(f"efficiency {v} must be in (0, 1]")
+        for _, f in self.cold_curve:
+            if not 0 <= f <= 1:
+                raise ValueError(f"cold_curve fraction {f} must be in [0, 1]")
         if isinstance(self.tensor, list) and not self.tensor:
             raise ValueError("efficiency.tensor points must not be empty")
         return self
+
+    def cold_fraction(self, evicting_bytes: float) -> float:
+        """How far toward cold an op kind is after an op of ``evicting_bytes`` ran since it last did."""
+        if not self.cold_curve or evicting_bytes < self.cold_curve[0][0]:
+            return 0.0
+        return _log_interp(self.cold_curve, evicting_bytes)
 
     def overhead_s(self, unit: str) -> float:
         """The fixed cost of one op on ``unit`` ("tensor" or "vector"), seconds."""

@@ -4,7 +4,9 @@
   efficiency curve (achieved / peak against the product's FLOPs), from square matmuls of growing size.
 * Bandwidth per memory level: a streaming add (read 2, write 1) with a working set sized to each cache level
   the OS reports (half of its capacity) and one far larger than the last level for main memory.
-* The fixed cost of one op (dispatch and launch): a 1-element add, timed.
+* The fixed cost of one op (dispatch and launch): a 1-element add, timed; and per op kind (conv, norm, ...) the
+  fixed cost of a call on a few elements, warm and cold — right after the caches were flushed, as a model's big
+  convolutions flush them for the small ops that follow.
 
 Every number is a median of repeated timings after a warm-up; the file says how it was measured.
 """
@@ -120,6 +122,8 @@ KIND_CASES: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
     "norm": (lambda: torch.nn.BatchNorm2d(64).eval(), (1, 64, 56, 56)),
     "activation": (lambda: torch.nn.GELU(), (1, 256, 64, 64)),
     "softmax": (lambda: torch.nn.Softmax(dim=-1), (12, 128, 128)),
+    # depthwise convolutions run on their own CPU kernels, far below the GEMM rate (MobileNet's middle layers)
+    "conv_depthwise": (lambda: torch.nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False), (1, 96, 56, 56)),
 }
 """One representative op per vector kind, timed to calibrate that kind's effective rate."""
 
@@ -138,6 +142,66 @@ def kind_rates(overhead_s: float, count_flops: FlopCounter) -> dict[str, float]:
             t = _median_time(functools.partial(mod, x))
         rates[kind] = round(flops / max(t - overhead_s, 0.05 * t) / TERA, 6)
     return rates
+
+
+OVERHEAD_CASES: dict[str, Callable[[], Callable[[], Any]]] = {
+    "conv": lambda: functools.partial(torch.nn.Conv2d(8, 8, 1, bias=False), torch.randn(1, 8, 2, 2)),
+    "matmul": lambda: functools.partial(torch.nn.Linear(8, 8), torch.randn(1, 8)),
+    "norm": lambda: functools.partial(torch.nn.BatchNorm2d(8).eval(), torch.randn(1, 8, 2, 2)),
+    "activation": lambda: functools.partial(torch.nn.ReLU(), torch.randn(1, 8, 2, 2)),
+    "pool": lambda: functools.partial(torch.nn.MaxPool2d(2), torch.randn(1, 8, 4, 4)),
+    "reduction": lambda: functools.partial(torch.nn.AdaptiveAvgPool2d(1), torch.randn(1, 8, 2, 2)),
+    "softmax": lambda: functools.partial(torch.nn.Softmax(dim=-1), torch.randn(1, 8)),
+    "elementwise": lambda: functools.partial(torch.add, torch.randn(1, 8, 2, 2), torch.randn(1, 8, 2, 2)),
+}
+"""Per op kind, a call on a few elements: its time is the kind's fixed cost (the module call, dispatch, kernel
+selection) — a module for the kinds models call as modules, a function for the elementwise ops they call inline."""
+COLD_SAMPLES = 25
+
+
+def kind_overheads_s(flush_bytes: int) -> dict[str, tuple[float, float]]:
+    """Per op kind, (warm, cold) seconds of the fixed cost: called again and again, and called right after a copy of
+    ``flush_bytes`` has pushed its code and metadata out of the caches (what a model's big convolutions and GEMMs
+    do to the small ops after them)."""
+    n = max(flush_bytes // 4, 1024)
+    src, dst = torch.rand(n), torch.empty(n)
+    out: dict[str, tuple[float, float]] = {}
+    with torch.no_grad():
+        for kind, make in OVERHEAD_CASES.items():
+            fn = make()
+            warm = _median_time(fn, min_time_s=0.05, max_reps=500)
+            cold = []
+            for _ in range(COLD_SAMPLES):
+                dst.copy_(src)
+                t0 = time.perf_counter()
+                fn()
+                cold.append(time.perf_counter() - t0)
+            out[kind] = (warm, statistics.median(cold))
+    return out
+
+
+COLD_GEMM_SIZES = (128, 192, 256, 384, 512, 768, 1024)
+
+
+def eviction_curve(warm_s: float, cold_s: float) -> list[list[float]]:
+    """[[bytes, fraction], ...]: after a square fp32 GEMM whose operands take ``bytes`` (3·n²·4), how far a small
+    norm's fixed cost has gone from warm (0) to cold (1) — how much of a small op's code and metadata a model's
+    convolutions and GEMMs of that size evict on this machine (a GEMM re-reads its operands, so it evicts more than
+    a copy of its bytes; a cache shared with other tenants holds less than the OS reports)."""
+    fn = OVERHEAD_CASES["norm"]()
+    curve = []
+    with torch.no_grad():
+        for n in COLD_GEMM_SIZES:
+            a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+            samples = []
+            for _ in range(COLD_SAMPLES):
+                torch.mm(a, b, out=c)
+                t0 = time.perf_counter()
+                fn()
+                samples.append(time.perf_counter() - t0)
+            frac = (statistics.median(samples) - warm_s) / max(cold_s - warm_s, 1e-9)
+            curve.append([float(3 * n * n * 4), round(min(max(frac, 0.0), 1.0), 4)])
+    return curve
 
 
 def op_overhead_s() -> float:
@@ -172,15 +236,18 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None, *,
         efficiency = [[flops, round(min(achieved / peak, 1.0), 4)] for flops, achieved in curve]
         progress("op overhead")
         overhead = op_overhead_s()
+        progress("fixed cost per op kind, warm and cold")
+        levels = cache_levels()
+        last_level = max((lv.capacity_bytes for lv in levels), default=32 * MIB)
+        kind_overhead = kind_overheads_s(2 * last_level)
+        eviction = eviction_curve(*kind_overhead["norm"])
         progress("GEMM shapes")
         gemm = gemm_axis_efficiency(peak)
         progress("vector op kinds")
         kinds = kind_rates(overhead, count_flops) if count_flops is not None else {}
-        levels = cache_levels()
         memory: list[dict[str, Any]] = []
         progress("main memory bandwidth")
-        last = max((lv.capacity_bytes for lv in levels), default=32 * MIB)
-        dram_ws = max(8 * last, 256 * MIB)
+        dram_ws = max(8 * last_level, 256 * MIB)
         total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
         memory.append({"name": "DRAM", "capacity_gib": round(total_ram / GIB, 2) or 1.0,
                        "bandwidth_gb_per_s": round(stream_bandwidth(dram_ws, overhead) / GIGA, 3),
@@ -214,9 +281,15 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None, *,
         "links": [],
         "efficiency": {"tensor": efficiency, "vector": 1.0, "memory": 1.0,
                        "op_overhead_us": round(overhead * 1e6, 3), "gemm": gemm, "kind_tflops": kinds,
+                       "kind_overhead_us": {k: [round(w * 1e6, 3), round(c * 1e6, 3)]
+                                            for k, (w, c) in kind_overhead.items()},
+                       "cold_curve": eviction,
                        "source": "measured: square-matmul efficiency vs FLOPs; fp32 GEMMs with one dimension small "
                                  f"(the others {GEMM_BIG_DIM}); one representative op per vector kind "
-                                 f"({', '.join(KIND_CASES)}); op overhead of a 1-element add"},
+                                 f"({', '.join(KIND_CASES)}); op overhead of a 1-element add; per kind the "
+                                 "fixed cost of a call on a few elements, warm (repeated) and cold (right after "
+                                 f"copying {2 * last_level // MIB} MiB, twice the last cache level), and how far "
+                                 "toward cold a small norm is after square GEMMs of growing size"},
         "notes": f"probed with {threads} thread(s) on {time.strftime('%Y-%m-%d')}; roofline uses the memory level "
                  "the op's working set fits in (host chips only)",
     }
