@@ -34,7 +34,7 @@ def test_probe_then_measure(tmp_path: Path) -> None:
     bw = chip.main_memory.bandwidth_bytes_per_s
     assert bw is not None and 1e9 < bw < 1e12
     assert chip.efficiency is not None and chip.efficiency.gemm and chip.efficiency.op_overhead_us > 0
-    assert set(chip.efficiency.kind_tflops) == {"pool", "norm", "activation", "softmax", "conv_depthwise"}
+    assert set(chip.efficiency.kind_tflops) == {"pool", "norm", "activation", "softmax"}
     kinds = chip.efficiency.kind_overhead_us
     assert set(kinds) == {"conv", "matmul", "norm", "activation", "pool", "reduction", "softmax", "elementwise"}
     assert all(warm > 0 and cold > 0 for warm, cold in kinds.values())

@@ -151,18 +151,3 @@ def test_kind_overheads_go_from_warm_to_cold_with_the_largest_op_since() -> None
 def test_cold_curve_fraction_outside_0_1_is_refused() -> None:
     with pytest.raises(Exception, match=r"cold_curve fraction 1\.5"):
         _host_with({"cold_curve": [[1e6, 1.5]]})
-
-
-def test_depthwise_convolutions_take_their_own_rate() -> None:
-    """A depthwise 3×3 convolution (one input channel per group) is costed at the probe's conv_depthwise rate —
-    its FLOPs over that rate — while a dense convolution keeps the GEMM efficiency."""
-    from xpusim.engines.roofline import rate_kind
-
-    model = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.Conv2d(32, 64, 1, bias=False))
-    wl = xpusim.analyze(model, torch.randn(1, 32, 28, 28))
-    convs = [o for o in wl.ops if o.kind == "conv"]
-    assert [rate_kind(o) for o in convs] == ["conv_depthwise", "conv"]
-    host = _host_with({"kind_tflops": {"conv_depthwise": 0.001}})
-    est = roofline(wl, host)  # type: ignore[arg-type]
-    dw = next(e for e in est.ops if e.kind == "conv")
-    assert dw.compute_s == pytest.approx(convs[0].flops / 1e9)  # 0.001 TFLOP/s

@@ -216,16 +216,6 @@ def gemm_dims(op: OpCost) -> tuple[int, int, int] | None:
     return None
 
 
-def rate_kind(op: OpCost) -> str:
-    """The key of an op's calibrated rate (``Efficiency.kind_tflops``): its kind, with depthwise convolutions (one
-    input channel per group) apart — they run on their own kernels, far from the GEMM rate."""
-    shapes = op.input_shapes
-    if (op.kind == "conv" and len(shapes) >= 2 and len(shapes[1]) >= 3 and len(shapes[0]) >= 3
-            and shapes[1][1] == 1 and shapes[0][1] > 1):
-        return "conv_depthwise"
-    return op.kind
-
-
 def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0,
                 model_weight_bytes: float = 0.0) -> OpEstimate:
     """One op on one chip. On a probed host, activations move at the bandwidth of the level the op's working set
@@ -237,7 +227,7 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
     eff = chip.efficiency
     compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops, gemm_dims(op)) if unit == "tensor"
                                            else eff.vector)
-    if eff is not None and (rate := eff.kind_tflops.get(rate_kind(op))) is not None and peak:
+    if eff is not None and (rate := eff.kind_tflops.get(op.kind)) is not None and peak:
         compute_eff = min(compute_eff, rate * 1e12 / peak)  # calibrated rate of this kind of op
     mem_eff = 1.0 if eff is None else eff.memory
     nbytes = op.bytes_total

@@ -122,8 +122,6 @@ KIND_CASES: dict[str, tuple[Callable[[], torch.nn.Module], tuple[int, ...]]] = {
     "norm": (lambda: torch.nn.BatchNorm2d(64).eval(), (1, 64, 56, 56)),
     "activation": (lambda: torch.nn.GELU(), (1, 256, 64, 64)),
     "softmax": (lambda: torch.nn.Softmax(dim=-1), (12, 128, 128)),
-    # depthwise convolutions run on their own CPU kernels, far below the GEMM rate (MobileNet's middle layers)
-    "conv_depthwise": (lambda: torch.nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False), (1, 96, 56, 56)),
 }
 """One representative op per vector kind, timed to calibrate that kind's effective rate."""
 
