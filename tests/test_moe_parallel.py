@@ -104,3 +104,11 @@ def test_zero3_gathers_experts_only_among_the_replicas_that_share_them() -> None
     expected = all_gather_s(plan.grad_bytes * dense, 8, fabric) + 2 * m * all_gather_s(plan.param_bytes * dense, 8,
                                                                                          fabric)
     assert r.comm_s["dp"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_search_that_fits_nothing_at_the_longest_sequence_says_to_give_one() -> None:
+    """DeepSeek-V3's default sequence is its 163,840-token maximum: nothing fits, and the error says why."""
+    r = runner.invoke(app, ["parallel", "deepseek-v3", "--cluster", "dgx-h100", "--gpus", "64", "--search",
+                            "--batch", "64"])
+    assert r.exit_code == 2
+    assert "163,840 tokens, deepseek-v3's longest — give --seq-len" in r.stderr and "Traceback" not in r.stderr

@@ -685,8 +685,10 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
     cl = _cluster_for(cluster, gpus)
     found = search_plans(tm, cl, gpus, batch, top=top)
     if not found.results:
+        hint = (f"; the sequences are {tm.seq_len:,} tokens, {tm.config.name}'s longest — give --seq-len for a "
+                "training length (4096, say)" if seq_len is None and tm.seq_len >= 16384 else "")
         raise UserError(f"no plan for {tm.config.name} on {gpus} GPUs with batch {batch} fits in "
-                        f"{cl.load_chip().name}'s memory ({found.evaluated} plans tried)")
+                        f"{cl.load_chip().name}'s memory ({found.evaluated} plans tried){hint}")
     return SearchPlans(found=found, top=top)
 
 
