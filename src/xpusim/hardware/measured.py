@@ -17,6 +17,7 @@ from collections import defaultdict
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import yaml
 
 from xpusim.hardware.chip import Chip, Efficiency
@@ -47,12 +48,10 @@ def fit_kernel_latency(times_s: list[float], ideal_s: list[float]) -> tuple[floa
     n = len(times_s)
     if n < 2 or len(ideal_s) != n:
         raise ValueError(f"need >= 2 (time, ideal) pairs of equal length, got {n} and {len(ideal_s)}")
-    mx, my = sum(ideal_s) / n, sum(times_s) / n
-    sxx = sum((x - mx) ** 2 for x in ideal_s)
-    if sxx == 0:
+    if len(set(ideal_s)) == 1:
         raise ValueError("the kernels' ideal times are all equal: latency and bandwidth cannot be told apart")
-    slope = sum((x - mx) * (y - my) for x, y in zip(ideal_s, times_s, strict=True)) / sxx
-    return my - slope * mx, 1.0 / slope
+    slope, intercept = np.polyfit(ideal_s, times_s, 1)
+    return float(intercept), 1.0 / float(slope)
 
 
 @functools.cache

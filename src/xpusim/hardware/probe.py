@@ -168,14 +168,19 @@ def kind_overheads_s(flush_bytes: int) -> dict[str, tuple[float, float]]:
         for kind, make in OVERHEAD_CASES.items():
             fn = make()
             warm = _median_time(fn, min_time_s=0.05, max_reps=500)
-            cold = []
-            for _ in range(COLD_SAMPLES):
-                dst.copy_(src)
-                t0 = time.perf_counter()
-                fn()
-                cold.append(time.perf_counter() - t0)
-            out[kind] = (warm, statistics.median(cold))
+            out[kind] = (warm, _median_time_after(functools.partial(dst.copy_, src), fn))
     return out
+
+
+def _median_time_after(before: Callable[[], Any], fn: Callable[[], Any]) -> float:
+    """Median time of ``fn`` over `COLD_SAMPLES` calls, each right after ``before`` (untimed)."""
+    samples = []
+    for _ in range(COLD_SAMPLES):
+        before()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
 
 
 COLD_GEMM_SIZES = (128, 192, 256, 384, 512, 768, 1024)
@@ -190,14 +195,8 @@ def eviction_curve(warm_s: float, cold_s: float) -> list[list[float]]:
     curve = []
     with torch.no_grad():
         for n in COLD_GEMM_SIZES:
-            a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-            samples = []
-            for _ in range(COLD_SAMPLES):
-                torch.mm(a, b, out=c)
-                t0 = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - t0)
-            frac = (statistics.median(samples) - warm_s) / max(cold_s - warm_s, 1e-9)
+            gemm = functools.partial(torch.mm, torch.randn(n, n), torch.randn(n, n), out=torch.empty(n, n))
+            frac = (_median_time_after(gemm, fn) - warm_s) / max(cold_s - warm_s, 1e-9)
             curve.append([float(3 * n * n * 4), round(min(max(frac, 0.0), 1.0), 4)])
     return curve
 
