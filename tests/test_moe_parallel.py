@@ -1,5 +1,5 @@
-"""Expert parallelism in the training simulator (`xpusim parallel --ep`): the all-to-all volume, expert memory
-divided by EP, work unchanged, and the errors of a plan that cannot place the experts."""
+"""Expert parallelism in the training simulator (`xpusim parallel --ep --etp`): the all-to-all volume, expert
+memory divided by EP and expert TP, work unchanged, and the errors of a plan that cannot place the experts."""
 
 import pytest
 from typer.testing import CliRunner
@@ -47,8 +47,44 @@ def test_expert_memory_divides_by_ep_dense_memory_does_not() -> None:
     assert eight.comm_s["ep"] > 0 and "ep" not in one.comm_s
 
 
+def test_expert_tensor_parallelism_folding_by_hand() -> None:
+    """Qwen3-30B-A3B (48 MoE layers of 128 experts, top-8, hidden 2048, expert ffn 768) on 16 H100s (two DGX
+    nodes), tp 2, dp 8, micro-batch 1 of 1024 tokens, 8 micro-batches, sp.
+
+    - Memory: experts split over etp·ep ranks, the rest over tp. ep 8 with etp 2 and ep 16 with etp 1 both keep
+      1/16 of the 48 · 128 · 3 · 2048 · 768 expert parameters per GPU; etp 1 with ep 8 keeps 1/8, 2 B each.
+    - Work: the same GEMM FLOPs per step whichever way the experts are split.
+    - Communication: with etp = tp = 2 each MoE layer exchanges the tokens routed to its experts over the 2 ranks,
+      k = 8 copies of every token: all-gather and reduce-scatter of 1024 · 8 · 2048 · 2 B, forward and backward;
+      with etp = 1 (parallel folding) none. The all-to-all of etp 1, ep 16 spans 16 ranks — both nodes — so it runs
+      on the inter-node fabric: 4 per layer (dispatch and combine, forward and backward) of 1024 · 8 · 2048 · 2 / 2 B
+      per rank (its half of the tokens)."""
+    from xpusim.hardware.cluster import all_gather_s, load_cluster
+
+    kw = {"cluster": "dgx-h100", "gpus": 16, "tp": 2, "sp": True, "batch": 64, "seq_len": 1024}
+    split = xpusim.train("qwen3-30b-a3b", ep=8, **kw).step  # etp = tp = 2
+    whole = xpusim.train("qwen3-30b-a3b", ep=16, etp=1, **kw).step
+    whole8 = xpusim.train("qwen3-30b-a3b", ep=8, etp=1, **kw).step
+    experts = 48 * 128 * 3 * 2048 * 768
+    assert split.memory.params == pytest.approx(whole.memory.params)
+    assert whole8.memory.params - whole.memory.params == pytest.approx(2 * experts / 16)
+    assert split.model_flops == pytest.approx(whole.model_flops)
+    cluster = load_cluster("dgx-h100")
+    m, layers = 64 // 8, 48
+    exchange = 2 * all_gather_s(1024 * 8 * 2048 * 2, 2, cluster.fabric(2))  # all-gather + reduce-scatter
+    assert split.comm_s["tp"] - whole.comm_s["tp"] == pytest.approx(m * layers * 2 * exchange)
+    assert cluster.fabric(16) == cluster.inter_node
+    a2a = all_to_all_s(1024 * 8 * 2048 * 2 / 2, 16, cluster.inter_node)
+    assert whole.comm_s["ep"] == pytest.approx(m * layers * 4 * a2a)
+    assert "etp=1" in whole.plan.label() and "etp" not in split.plan.label()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["llama2-7b", "--gpus", "8", "--ep", "2"], "has no experts"),
+    (["llama2-7b", "--gpus", "8", "--tp", "2", "--etp", "2"], "etp=2: llama2-7b has no experts"),
+    (["mixtral-8x7b", "--gpus", "8", "--tp", "2", "--etp", "1", "--ep", "16"],
+     "ep=16 must divide the 8 experts and tp*dp/etp = 2*4/1; valid ep: 1, 2, 4, 8"),
+    (["mixtral-8x7b", "--gpus", "8", "--etp", "3"], "etp=3 does not divide the experts' ffn=14336; nearest valid"),
     (["mixtral-8x7b", "--gpus", "8", "--ep", "3"], "ep=3 must divide the 8 experts and dp=8; valid ep: 1, 2, 4, 8"),
     (["mixtral-8x7b", "--gpus", "8", "--tp", "2", "--ep", "8"], "valid ep: 1, 2, 4"),
 ])
@@ -59,9 +95,10 @@ def test_bad_ep_one_error_line(args: list[str], message: str) -> None:
 
 
 def test_search_spans_ep_and_its_closed_form_matches_the_simulator() -> None:
-    """The search puts expert parallelism in its space (every ep dividing the experts and dp; only 1 for a dense
-    model) and its numpy closed forms — experts ÷ (t·e), their gradients reduced and ZeRO-sharded over the d/e
-    replicas that hold them, the all-to-alls on the critical path — give the event simulator's step within 1%."""
+    """The search puts expert parallelism in its space (experts split over etp = tp or kept whole, etp = 1, and
+    every ep dividing the experts and t·d/etp; only ep 1 for a dense model) and its numpy closed forms — experts ÷
+    (etp·e), their gradients reduced and ZeRO-sharded over the t·d/(etp·e) replicas that hold them, the all-to-alls
+    on the critical path — give the event simulator's step within 1%."""
     from xpusim.hardware.cluster import load_cluster
     from xpusim.parallel.search import enumerate_plans, estimate, search
     from xpusim.parallel.simulate import simulate
@@ -71,7 +108,10 @@ def test_search_spans_ep_and_its_closed_form_matches_the_simulator() -> None:
     moe = parse_model("qwen3-30b-a3b")
     plans = enumerate_plans(moe, cluster, 64, 512)
     eps = {p.ep for p in plans}
-    assert eps == {1, 2, 4, 8, 16, 32, 64} and all(moe.config.experts % p.ep == 0 == p.dp % p.ep for p in plans)
+    assert eps == {1, 2, 4, 8, 16, 32, 64} and all(
+        moe.config.experts % p.ep == 0 == (p.tp * p.dp) % (p.expert_tp * p.ep) for p in plans)
+    assert {p.expert_tp for p in plans if p.tp == 4} == {1, 4}
+    assert {p.ep for p in plans if p.dp == 16 and p.tp == 4 and p.expert_tp == 1} == {1, 2, 4, 8, 16, 32, 64}
     assert {p.ep for p in enumerate_plans(parse_model("gpt:h=1024,l=8,a=16,s=512"), cluster, 16, 64)} == {1}
     sample = [p for p in plans if p.ep > 1][::211]
     step, mem = estimate(moe, cluster, sample)

@@ -430,3 +430,64 @@ def test_plan_from_dict_round_trip() -> None:
         ParallelPlan.from_dict({"tensor_parallel": 2})
     with pytest.raises(PlanError, match="gpus=8 disagrees"):
         ParallelPlan.from_dict(plan.to_dict() | {"gpus": 8})
+
+
+def test_megatron_split_counts_embedding_and_loss_as_layers() -> None:
+    """Megatron-LM's account-for-embedding/loss split (the Qwen3-235B recipes): 94 layers + 2 over pp 8 × v 4 =
+    32 virtual stages of 3, the first and the last one fewer; over pp 32 × v 3 = 96 stages of 1, the first holding
+    only the embedding and the last only the loss."""
+    from xpusim.parallel.plan import megatron_split
+
+    assert megatron_split(94, 32) == (2,) + (3,) * 30 + (2,)
+    assert megatron_split(94, 96) == (0,) + (1,) * 94 + (0,)
+    assert megatron_split(61, 31, loss=False) == (1,) + (2,) * 30
+    with pytest.raises(PlanError, match="layers \\+ 2 = 96 to be divisible by pp\\*v = 5"):
+        megatron_split(94, 5)
+
+
+def test_uneven_stages_by_hand() -> None:
+    """Two stages of 1 and 3 layers (--layer-ms 1,2: F = 1 ms, B = 2 ms per layer), 1F1B, m = 6. The second stage
+    is the bottleneck and never waits after its first forward, so the pipeline ends at F0 + c + m·(F1 + B1) + c + B0
+    (c one activation transfer; F0, B0 with the embedding, F1, B1 with the output layer and loss). Parameters:
+    rank 0 holds 1 layer and the embedding, rank 1 3 layers and the output layer."""
+    from xpusim.hardware.cluster import p2p_s
+    from xpusim.parallel.simulate import head_cost, params_per_stage
+
+    model, cluster = parse_model("gpt:h=1024,l=4,a=16,s=512,V=32000"), load_cluster("dgx-a100")
+    plan = ParallelPlan(pp=2, global_batch=6, stage_layers=(1, 3))
+    r = simulate(model, cluster, plan, measured={"fwd": 0.001, "bwd": 0.002})
+    hc = head_cost(model.config, cluster.load_chip(), 512, 1, 1)
+    f0, b0 = 0.001 + hc.embed_fwd_s, 0.002 + hc.embed_bwd_s
+    f1, b1 = 3 * 0.001 + hc.fwd_s, 3 * 0.002 + hc.bwd_s
+    c = p2p_s(512 * 1024 * 2, cluster.fabric(2))
+    assert r.timeline.pipeline_end_s == pytest.approx(f0 + c + 6 * (f1 + b1) + c + b0)
+    per_layer, embed, head = params_per_stage(model.config, 2, 1)
+    assert r.memory.params == pytest.approx(2 * max(per_layer + embed, 3 * per_layer + head))
+    even = simulate(model, cluster, ParallelPlan(pp=2, global_batch=6, stage_layers=(2, 2)))
+    assert even.step_time_s == simulate(model, cluster, ParallelPlan(pp=2, global_batch=6)).step_time_s
+    assert "layers=1,3" in plan.label() and ParallelPlan.from_dict(plan.to_dict()) == plan
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["qwen3-235b-a22b", "--gpus", "32", "--pp", "4", "--seq-len", "4096"],
+     "layers=94 is not divisible by pp=4; nearest valid pp: 2 or 47; or split unevenly with stage_layers "
+     "(embedding-loss: Megatron's split, 24 per stage"),
+    (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "2", "--pp", "2", "--stage-layers", "3,4"],
+     "stage_layers=3,4: expected 2 numbers >= 0 (pp=2) summing to the 8 layers (they have 2 summing to 7)"),
+    (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "2", "--pp", "2", "--stage-layers", "3,x"], "--stage-layers '3,x': expected even"),
+    (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "3", "--pp", "3", "--stage-layers", "embedding-loss"],
+     "layers + 2 = 10 to be divisible by pp*v = 3"),
+])
+def test_stage_layers_bad_input_one_line(args: list[str], message: str) -> None:
+    r = runner.invoke(app, ["parallel", *args, "--cluster", "dgx-h100"])
+    assert r.exit_code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_cli_runs_megatrons_split() -> None:
+    r = runner.invoke(app, ["parallel", "qwen3-235b-a22b", "--cluster", "dgx-h100", "--gpus", "256", "--tp", "2",
+                            "--pp", "8", "--ep", "32", "--etp", "1", "--schedule", "interleaved:4", "--sp",
+                            "--stage-layers", "embedding-loss", "--batch", "2048", "--seq-len", "4096",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads(r.stdout)["plan"]
+    assert plan["stage_layers"] == [2] + [3] * 30 + [2] and plan["etp"] == 1

@@ -157,8 +157,7 @@ def roofline_cmd(
 @command(app, "llm")
 def llm_cmd(
     model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
-    batch: int = BATCH, prompt_len: int = _opt(1024, "--prompt-len", min=1),
-    gen_len: int = _opt(256, "--gen-len", min=0),
+    batch: int = BATCH, prompt_len: int = _opt(1024, "--prompt-len", min=1), gen_len: int = _opt(256, "--gen-len"),
     w_bits: int = _opt(16, "--w-bits", help="Weight bits: 16, 8, 4, ..."), kv_bits: int = _opt(16, "--kv-bits"),
     a_bits: int = _opt(16, "--a-bits", help="Activation (compute) bits: 32, 16 or 8."),
     float16: str | None = _opt(None, "--float16", help="bf16 or fp16 (default: bf16 where the chip has it)."),
@@ -271,12 +270,14 @@ def parallel_cmd(
     dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
     batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch (default: pp micro-batches)."),
     micro_batch: int = _opt(1, "--micro-batch", min=1), ep: int = _opt(1, "--ep", min=1, help="Expert-parallel ranks."),
+    etp: int | None = _opt(None, "--etp", min=1, help="Ranks each expert is split over (default: tp)."),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
     sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
     seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
+    stage_layers: str | None = _opt(None, "--stage-layers", help="Uneven: embedding-loss (Megatron's) or 2,3x30,2."),
     layer_ms: str | None = _opt(None, "--layer-ms", help="Measured FWD,BWD ms of one layer and micro-batch."),
     do_search: bool = _opt(False, "--search", help="Search every valid plan for --gpus and --batch."),
     top: int = _opt(10, "--top", min=1, help="With --search: how many plans to show."),
@@ -287,12 +288,10 @@ def parallel_cmd(
     """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
     --search ranks every valid plan."""
     from xpusim import api
-    from xpusim.api import parse
     from xpusim.report.parallel import print_result, search_table, write_figures
 
-    measured = parse.layer_ms(layer_ms)
     if do_search:
-        if measured is not None:
+        if layer_ms is not None:
             raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
         found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len)
         if fmt is Format.json:
@@ -302,9 +301,10 @@ def parallel_cmd(
             out_console().print(search_table(found.plans))
         step = found.best.step
     else:
-        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, batch=batch,
+        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, batch=batch,
                       micro_batch=micro_batch, schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp,
-                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, layer_ms=measured)
+                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
+                      layer_ms=layer_ms)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
     write_figures(step, trace, plot)

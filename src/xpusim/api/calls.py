@@ -598,18 +598,22 @@ def _cluster_for(cluster: str | Path | Cluster, gpus: int) -> Cluster:
 
 def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
           plan: ParallelPlan | dict[str, Any] | None = None, tp: int = 1, pp: int = 1, dp: int | None = None,
-          ep: int = 1, batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b",
+          ep: int = 1, etp: int | None = None, batch: int | None = None, micro_batch: int = 1,
+          schedule: str = "1f1b",
           recompute: str = "none",
           sp: bool = False, zero: int = 0, fsdp: str | None = None, dp_overlap: bool = True,
-          seq_len: int | None = None, rank_order: str = "tp-dp-pp",
-          layer_ms: tuple[float, float] | None = None) -> TrainResult:
+          seq_len: int | None = None, rank_order: str = "tp-dp-pp", stage_layers: str | Sequence[int] | None = None,
+          layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
 
     Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp) —, ``ep`` the expert-parallel ranks
-    of a mixture of experts (among the dp ranks), ``batch`` the global batch in
+    of a mixture of experts (cut from the tp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
+    1 keeps experts whole, Megatron-Core's parallel folding), ``batch`` the global batch in
     samples, ``schedule`` such as ``interleaved:2``, ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
-    `ParallelPlan` / its ``to_dict()``. ``layer_ms``: measured (forward, backward) ms of one layer and micro-batch,
-    in place of the roofline's.
+    `ParallelPlan` / its ``to_dict()``. ``stage_layers``: uneven pipeline stages, ``embedding-loss`` (Megatron-LM's
+    split counting the embedding and the loss as a layer each) or the layers of each (virtual) stage, ``2,3x30,2``.
+    ``layer_ms``: measured (forward, backward) ms of one layer and micro-batch,
+    in place of the roofline's (or their text, ``1.2,2.5``).
     """
     from xpusim.parallel.plan import RECOMPUTES, ParallelPlan, check, complete
     from xpusim.parallel.simulate import simulate
@@ -617,6 +621,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     tm = _train_model(model, seq_len)
     cl = _cluster_for(cluster, gpus)
     measured = None
+    if isinstance(layer_ms, str):
+        layer_ms = parse.layer_ms(layer_ms)
     if layer_ms is not None:
         fwd, bwd = (float(x) for x in layer_ms)
         if not (fwd > 0 and bwd > 0):
@@ -634,7 +640,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
         if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
             raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
         sched, vp = parse.schedule(schedule)
-        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, vp=vp, micro_batch=micro_batch,
+        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, vp=vp, micro_batch=micro_batch,
+                            stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
                             recompute=recompute, rank_order=rank_order)
     return TrainResult(step=simulate(tm, cl, the_plan, measured=measured))

@@ -89,6 +89,35 @@ def sparsity(text: str | None) -> tuple[int, int] | None:
 SCHEDULE_HELP = "gpipe, 1f1b, interleaved:V (V virtual stages per rank, e.g. interleaved:2), zb-h1"
 
 
+STAGE_SPLITS = {"embedding-loss": (True, True), "embedding": (True, False), "loss": (False, True)}
+
+
+def stage_layers(text: str | Sequence[int] | None, layers: int, stages: int) -> tuple[int, ...]:
+    """Layers per pipeline stage: ``embedding-loss`` (or ``embedding``, ``loss``: Megatron-LM's split counting
+    them as layers, `megatron_split`), or the numbers per stage, ``NxK`` for N repeated K times: ``2,3x30,2``.
+    None: even (empty)."""
+    from xpusim.parallel.plan import megatron_split
+
+    if text is None or text == "even":
+        return ()
+    if not isinstance(text, str):
+        return tuple(int(x) for x in text)
+    if text in STAGE_SPLITS:
+        embedding, loss = STAGE_SPLITS[text]
+        return megatron_split(layers, stages, embedding=embedding, loss=loss)
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            n, _, k = part.partition("x")
+            out += [int(n)] * (int(k) if k else 1)
+    except ValueError:
+        out = [-1]
+    if not out or min(out) < 0:
+        raise UserError(f"stage_layers {text!r}: expected even, {', '.join(STAGE_SPLITS)} or layers per stage "
+                        f"such as 2,3x30,2 (3x30: 3 repeated 30 times)")
+    return tuple(out)
+
+
 def schedule(text: str) -> tuple[str, int]:
     """``1f1b`` → ("1f1b", 1); ``interleaved:3`` → ("interleaved", 3) (``interleaved`` alone: 2)."""
     from xpusim.parallel.plan import SCHEDULES

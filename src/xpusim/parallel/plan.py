@@ -47,10 +47,19 @@ class ParallelPlan:
     pp: int = 1
     """Pipeline stages (p)."""
     ep: int = 1
-    """Expert-parallel ranks (e): a mixture of experts' experts split over e of the data-parallel ranks (Megatron-
-    Core folds EP into DP, so e divides dp); each rank holds E/e experts, tokens reach them by all-to-all."""
+    """Expert-parallel ranks (e): a mixture of experts' experts split over e ranks, each holding E/e of them; tokens
+    reach them by all-to-all. The group is cut from the tp·dp ranks of a pipeline stage (Megatron-Core's MoE
+    parallel folding), so etp·e divides tp·dp; with etp = tp (the default) that is e dividing dp."""
+    etp: int | None = None
+    """Expert tensor-parallel ranks: each routed expert's weights split over etp ranks (Megatron-Core's
+    ``--expert-tensor-parallel-size``); None: the same as tp. etp = 1 with tp > 1 keeps experts whole and lets the
+    expert-parallel group span the tensor-parallel ranks."""
     vp: int = 1
     """Virtual stages (model chunks) per pipeline rank (v); > 1 only with the interleaved schedule."""
+    stage_layers: tuple[int, ...] = ()
+    """Decoder layers of each pipeline stage, virtual stages in order: p·v numbers summing to the model's layers (0
+    is allowed: a stage holding only the embedding or the loss). Empty: the layers split evenly. `megatron_split`
+    gives Megatron-LM's split that counts the embedding and the loss as one layer each."""
     micro_batch: int = 1
     """Samples per micro-batch (b)."""
     global_batch: int = 1
@@ -90,6 +99,27 @@ class ParallelPlan:
             span *= sizes[g]
         return span
 
+    def layers_per_stage(self, layers: int) -> tuple[int, ...]:
+        """Decoder layers of each of the p·v stages (``stage_layers``, or ``layers`` split evenly)."""
+        return self.stage_layers or (layers // self.stages,) * self.stages
+
+    @property
+    def expert_tp(self) -> int:
+        """Ranks each routed expert is split over (etp, or tp when not given)."""
+        return self.tp if self.etp is None else self.etp
+
+    @property
+    def expert_dp(self) -> int:
+        """Replicas of each expert (expert data parallel): tp·dp / (etp·ep); their gradients reduce over these."""
+        return self.tp * self.dp // (self.expert_tp * self.ep)
+
+    @property
+    def expert_span(self) -> int:
+        """Consecutive ranks one expert-parallel group spans: etp·ep when it fits in the ranks of one pipeline
+        stage's tp·dp block as numbered, else dp steps of t·p ranks apart (rank order tp-pp-dp)."""
+        span = self.expert_tp * self.ep
+        return span if self.rank_order == "tp-dp-pp" or span <= self.tp else span * self.pp
+
     @property
     def optimizer_step_bytes(self) -> float:
         """Bytes the fused Adam step moves per local parameter (28 with the default bytes)."""
@@ -110,9 +140,12 @@ class ParallelPlan:
         return self.pp * self.vp
 
     def label(self) -> str:
-        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else [])
+        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else []) \
+            + ([f"etp={self.etp}"] if self.expert_tp != self.tp else [])
         if self.vp > 1:
             parts.append(f"v={self.vp}")
+        if self.stage_layers:
+            parts.append("layers=" + ",".join(f"{n}x{k}" if k > 1 else str(n) for n, k in _runs(self.stage_layers)))
         parts += [f"b={self.micro_batch}", f"m={self.micro_batches}", self.schedule]
         if self.zero:
             parts.append(f"zero{self.zero}")
@@ -123,8 +156,8 @@ class ParallelPlan:
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
-        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "vp": self.vp,
-                "micro_batch": self.micro_batch,
+        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "etp": self.etp,
+                "vp": self.vp, "stage_layers": list(self.stage_layers), "micro_batch": self.micro_batch,
                 "global_batch": self.global_batch, "micro_batches": self.micro_batches, "gpus": self.gpus,
                 "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
                 "recompute": self.recompute, "rank_order": self.rank_order}
@@ -138,7 +171,9 @@ class ParallelPlan:
         if unknown:
             raise PlanError(f"unknown plan keys {', '.join(map(repr, unknown))}; expected some of "
                             f"{', '.join(sorted(names))}")
-        plan = cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+        given = {k: (tuple(v) if k == "stage_layers" and isinstance(v, list) else v)  # JSON has lists
+                 for k, v in data.items() if k in names}
+        plan = cls(**given)  # type: ignore[arg-type]
         for derived in ("micro_batches", "gpus"):
             if derived in data and data[derived] != getattr(plan, derived):
                 raise PlanError(f"{derived}={data[derived]!r} disagrees with the plan's {getattr(plan, derived)}")
@@ -168,6 +203,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
     for name in ("dp", "tp", "pp", "ep", "vp", "micro_batch", "global_batch"):
         if getattr(plan, name) < 1:
             out.append(f"{name}={getattr(plan, name)} must be >= 1")
+    if plan.etp is not None and plan.etp < 1:
+        out.append(f"etp={plan.etp} must be >= 1")
     if out:
         return out
     if plan.schedule not in SCHEDULES:
@@ -190,22 +227,12 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         hint = (f"dp={gpus // tp_pp}" if gpus % tp_pp == 0
                 else f"tp*pp must divide {gpus}: tp*pp = {_nearest(tp_pp, divisors(gpus))}")
         out.append(f"gpus={gpus} but dp*tp*pp = {plan.dp}*{plan.tp}*{plan.pp} = {plan.gpus}; valid: {hint}")
-    if plan.ep > 1 and not cfg.moe:
-        out.append(f"ep={plan.ep}: {cfg.name} has no experts (expert parallelism needs a mixture of experts)")
-    elif plan.ep > 1:
-        ep_ok = [e for e in divisors(cfg.experts) if plan.dp % e == 0]
-        if cfg.experts % plan.ep or plan.dp % plan.ep:
-            out.append(f"ep={plan.ep} must divide the {cfg.experts} experts and dp={plan.dp}; valid ep: "
-                       f"{', '.join(map(str, ep_ok))}")
+    out += _expert_problems(plan, cfg)
     tp_ok = [t for t in divisors(cfg.heads) if cfg.kv_heads % t == 0 and cfg.ffn % t == 0]
     if plan.tp not in tp_ok:
         out.append(f"tp={plan.tp} does not divide heads={cfg.heads}, kv_heads={cfg.kv_heads} and "
                    f"ffn={cfg.ffn}; nearest valid tp: {_nearest(plan.tp, tp_ok)}")
-    if cfg.layers % (plan.pp * plan.vp):
-        pp_ok = [p for p in divisors(cfg.layers) if cfg.layers % (p * plan.vp) == 0]
-        what = f"pp*v = {plan.pp}*{plan.vp}" if plan.vp > 1 else f"pp={plan.pp}"
-        out.append(f"layers={cfg.layers} is not divisible by {what}; nearest valid pp"
-                   f"{f' for v={plan.vp}' if plan.vp > 1 else ''}: {_nearest(plan.pp, pp_ok)}")
+    out += _stage_problems(plan, cfg.layers)
     per_step = plan.micro_batch * plan.dp
     if plan.global_batch % per_step:
         lo = plan.global_batch // per_step * per_step
@@ -229,6 +256,71 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"v={plan.vp} virtual stages need --schedule interleaved (schedule is {plan.schedule})")
     if plan.sp and plan.tp < 2:
         out.append("sequence parallelism (--sp) splits along the tp ranks: it needs tp >= 2")
+    return out
+
+
+def _runs(values: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(value, repeats) of each run of equal neighbours."""
+    out: list[tuple[int, int]] = []
+    for x in values:
+        if out and out[-1][0] == x:
+            out[-1] = (x, out[-1][1] + 1)
+        else:
+            out.append((x, 1))
+    return out
+
+
+def megatron_split(layers: int, stages: int, *, embedding: bool = True, loss: bool = True) -> tuple[int, ...]:
+    """Megatron-LM's ``--account-for-embedding-in-pipeline-split`` / ``--account-for-loss-in-pipeline-split``:
+    the embedding and the loss count as a layer each, the layers + 2 split evenly over the ``stages`` (virtual)
+    stages, so the first and the last hold one decoder layer fewer (Qwen3-235B's 94 layers on 8 × 4 stages:
+    2, 3 × 30, 2)."""
+    n = layers + embedding + loss
+    if n % stages or n // stages < 1:
+        ok = [k for k in divisors(n) if n // k >= 1]
+        raise PlanError(f"Megatron's embedding-loss split needs layers + {int(embedding) + int(loss)} = {n} to be "
+                        f"divisible by pp*v = {stages}; valid pp*v: {', '.join(map(str, ok))}")
+    per = n // stages
+    split = [per] * stages
+    split[0] -= embedding
+    split[-1] -= loss
+    return tuple(split)
+
+
+def _stage_problems(plan: ParallelPlan, layers: int) -> list[str]:
+    stages = plan.pp * plan.vp
+    what = f"pp*v = {plan.pp}*{plan.vp}" if plan.vp > 1 else f"pp={plan.pp}"
+    if plan.stage_layers:
+        given = plan.stage_layers
+        if len(given) != stages or min(given) < 0 or sum(given) != layers:
+            return [f"stage_layers={','.join(map(str, given))}: expected {stages} numbers >= 0 ({what}) summing to "
+                    f"the {layers} layers (they have {len(given)} summing to {sum(given)})"]
+        return []
+    if layers % stages == 0:
+        return []
+    pp_ok = [p for p in divisors(layers) if layers % (p * plan.vp) == 0]
+    uneven = (f"; or split unevenly with stage_layers (embedding-loss: Megatron's split, {(layers + 2) // stages} "
+              f"per stage, one fewer on the first and the last)") if (layers + 2) % stages == 0 else \
+        "; or give each stage's layers (stage_layers)"
+    return [f"layers={layers} is not divisible by {what}; nearest valid pp"
+            f"{f' for v={plan.vp}' if plan.vp > 1 else ''}: {_nearest(plan.pp, pp_ok)}{uneven}"]
+
+
+def _expert_problems(plan: ParallelPlan, cfg: TransformerConfig) -> list[str]:
+    if not cfg.moe:
+        return [f"{name}={getattr(plan, name)}: {cfg.name} has no experts (expert parallelism needs a mixture of "
+                f"experts)" for name in ("ep", "etp") if (getattr(plan, name) or 1) > 1]
+    out = []
+    etp, block = plan.expert_tp, plan.tp * plan.dp
+    if cfg.expert_ffn % etp:
+        etp_ok = [k for k in divisors(block) if cfg.expert_ffn % k == 0]
+        out.append(f"etp={etp} does not divide the experts' ffn={cfg.expert_ffn}; nearest valid etp: "
+                   f"{_nearest(etp, etp_ok)}")
+    if cfg.experts % plan.ep or block % (etp * plan.ep):
+        ep_ok = [e for e in divisors(cfg.experts) if block % (etp * e) == 0]
+        what = f"dp={plan.dp}" if etp == plan.tp else f"tp*dp/etp = {plan.tp}*{plan.dp}/{etp}"
+        out.append(f"ep={plan.ep} must divide the {cfg.experts} experts and {what}; valid ep: "
+                   f"{', '.join(map(str, ep_ok))}")
     return out
 
 

@@ -9,6 +9,7 @@ rank with v > 1 holds stages r, r+p, r+2p, ...
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -60,12 +61,17 @@ class PipelineSchedule:
     def peak_in_flight(self) -> list[int]:
         """Per rank, the most micro-batch chunks whose forward ran and whose activations are not yet freed
         (freed after B, or after W when the schedule splits the backward)."""
+        return [round(x) for x in self.peak_live(lambda stage: 1.0)]
+
+    def peak_live(self, weight: Callable[[int], float]) -> list[float]:
+        """Per rank, the most of ``weight(stage)`` summed over the chunks in flight (`peak_in_flight` counts each
+        as 1; the simulator weighs a chunk by its stage's layers)."""
         free_kind = "W" if self.split_backward else "B"
         peaks = []
         for acts in self.ranks:
-            live = peak = 0
+            live = peak = 0.0
             for a in acts:
-                live += 1 if a.kind == "F" else -1 if a.kind == free_kind else 0
+                live += weight(a.stage) if a.kind == "F" else -weight(a.stage) if a.kind == free_kind else 0.0
                 peak = max(peak, live)
             peaks.append(peak)
         return peaks

@@ -22,6 +22,7 @@ from xpusim.parallel.plan import ParallelPlan, PlanError, divisors, problems
 from xpusim.parallel.simulate import (
     DDP_BUCKET_BYTES,
     StepResult,
+    expert_fabrics,
     head_cost,
     layer_cost,
     params_per_stage,
@@ -54,7 +55,8 @@ class SearchResult:
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
                     max_micro_batch: int = 16, max_tp: int | None = None,
                     base: ParallelPlan | None = None) -> list[ParallelPlan]:
-    """Every valid plan: tp within a node, pp dividing the layers, ep dividing the experts and dp (MoE models),
+    """Every valid plan: tp within a node, pp dividing the layers, for MoE models etp = tp or 1 and ep dividing the
+    experts and t·d/etp,
     every schedule, v, b, ZeRO stage, recompute choice and sequence parallelism (rank order tp-dp-pp). The fields
     not searched (precision and bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s
     defaults)."""
@@ -66,8 +68,8 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
         raise PlanError("invalid base plan for the search: " + "; ".join(found))
     max_tp = max_tp or cluster.gpus_per_node
     # the base plan's own settings, only where they differ from the defaults (a default base costs nothing)
-    searched = {"dp", "tp", "pp", "ep", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp", "recompute",
-                "rank_order"}
+    searched = {"dp", "tp", "pp", "ep", "etp", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp",
+                "recompute", "rank_order"}
     kept = {f.name: getattr(base, f.name) for f in fields(ParallelPlan)
             if f.init and f.name not in searched and getattr(base, f.name) != f.default}
     plans = []
@@ -80,10 +82,12 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
             d = gpus // (t * p)
             if global_batch % d:
                 continue
-            # expert parallelism: e consecutive data-parallel replicas share the experts out (MoE models only)
-            eps = [e for e in divisors(cfg.experts) if d % e == 0] if cfg.moe else [1]
+            # expert parallelism (MoE models only): experts split over tp ranks (etp = tp) or whole (etp = 1,
+            # Megatron-Core's parallel folding), e expert-parallel ranks cut from the stage's t·d ranks
+            experts = [(et, e) for et in sorted({t, 1}) for e in divisors(cfg.experts)
+                       if cfg.expert_ffn % et == 0 and (t * d) % (et * e) == 0] if cfg.moe else [(t, 1)]
             micro = [b for b in divisors(global_batch // d) if b <= max_micro_batch]
-            for e, b in ((e, b) for e in eps for b in micro):
+            for (et, e), b in ((x, b) for x in experts for b in micro):
                 m = global_batch // (d * b)
                 scheds: list[tuple[str, int]] = [("1f1b", 1)]
                 if p > 1:
@@ -94,7 +98,8 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
                         for rc in RECOMPUTE_CODES:
                             for sp in ((False, True) if t > 1 else (False,)):
-                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, ep=e, vp=v, micro_batch=b,
+                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, ep=e, etp=None if et == t else et,
+                                                          vp=v, micro_batch=b,
                                                           global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
                                                           zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
                                                           rank_order="tp-dp-pp", **kept))
@@ -106,17 +111,18 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     cfg, s = model.config, model.seq_len
     chip = cluster.load_chip()
     n = len(plans)
-    col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef", "eb",
-                                    "act", "work", "cf", "cb", "sched", "overlap")}
-    costs: dict[tuple[int, int, bool, str, str, int, int], tuple[float, ...]] = {}
+    col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "et", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef",
+                                    "eb", "act", "work", "cf", "cb", "sched", "overlap")}
+    costs: dict[tuple[object, ...], tuple[float, ...]] = {}
     per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep)
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.expert_tp,
+               pl.expert_span)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
-                            cluster.fabric(pl.tp * pl.ep) if pl.ep > 1 else None)
+                            *expert_fabrics(pl, cluster))
             hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
                                          recompute=pl.recompute)
@@ -127,6 +133,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         (col["f"][i], col["bi"][i], col["w"][i], col["hf"][i], col["hb"][i], col["ef"][i], col["eb"][i],
          col["act"][i], col["work"][i], col["cf"][i], col["cb"][i]) = costs[key]
         col["t"][i], col["p"][i], col["v"][i], col["d"][i], col["e"][i] = pl.tp, pl.pp, pl.vp, pl.dp, pl.ep
+        col["et"][i] = pl.expert_tp
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
@@ -145,12 +152,12 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     bi_c = chunk_layers * (col["bi"] + col["cb"])
     w_c = chunk_layers * col["w"]
     per_layer, embed, head = params_per_stage(cfg, 1, 1)
-    # Routed experts (averaged over the layers) are split over e expert-parallel ranks as well as t tensor-parallel
-    # ones; their gradients, ZeRO shards and optimizer states go over the d/e replicas holding the same experts.
-    e = col["e"]
-    de = d / e
+    # Routed experts (averaged over the layers) are split over e expert-parallel and etp expert tensor-parallel
+    # ranks; their gradients, ZeRO shards and optimizer states go over the t·d/(etp·e) replicas holding the same.
+    e, et = col["e"], col["et"]
+    de = t * d / (et * e)
     x_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
-    psi_x = cfg.layers / p * x_layer / (t * e)
+    psi_x = cfg.layers / p * x_layer / (et * e)
     psi_first = (cfg.layers / p * (per_layer - x_layer) + embed) / t + psi_x
     tied_single = (p * v == 1) & cfg.tied_embeddings  # one stage: a tied output layer is the embedding
     psi_last = (cfg.layers / p * (per_layer - x_layer) + np.where(tied_single, embed, head)) / t + psi_x
@@ -197,10 +204,13 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     # Memory on the first rank (embedding, most in-flight micro-batches) and the last (logits).
     gp = SCHEDULE_CODES.index("gpipe")
     il = SCHEDULE_CODES.index("interleaved")
-    chunks_first = np.where(sched == gp, m, np.where(sched == il, np.minimum(2 * (p - 1) + (v - 1) * p + 1, m * v),
-                                                     np.minimum(p, m)))
-    chunks_last = np.where(sched == gp, m, np.where(sched == il, np.minimum((v - 1) * p + 1, m * v),
-                                                    np.where(zb, np.minimum(p, m), 1.0)))
+    # interleaved: Megatron's warm-up forwards plus one, all m·v chunks when m = p (schedules.build)
+    all_warm = m == p
+    chunks_first = np.where(sched == gp, m, np.where(
+        sched == il, np.where(all_warm, m * v, np.minimum(2 * (p - 1) + (v - 1) * p + 1, m * v)), np.minimum(p, m)))
+    chunks_last = np.where(sched == gp, m, np.where(
+        sched == il, np.where(all_warm, m * v, np.minimum((v - 1) * p + 1, m * v)),
+        np.where(zb, np.minimum(p, m), 1.0)))
     def states(replicas: np.ndarray) -> np.ndarray:
         """Bytes of model states per parameter sharded by ZeRO over ``replicas``."""
         return (pb / np.where(zero >= 3, replicas, 1) + gb / np.where(zero >= 2, replicas, 1)

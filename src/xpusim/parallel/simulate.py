@@ -67,11 +67,11 @@ class HeadCost:
     embed_bwd_s: float
 
 
-def _sharded(cfg: TransformerConfig, t: int) -> TransformerConfig:
-    """One tensor-parallel rank's share; experts are split the same way (Megatron-Core's expert tensor parallelism
-    defaults to tp)."""
+def _sharded(cfg: TransformerConfig, t: int, etp: int | None = None) -> TransformerConfig:
+    """One tensor-parallel rank's share; routed experts are split over ``etp`` ranks (default ``t``: Megatron-Core's
+    expert tensor parallelism defaults to tp)."""
     return dataclasses.replace(cfg, heads=cfg.heads // t, kv_heads=cfg.kv_heads // t, ffn=cfg.ffn // t,
-                               expert_ffn=cfg.expert_ffn // t, shared_ffn=cfg.shared_ffn // t)
+                               expert_ffn=cfg.expert_ffn // (etp or t), shared_ffn=cfg.shared_ffn // t)
 
 
 PRECISION = Precision(w_bits=16, a_bits=16, kv_bits=16)
@@ -88,11 +88,16 @@ _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by e
 
 def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
-               ep_fabric: Fabric | None = None) -> LayerCost:
-    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, tp_fabric.model_dump_json() if tp_fabric else "",
-           dtype, ep, ep_fabric.model_dump_json() if ep_fabric else "")
+               ep_fabric: Fabric | None = None, etp: int | None = None,
+               etp_fabric: Fabric | None = None) -> LayerCost:
+    """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
+    ``etp``: ranks each routed expert is split over (default ``t``), ``etp_fabric`` the links among them."""
+    etp = t if etp is None else etp
+    fabrics = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_fabric, etp_fabric))
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, fabrics)
     if key not in _LAYER_CACHE:
-        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_fabric)
+        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_fabric, etp,
+                                        etp_fabric)
     return _LAYER_CACHE[key]
 
 
@@ -100,15 +105,17 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-                tp_fabric: Fabric | None, dtype: str, ep: int = 1, ep_fabric: Fabric | None = None) -> LayerCost:
+                tp_fabric: Fabric | None, dtype: str, ep: int, ep_fabric: Fabric | None, etp: int,
+                etp_fabric: Fabric | None) -> LayerCost:
     prec = precision(dtype)
-    ops = [_expert_parallel(o, ep) for o in layer_ops(_sharded(cfg, t), b, s, s, prec, flash=False)
+    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=False)
            if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
         est = estimate_op(op, chip)
-        time = est.time_s / (t if sp and op.kind in _REPLICATED_KINDS else 1)
+        split = sp and op.kind in _REPLICATED_KINDS and op.module.rsplit(".", 1)[-1] not in _MOE_MODULES
+        time = est.time_s / (t if split else 1)
         fwd += time
         if op.kind == "matmul":
             gemm_w += time  # its weight-gradient GEMM has the same shape
@@ -117,12 +124,23 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
             attn += time
             gemm_flops += 2 * op.macs
     act_bytes = s * b * cfg.hidden * prec.a_bits // 8
-    # Megatron: 2 all-reduces in the forward and 2 in the backward per layer; with sp an all-gather and a
-    # reduce-scatter in place of each (the same bytes on the wire).
-    one = (2 * all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)) \
-        if tp_fabric is not None else 0.0
-    tp_fwd = 2 * one
-    tp_bwd = 2 * one
+
+    def pair(nbytes: float, n: int, fabric: Fabric | None) -> float:
+        """Megatron's tensor-parallel exchange around a block: an all-reduce, or with sp an all-gather before and a
+        reduce-scatter after it (the same bytes on the wire)."""
+        if fabric is None or n == 1:
+            return 0.0
+        return 2 * all_gather_s(nbytes, n, fabric) if sp else all_reduce_s(nbytes, n, fabric)
+
+    # Attention and a dense MLP: one exchange each over the tp ranks, forward and backward. A MoE layer's routed
+    # experts exchange the tokens routed to them (k copies of each) over the etp ranks, after the all-to-all (none
+    # when etp = 1: Megatron-Core's parallel folding); its shared experts are a tp-split dense MLP.
+    share = cfg.moe_layers / cfg.layers
+    mlp = (1 - share) * pair(act_bytes, t, tp_fabric) + share * (
+        (pair(act_bytes, t, tp_fabric) if cfg.shared_ffn else 0.0)
+        + pair(act_bytes * cfg.top_k * etp / t, etp, etp_fabric if etp_fabric is not None else tp_fabric))
+    tp_fwd = pair(act_bytes, t, tp_fabric) + mlp
+    tp_bwd = tp_fwd
     bwd_input = 2 * fwd - gemm_w  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
     recompute_flops = 0.0
     if recompute == "full":
@@ -135,11 +153,18 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     # Expert parallelism: the routed tokens go to their experts' ranks and come back (dispatch and combine), two
     # all-to-alls per MoE layer in the forward and two in the backward, k copies of each token's hidden state
     a2a = all_to_all_s(moe_a2a_bytes(cfg, s, b, t, prec), ep, ep_fabric) if ep > 1 and ep_fabric else 0.0
-    share = cfg.moe_layers / cfg.layers
     ep_fwd = 2 * a2a * share
     ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)
+
+
+def expert_fabrics(plan: ParallelPlan, cluster: Cluster) -> tuple[Fabric | None, int, Fabric | None]:
+    """(links of the expert-parallel group, etp, links of the expert tensor-parallel group) of ``plan``: the
+    arguments `layer_cost` takes after ``ep``."""
+    etp = plan.expert_tp
+    return (cluster.fabric(plan.expert_span) if plan.ep > 1 else None, etp,
+            cluster.fabric(etp) if etp > 1 else None)
 
 
 def moe_a2a_bytes(cfg: TransformerConfig, s: int, b: int, t: int, prec: Precision) -> float:
@@ -149,10 +174,36 @@ def moe_a2a_bytes(cfg: TransformerConfig, s: int, b: int, t: int, prec: Precisio
     return s * b * cfg.top_k * cfg.hidden * prec.a_bits / 8 / t
 
 
-def _expert_parallel(op: OpCost, ep: int) -> OpCost:
-    """A routed-expert GEMM on one of ``ep`` expert-parallel ranks: E/ep experts' weights (a training micro-batch
-    reaches every expert), each expert's rows from all ep ranks; the work (the rank's share of t·k rows) is the
-    same."""
+def _scale_rows(op: OpCost, f: float) -> OpCost:
+    """``op`` on ``f`` times as many tokens (rows): its work and activation traffic scale, its weights do not."""
+    if f == 1:
+        return op
+
+    def rows(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (max(1, math.ceil(shape[0] * f)), *shape[1:]) if shape else shape
+
+    return dataclasses.replace(op, macs=math.ceil(op.macs * f), flops=math.ceil(op.flops * f),
+                               activation_bytes_read=math.ceil(op.activation_bytes_read * f),
+                               bytes_written=math.ceil(op.bytes_written * f),
+                               input_shapes=(rows(op.input_shapes[0]), *op.input_shapes[1:]) if op.input_shapes
+                               else (), output_shape=rows(op.output_shape))
+
+
+_MOE_MODULES = ("moe", "router", "experts")  # `layer_ops`' module names inside a MoE layer (`_moe_rank` sets the rows)
+
+
+def _moe_rank(op: OpCost, t: int, etp: int, ep: int) -> OpCost:
+    """A MoE layer's op on one rank, from the op `layer_ops` gives for the micro-batch's tokens. The router and the
+    permutations (dispatch, combine) see the rank's 1/t share of the tokens (Megatron-Core's MoE layer takes the
+    sequence split over the tp ranks). The routed experts see the tokens of their etp ranks, etp/t of the rows, and
+    hold E/ep experts' weights with each expert's rows from all ep ranks: the work is the same, the GEMM per expert
+    ep times taller."""
+    module = op.module.rsplit(".", 1)[-1]
+    if module in _MOE_MODULES[:2]:
+        return _scale_rows(op, 1 / t)
+    if module != "experts":
+        return op
+    op = _scale_rows(op, etp / t)
     if ep == 1 or op.op != "analytic.grouped_matmul":
         return op
     (rows, k), w = op.input_shapes
@@ -269,12 +320,11 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     chip = cluster.load_chip()
     t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
     tp_fabric = cluster.fabric(t) if t > 1 else None
-    n_ep = plan.ep
-    # an expert-parallel group is e consecutive data-parallel replicas: it spans t·e ranks under tp-dp-pp
-    ep_fabric = cluster.fabric(t * n_ep if plan.rank_order == "tp-dp-pp" else t * p * n_ep) if n_ep > 1 else None
-    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep, ep_fabric)
+    n_ep, etp = plan.ep, plan.expert_tp
+    lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep,
+                    *expert_fabrics(plan, cluster))
     hc = head_cost(cfg, chip, s, b, t, plan.dtype, plan.logits_bytes)
-    layers_per_chunk = cfg.layers // (p * v)
+    stage_layers = plan.layers_per_stage(cfg.layers)
     stages = p * v
     split = plan.schedule == "zb-h1"
 
@@ -288,14 +338,14 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     per_layer_params, embed_params, head_params = params_per_stage(cfg, p, v)
     # A tied output layer is the embedding itself when one stage holds both.
     head_extra = 0 if (stages == 1 and cfg.tied_embeddings) else head_params
-    # Routed experts (averaged over the layers) are split over the e expert-parallel ranks as well as the t
-    # tensor-parallel ones; their gradients and ZeRO shards go over the d/e replicas that hold the same experts.
+    # Routed experts (averaged over the layers) are split over the e expert-parallel ranks and the etp expert
+    # tensor-parallel ones; their gradients and ZeRO shards go over the t·d/(etp·e) replicas holding the same ones.
     expert_per_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
-    stage_experts = [layers_per_chunk * expert_per_layer / (t * n_ep) for _ in range(stages)]
-    stage_params = [layers_per_chunk * (per_layer_params - expert_per_layer) / t + stage_experts[st]
+    stage_experts = [n * expert_per_layer / (etp * n_ep) for n in stage_layers]
+    stage_params = [stage_layers[st] * (per_layer_params - expert_per_layer) / t + stage_experts[st]
                     + (embed_params / t if st == 0 else 0) + (head_extra / t if st == stages - 1 else 0)
                     for st in range(stages)]
-    d_expert = d // n_ep
+    d_expert = plan.expert_dp
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
@@ -306,14 +356,14 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
               for sp_, se in zip(stage_params, stage_experts, strict=True)]
 
     def duration(a: Action) -> float:
-        first, last = a.stage == 0, a.stage == stages - 1
+        first, last, n = a.stage == 0, a.stage == stages - 1, stage_layers[a.stage]
         if a.kind == "F":
-            base = layers_per_chunk * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
+            base = n * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
         elif a.kind == "B":
-            base = layers_per_chunk * (b_in_layer + (0 if split else w_layer)) \
+            base = n * (b_in_layer + (0 if split else w_layer)) \
                 + (hc.embed_bwd_s if first else 0) + (hc.bwd_s if last else 0)
         else:
-            return layers_per_chunk * w_layer
+            return n * w_layer
         return base + max(0.0, gather[a.stage] - base)
 
     pp_fabric = cluster.fabric(plan.span("pp")) if p > 1 else cluster.intra_node
@@ -393,7 +443,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     hardware_flops = model_flops + cfg.layers * lc.recompute_flops * t * micro_total
 
     # Memory on the most loaded pipeline rank.
-    in_flight = sched.peak_in_flight()
+    in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
     act_layer = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp,
                                        recompute=plan.recompute)
     working = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp) \
@@ -409,21 +459,23 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         states = ModelStates(params=dense_states.params + expert_states.params,
                              grads=dense_states.grads + expert_states.grads,
                              optimizer=dense_states.optimizer + expert_states.optimizer)
-        acts = in_flight[r] * layers_per_chunk * act_layer + working
+        acts = in_flight[r] * act_layer + working
         if r == (stages - 1) % p:
             acts += plan.logits_bytes * s * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
-            buffers += 2 * plan.param_bytes * max(stage_params[st] for st in range(stages) if st % p == r) / max(
-                layers_per_chunk, 1)  # one gathered layer in use, one prefetched
+            buffers += 2 * plan.param_bytes * max(stage_params[st] / max(stage_layers[st], 1) for st in range(stages)
+                                                  if st % p == r)  # one gathered layer in use, one prefetched
         mem = MemoryBreakdown(params=states.params, grads=states.grads, optimizer=states.optimizer,
                               activations=acts, buffers=buffers)
         if best is None or mem.total > best.total:
             best = mem
     assert best is not None
 
-    tp_total = m * v * layers_per_chunk * (lc.tp_fwd_s + lc.tp_bwd_s)
-    ep_total = m * v * layers_per_chunk * (lc.ep_fwd_s + lc.ep_bwd_s)
+    rank_layers = max(sum(n for st, n in enumerate(stage_layers) if sched.rank_of(st) == r)
+                      for r in range(p))  # the most loaded rank's
+    tp_total = m * rank_layers * (lc.tp_fwd_s + lc.tp_bwd_s)
+    ep_total = m * rank_layers * (lc.ep_fwd_s + lc.ep_bwd_s)
     pp_total = 2 * m * v * pp_one if p > 1 else 0.0
     exposed = tp_total + ep_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
     comm = {"tp": tp_total, "pp": pp_total, "dp": dp_total + gather_after + (
