@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 import xpusim
-from xpusim.workload.transformer import load_transformer
 from xpusim.errors import UserError
+from xpusim.workload.transformer import load_transformer
 
 DATA = Path(__file__).parent / "data" / "moe_training.yaml"
 ZOO = {"Mixtral 8x22B": "mixtral-8x22b", "Mixtral-8x22B": "mixtral-8x22b", "Qwen3-30B-A3B": "qwen3-30b-a3b",

@@ -474,7 +474,8 @@ def test_uneven_stages_by_hand() -> None:
      "(embedding-loss: Megatron's split, 24 per stage"),
     (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "2", "--pp", "2", "--stage-layers", "3,4"],
      "stage_layers=3,4: expected 2 numbers >= 0 (pp=2) summing to the 8 layers (they have 2 summing to 7)"),
-    (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "2", "--pp", "2", "--stage-layers", "3,x"], "--stage-layers '3,x': expected even"),
+    (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "2", "--pp", "2", "--stage-layers", "3,x"],
+     "--stage-layers '3,x': expected even"),
     (["gpt:h=1024,l=8,a=16,s=512", "--gpus", "3", "--pp", "3", "--stage-layers", "embedding-loss"],
      "layers + 2 = 10 to be divisible by pp*v = 3"),
 ])
