@@ -12,7 +12,10 @@ simulator costs uniform routing.
 Configuration mapping: Megatron-Core's ``--recompute-modules`` lists of norms and activations (``selective (norm,
 act)``) recompute elementwise ops only and run here as no recomputation (xpusim's ``selective`` is Korthikanti's
 attention recomputation); 94- and 61-layer models on pipelines that do not divide them use Megatron's split that
-counts the embedding and the loss as layers (``--stage-layers embedding-loss``), as the recipes do.
+counts the embedding and the loss as layers (``--stage-layers embedding-loss``), as the recipes do. DeepEP and
+NVIDIA's HybridEP dispatchers (both send a token once per destination node across nodes) run as ``deepep``, the
+rest as ``alltoall``. Not modelled: the EP all-to-all overlapped with another micro-batch's compute
+(``a2a_overlap`` rows run with the all-to-all exposed).
 
 Nothing is fitted to these rows. Skipped (said per row): fp8 runs (the clusters' efficiencies are 16-bit), GPUs
 other than H100, models not in the zoo, context parallelism, rows without a micro-batch.
@@ -106,7 +109,9 @@ def main() -> None:
         recompute = recompute_of(str(r.get("recompute")))
         try:
             res = xpusim.train(model, cluster="dgx-h100", gpus=int(r["gpus"]), tp=tp, pp=pp,
-                               ep=int(r.get("ep") or 1), etp=r.get("etp"), batch=int(r["global_batch"]),
+                               ep=int(r.get("ep") or 1), etp=r.get("etp"),
+                               dispatcher="deepep" if "ep" in str(r.get("dispatcher")).lower().replace(
+                                   "alltoall", "") else "alltoall", batch=int(r["global_batch"]),
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                                recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]),
                                stage_layers="embedding-loss" if layers % (pp * vp) else None)

@@ -46,6 +46,14 @@ def skip_reason(row: dict[str, Any]) -> str | None:
     return None
 
 
+def flash(row: dict[str, Any]) -> bool:
+    """Whether the row's software runs FlashAttention: Megatron-LM of 2021–2022 and Megatron-DeepSpeed (BLOOM,
+    vTrain) write the attention scores; Megatron-Core, NeMo, Megatron-Bridge, llm-foundry and Meta's stack fuse
+    the attention."""
+    framework = str(row.get("framework", "")).lower()
+    return not (framework.startswith("megatron-lm (20") or "megatron-deepspeed" in framework or not framework)
+
+
 def predict(row: dict[str, Any]) -> float:
     spec = (f"gpt:h={row['hidden']},l={row['layers']},a={row['heads']},s={row['seq_len']},V={row['vocab']}"
             + (f",ffn={row['ffn']}" if row.get("ffn") and row["ffn"] != 4 * row["hidden"] else "")
@@ -54,7 +62,10 @@ def predict(row: dict[str, Any]) -> float:
     r = xpusim.train(spec, cluster=cluster(str(row["gpu"])), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
                      pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
                      schedule=f"interleaved:{vp}" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
-                     sp=bool(row.get("sp")))
+                     sp=bool(row.get("sp")), flash=flash(row),
+                     # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
+                     # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)
+                     stage_layers="embedding-loss" if "type:transformer|embedding" in str(row.get("note")) else None)
     return float(r.step.step_time_s)
 
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 import xpusim
 from xpusim.cli import app
 from xpusim.hardware.chip import load_chip
-from xpusim.hardware.cluster import Fabric, all_to_all_s
+from xpusim.hardware.cluster import Fabric, GroupLinks, all_to_all_s
 from xpusim.parallel.simulate import layer_cost, moe_a2a_bytes, precision
 from xpusim.workload.transformer import load_transformer
 
@@ -24,7 +24,8 @@ def test_all_to_all_volume_by_hand() -> None:
     assert nbytes == 4096 * 2 * 4096 * 2
     one = all_to_all_s(nbytes, 8, LINK)
     assert one == pytest.approx(7 * 2e-6 + 7 / 8 * 67_108_864 / 100e9)
-    lc = layer_cost(cfg, load_chip("h100-sxm"), 4096, 1, 1, False, "none", None, "bf16", 8, LINK)
+    links = GroupLinks(n=8, per_node=8, intra=LINK, inter=LINK)
+    lc = layer_cost(cfg, load_chip("h100-sxm"), 4096, 1, 1, False, "none", None, "bf16", 8, links)
     assert lc.ep_fwd_s == pytest.approx(2 * one) and lc.ep_bwd_s == pytest.approx(2 * one)  # dispatch + combine
     # with tp 2 each rank sends its half of the tokens
     assert moe_a2a_bytes(cfg, 4096, 1, 2, precision()) == nbytes / 2
@@ -56,9 +57,10 @@ def test_expert_tensor_parallelism_folding_by_hand() -> None:
     - Work: the same GEMM FLOPs per step whichever way the experts are split.
     - Communication: with etp = tp = 2 each MoE layer exchanges the tokens routed to its experts over the 2 ranks,
       k = 8 copies of every token: all-gather and reduce-scatter of 1024 · 8 · 2048 · 2 B, forward and backward;
-      with etp = 1 (parallel folding) none. The all-to-all of etp 1, ep 16 spans 16 ranks — both nodes — so it runs
-      on the inter-node fabric: 4 per layer (dispatch and combine, forward and backward) of 1024 · 8 · 2048 · 2 / 2 B
-      per rank (its half of the tokens)."""
+      with etp = 1 (parallel folding) none. The all-to-all of etp 1, ep 16 spans both nodes: 4 per layer (dispatch
+      and combine, forward and backward) of 1024 · 8 · 2048 · 2 / 2 B per rank (its half of the tokens), 7/16 of it
+      to the peers in its node over NVLink and 8/16 to the other node over InfiniBand, on both at once: the longer,
+      8 α + 8/16 · bytes / β of InfiniBand."""
     from xpusim.hardware.cluster import all_gather_s, load_cluster
 
     kw = {"cluster": "dgx-h100", "gpus": 16, "tp": 2, "sp": True, "batch": 64, "seq_len": 1024}
@@ -73,8 +75,8 @@ def test_expert_tensor_parallelism_folding_by_hand() -> None:
     m, layers = 64 // 8, 48
     exchange = 2 * all_gather_s(1024 * 8 * 2048 * 2, 2, cluster.fabric(2))  # all-gather + reduce-scatter
     assert split.comm_s["tp"] - whole.comm_s["tp"] == pytest.approx(m * layers * 2 * exchange)
-    assert cluster.fabric(16) == cluster.inter_node
-    a2a = all_to_all_s(1024 * 8 * 2048 * 2 / 2, 16, cluster.inter_node)
+    ib = cluster.inter_node
+    a2a = 8 * ib.latency_s + 8 / 16 * 1024 * 8 * 2048 * 2 / 2 / ib.bandwidth_bytes_per_s
     assert whole.comm_s["ep"] == pytest.approx(m * layers * 4 * a2a)
     assert "etp=1" in whole.plan.label() and "etp" not in split.plan.label()
 
@@ -152,3 +154,29 @@ def test_search_that_fits_nothing_at_the_longest_sequence_says_to_give_one() -> 
                             "--batch", "64"])
     assert r.exit_code == 2
     assert "163,840 tokens, deepseek-v3's longest — give --seq-len" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_deepep_sends_each_token_once_per_other_node() -> None:
+    """Qwen3-30B-A3B (128 experts, top-8, hidden 2048), ep 32 over 4 nodes of 8, one micro-batch of 4096 tokens,
+    tp 1. A token's 8 experts miss a given node with probability Π_{i<8} (96 − i)/(128 − i) (uniform routing, 32
+    experts per node), so it reaches 3 · (1 − that) ≈ 2.7 other nodes on average. NCCL's all-to-all sends the
+    24/32 of its 8 copies that go to other nodes across InfiniBand; DeepEP one copy per other node."""
+    import math
+
+    from xpusim.hardware.cluster import load_cluster
+    from xpusim.parallel.simulate import expected_remote_nodes
+
+    miss = math.prod((96 - i) / (128 - i) for i in range(8))
+    assert expected_remote_nodes(128, 8, 4) == pytest.approx(3 * (1 - miss))
+    assert expected_remote_nodes(128, 8, 1) == 0.0
+    cfg, cluster = load_transformer("qwen3-30b-a3b"), load_cluster("dgx-h100")
+    links = cluster.group(32, 32)
+    assert (links.n, links.per_node, links.nodes) == (32, 8, 4)
+    ib = cluster.inter_node
+    chip = load_chip("h100-sxm")
+    copies = 4096 * 8 * 2048 * 2
+    nccl = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, "bf16", 32, links)
+    deepep = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, "bf16", 32, links, dispatcher="deepep")
+    assert nccl.ep_fwd_s == pytest.approx(2 * (24 * ib.latency_s + 24 / 32 * copies / ib.bandwidth_bytes_per_s))
+    remote = 4096 * 2048 * 2 * 3 * (1 - miss)
+    assert deepep.ep_fwd_s == pytest.approx(2 * (24 * ib.latency_s + remote / ib.bandwidth_bytes_per_s))

@@ -143,11 +143,15 @@ def test_memory_per_gpu_matches_zero_and_korthikanti_on_a_model() -> None:
         assert r.memory.grads == pytest.approx(states.grads)
         assert r.memory.optimizer == pytest.approx(states.optimizer)
     # 1F1B with p = 4: the first rank holds 4 micro-batches of its 9 layers (no logits there).
-    r = simulate(model, cluster, ParallelPlan(pp=4, dp=16, global_batch=128, schedule="1f1b", dp_overlap=False))
+    r = simulate(model, cluster, ParallelPlan(pp=4, dp=16, global_batch=128, schedule="1f1b", dp_overlap=False,
+                                              flash=False))  # Korthikanti's attention keeps its scores
     per_layer = layer_activation_bytes(s=2048, b=1, h=4096, a=32)
     last_rank_acts = 1 * 9 * per_layer + 4 * 2048 * 51200
     first_rank_acts = 4 * 9 * per_layer
     assert r.memory.activations == pytest.approx(max(first_rank_acts, last_rank_acts))
+    # FlashAttention keeps what selective recomputation keeps: no 5as/h term (Korthikanti Table 2)
+    flash = simulate(model, cluster, ParallelPlan(pp=4, dp=16, global_batch=128, schedule="1f1b", dp_overlap=False))
+    assert flash.memory.activations == pytest.approx(4 * 9 * 2048 * 4096 * 34)
 
 
 # -------------------------------------------------------------------------------------- Megatron-LM Table 1
@@ -163,10 +167,12 @@ TABLE_1 = [
 
 def megatron_plan(layers: int, t: int, p: int, gpus: int, batch: int) -> ParallelPlan:
     """The paper's setup: micro-batch 1, full recomputation, interleaved schedule where p > 1 (with the smallest
-    v ≥ 2 that divides the layers per stage), gradients all-reduced after the pipeline flush."""
+    v ≥ 2 that divides the layers per stage), gradients all-reduced after the pipeline flush, attention scores
+    written to memory (2021: before FlashAttention)."""
     v = next((x for x in range(2, layers // p + 1) if (layers // p) % x == 0), 1) if p > 1 else 1
     return ParallelPlan(dp=gpus // (t * p), tp=t, pp=p, vp=v, micro_batch=1, global_batch=batch,
-                        schedule="interleaved" if v > 1 else "1f1b", recompute="full", dp_overlap=False)
+                        schedule="interleaved" if v > 1 else "1f1b", recompute="full", dp_overlap=False,
+                        flash=False)
 
 
 def eq3_flops(batch: int, s: int, layers: int, h: int, vocab: int) -> float:

@@ -264,8 +264,7 @@ def probe_cmd(out: Path = _opt(Path("host.yaml"), "--out", "-o", help="Chip file
 @command(app, "parallel")
 def parallel_cmd(
     model: str = typer.Argument(..., help=LLM),
-    cluster: str = _opt("dgx-a100", "--cluster", help="dgx-a100, dgx-h100, hgx-b200, tpu-v5p-pod, mi300x-node or a "
-                                                      "cluster .yaml file."),
+    cluster: str = _opt("dgx-a100", "--cluster", help="dgx-a100, dgx-h100, hgx-b200, tpu-v5p-pod, ... or a .yaml."),
     gpus: int = _opt(..., "--gpus", "-g", min=1), tp: int = _opt(1, "--tp", min=1), pp: int = _opt(1, "--pp", min=1),
     dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
     batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch (default: pp micro-batches)."),
@@ -273,7 +272,7 @@ def parallel_cmd(
     etp: int | None = _opt(None, "--etp", min=1, help="Ranks each expert is split over (default: tp)."),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
-    sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
+    sp: bool = _opt(False, "--sp", help="Sequence parallel (tp > 1)."), flash: bool = _opt(True, "--flash/--no-flash"),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
     seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
@@ -283,6 +282,7 @@ def parallel_cmd(
     top: int = _opt(10, "--top", min=1, help="With --search: how many plans to show."),
     trace: Path | None = _opt(None, "--trace", help="Chrome/Perfetto trace (.json) of the step."),
     plot: Path | None = _opt(None, "--plot", help="Gantt chart (.png/.svg/.pdf) of the step."),
+    dispatcher: str = _opt("alltoall", "--dispatcher", help="MoE tokens to experts: alltoall (NCCL) or deepep."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
@@ -302,9 +302,9 @@ def parallel_cmd(
         step = found.best.step
     else:
         r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, batch=batch,
-                      micro_batch=micro_batch, schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp,
-                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
-                      layer_ms=layer_ms)
+                      dispatcher=dispatcher, micro_batch=micro_batch, schedule=schedule, recompute=recompute, sp=sp,
+                      zero=zero, fsdp=fsdp, flash=flash, dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order,
+                      stage_layers=stage_layers, layer_ms=layer_ms)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
     write_figures(step, trace, plot)

@@ -598,17 +598,20 @@ def _cluster_for(cluster: str | Path | Cluster, gpus: int) -> Cluster:
 
 def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
           plan: ParallelPlan | dict[str, Any] | None = None, tp: int = 1, pp: int = 1, dp: int | None = None,
-          ep: int = 1, etp: int | None = None, batch: int | None = None, micro_batch: int = 1,
+          ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", batch: int | None = None,
+          micro_batch: int = 1,
           schedule: str = "1f1b",
           recompute: str = "none",
-          sp: bool = False, zero: int = 0, fsdp: str | None = None, dp_overlap: bool = True,
+          sp: bool = False, zero: int = 0, fsdp: str | None = None, flash: bool = True, dp_overlap: bool = True,
           seq_len: int | None = None, rank_order: str = "tp-dp-pp", stage_layers: str | Sequence[int] | None = None,
           layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
 
     Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp) —, ``ep`` the expert-parallel ranks
     of a mixture of experts (cut from the tp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
-    1 keeps experts whole, Megatron-Core's parallel folding), ``batch`` the global batch in
+    1 keeps experts whole, Megatron-Core's parallel folding), ``dispatcher`` alltoall or deepep (see
+    `ParallelPlan.dispatcher`), ``flash`` False for attention that writes its scores (Megatron-LM before
+    FlashAttention), ``batch`` the global batch in
     samples, ``schedule`` such as ``interleaved:2``, ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
     `ParallelPlan` / its ``to_dict()``. ``stage_layers``: uneven pipeline stages, ``embedding-loss`` (Megatron-LM's
     split counting the embedding and the loss as a layer each) or the layers of each (virtual) stage, ``2,3x30,2``.
@@ -640,9 +643,10 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
         if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
             raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
         sched, vp = parse.schedule(schedule)
-        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, vp=vp, micro_batch=micro_batch,
+        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, dispatcher=dispatcher, vp=vp,
+                            micro_batch=micro_batch,
                             stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
-                            global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp,
+                            global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp, flash=flash,
                             recompute=recompute, rank_order=rank_order)
     return TrainResult(step=simulate(tm, cl, the_plan, measured=measured))
 

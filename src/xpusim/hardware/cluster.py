@@ -72,6 +72,34 @@ def all_to_all_s(nbytes: float, n: int, fabric: Fabric) -> float:
     return (n - 1) * fabric.latency_s + (n - 1) / n * nbytes / fabric.bandwidth_bytes_per_s
 
 
+class GroupLinks(_Strict):
+    """Where a group of ``n`` ranks sits: ``per_node`` of them on each node (all ``n`` when the group fits in one),
+    joined by ``intra`` inside a node and ``inter`` across nodes."""
+
+    n: PositiveInt
+    per_node: PositiveInt
+    intra: Fabric
+    inter: Fabric
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.n // self.per_node)
+
+
+def hierarchical_all_to_all_s(nbytes: float, links: GroupLinks, remote_bytes: float | None = None) -> float:
+    """All-to-all of ``nbytes`` per rank (1/n to each rank): the share for the per_node − 1 peers in the node goes
+    over ``intra``, the (n − per_node)/n share for the ranks on other nodes over ``inter`` — or ``remote_bytes``
+    when the sender deduplicates what crosses nodes — at the same time (separate links), one α per peer on each."""
+    n, g = links.n, min(links.per_node, links.n)
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    local = (g - 1) * links.intra.latency_s + (g - 1) / n * nbytes / links.intra.bandwidth_bytes_per_s
+    if g == n:
+        return local
+    remote = (n - g) / n * nbytes if remote_bytes is None else remote_bytes
+    return max(local, (n - g) * links.inter.latency_s + remote / links.inter.bandwidth_bytes_per_s)
+
+
 def p2p_s(nbytes: float, fabric: Fabric) -> float:
     """One point-to-point send: α + S/β."""
     return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s
@@ -105,6 +133,11 @@ class Cluster(_Strict):
         """The chip with this cluster's efficiency set (training kernels on this system)."""
         chip = load_chip(self.chip)
         return chip.model_copy(update={"efficiency": self.efficiency})
+
+    def group(self, n: int, span_gpus: int) -> GroupLinks:
+        """The links of ``n`` ranks spread evenly over ``span_gpus`` consecutive ranks."""
+        per_node = n if span_gpus <= self.gpus_per_node else max(1, n * self.gpus_per_node // span_gpus)
+        return GroupLinks(n=n, per_node=per_node, intra=self.intra_node, inter=self.inter_node)
 
     def fabric(self, span_gpus: int) -> Fabric:
         """The slowest fabric a group of ranks crosses when it spans ``span_gpus`` consecutive ranks."""

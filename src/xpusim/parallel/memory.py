@@ -48,14 +48,15 @@ def adam_step_bytes(*, param_bytes: float = PARAM_BYTES, grad_bytes: float = GRA
 
 
 def layer_activation_bytes(*, s: int, b: int, h: int, a: int, t: int = 1, sp: bool = False,
-                           recompute: str = "none") -> float:
+                           recompute: str = "none", flash: bool = False) -> float:
     """Activation bytes one transformer layer keeps for its backward (Korthikanti et al. 2022, Table 2): 16-bit
-    activations and 1-byte dropout masks; ``full`` keeps only the layer input (2sbh, split over t with sp)."""
+    activations and 1-byte dropout masks; ``full`` keeps only the layer input (2sbh, split over t with sp).
+    ``flash``: FlashAttention never stores the s × s scores, so it keeps what selective recomputation keeps."""
     sbh = s * b * h
     if recompute == "full":
         return 2 * sbh / (t if sp else 1)
     attention_core = 5 * a * s / (h * t)  # QKᵀ scores, softmax, dropout mask and output: what selective drops
-    if recompute == "selective":
+    if recompute == "selective" or flash:
         attention_core = 0.0
     if sp:
         return sbh * (34 / t + attention_core)

@@ -24,6 +24,8 @@ Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
 SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved", "zb-h1")
 Recompute = Literal["none", "selective", "full"]
 RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
+Dispatcher = Literal["alltoall", "deepep"]
+DISPATCHERS: tuple[str, ...] = ("alltoall", "deepep")
 RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
 RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
 TrainDtype = Literal["bf16", "fp16"]
@@ -56,6 +58,10 @@ class ParallelPlan:
     expert-parallel group span the tensor-parallel ranks."""
     vp: int = 1
     """Virtual stages (model chunks) per pipeline rank (v); > 1 only with the interleaved schedule."""
+    dispatcher: Dispatcher = "alltoall"
+    """How a MoE layer's tokens reach their experts' ranks: ``alltoall`` (Megatron-Core's NCCL all-to-all: a copy
+    per routed expert, k per token) or ``deepep`` (DeepSeek's DeepEP: one copy per destination node across nodes,
+    forwarded to the node's experts over NVLink; DeepSeek-V3 report Sec. 3.2.2)."""
     stage_layers: tuple[int, ...] = ()
     """Decoder layers of each pipeline stage, virtual stages in order: p·v numbers summing to the model's layers (0
     is allowed: a stage holding only the embedding or the loss). Empty: the layers split evenly. `megatron_split`
@@ -73,6 +79,9 @@ class ParallelPlan:
     sp: bool = False
     """Megatron sequence parallelism (norms and dropout split along the sequence over the tp ranks)."""
     recompute: Recompute = "none"
+    flash: bool = True
+    """FlashAttention (Dao et al. 2022; Megatron-Core with Transformer Engine): the attention never writes the s × s
+    scores to memory, nor keeps them. False: the attention of Megatron-LM before it (2021–2022), scores in HBM."""
     dtype: TrainDtype = "bf16"
     """Chip dtype the layers compute in (one of `TRAIN_DTYPES`): the roofline peak their time uses, and the dense
     peak MFU and HFU are measured against. Activations (and what pipeline stages send) are in this dtype."""
@@ -141,7 +150,8 @@ class ParallelPlan:
 
     def label(self) -> str:
         parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else []) \
-            + ([f"etp={self.etp}"] if self.expert_tp != self.tp else [])
+            + ([f"etp={self.etp}"] if self.expert_tp != self.tp else []) \
+            + ([self.dispatcher] if self.ep > 1 and self.dispatcher != "alltoall" else [])
         if self.vp > 1:
             parts.append(f"v={self.vp}")
         if self.stage_layers:
@@ -157,10 +167,11 @@ class ParallelPlan:
 
     def to_dict(self) -> dict[str, object]:
         return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "etp": self.etp,
-                "vp": self.vp, "stage_layers": list(self.stage_layers), "micro_batch": self.micro_batch,
-                "global_batch": self.global_batch, "micro_batches": self.micro_batches, "gpus": self.gpus,
-                "schedule": self.schedule, "zero": self.zero, "dp_overlap": self.dp_overlap, "sp": self.sp,
-                "recompute": self.recompute, "rank_order": self.rank_order}
+                "dispatcher": self.dispatcher, "vp": self.vp, "stage_layers": list(self.stage_layers),
+                "micro_batch": self.micro_batch, "global_batch": self.global_batch,
+                "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
+                "dp_overlap": self.dp_overlap, "sp": self.sp, "recompute": self.recompute,
+                "flash": self.flash, "rank_order": self.rank_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:
@@ -211,6 +222,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"schedule={plan.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if plan.recompute not in RECOMPUTES:
         out.append(f"recompute={plan.recompute!r} is not one of {', '.join(RECOMPUTES)}")
+    if plan.dispatcher not in DISPATCHERS:
+        out.append(f"dispatcher={plan.dispatcher!r} is not one of {', '.join(DISPATCHERS)}")
     if plan.rank_order not in RANK_ORDERS:
         out.append(f"rank_order={plan.rank_order!r} is not one of {', '.join(RANK_ORDERS)}")
     if plan.zero not in (0, 1, 2, 3):

@@ -16,7 +16,15 @@ from typing import Any
 
 from xpusim.engines.roofline import estimate_op
 from xpusim.hardware.chip import Chip
-from xpusim.hardware.cluster import Cluster, Fabric, all_gather_s, all_reduce_s, all_to_all_s, p2p_s
+from xpusim.hardware.cluster import (
+    Cluster,
+    Fabric,
+    GroupLinks,
+    all_gather_s,
+    all_reduce_s,
+    hierarchical_all_to_all_s,
+    p2p_s,
+)
 from xpusim.parallel.events import Event, Timeline, run_schedule
 from xpusim.parallel.memory import (
     LOGITS_BYTES_PER_ELEMENT,
@@ -88,16 +96,17 @@ _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by e
 
 def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
-               ep_fabric: Fabric | None = None, etp: int | None = None,
-               etp_fabric: Fabric | None = None) -> LayerCost:
+               ep_links: GroupLinks | None = None, etp: int | None = None,
+               etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False) -> LayerCost:
     """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
-    ``etp``: ranks each routed expert is split over (default ``t``), ``etp_fabric`` the links among them."""
+    ``ep_links``: where the expert-parallel group sits; ``etp``: ranks each routed expert is split over (default
+    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``: see `ParallelPlan`."""
     etp = t if etp is None else etp
-    fabrics = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_fabric, etp_fabric))
-    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, fabrics)
+    links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric))
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash)
     if key not in _LAYER_CACHE:
-        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_fabric, etp,
-                                        etp_fabric)
+        _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_links, etp,
+                                        etp_fabric, dispatcher, flash)
     return _LAYER_CACHE[key]
 
 
@@ -105,10 +114,10 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
-                tp_fabric: Fabric | None, dtype: str, ep: int, ep_fabric: Fabric | None, etp: int,
-                etp_fabric: Fabric | None) -> LayerCost:
+                tp_fabric: Fabric | None, dtype: str, ep: int, ep_links: GroupLinks | None, etp: int,
+                etp_fabric: Fabric | None, dispatcher: str, flash: bool) -> LayerCost:
     prec = precision(dtype)
-    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=False)
+    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=flash)
            if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
@@ -152,19 +161,33 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         recompute_flops = sum(2 * o.macs for o in ops if o.kind == "attention")
     # Expert parallelism: the routed tokens go to their experts' ranks and come back (dispatch and combine), two
     # all-to-alls per MoE layer in the forward and two in the backward, k copies of each token's hidden state
-    a2a = all_to_all_s(moe_a2a_bytes(cfg, s, b, t, prec), ep, ep_fabric) if ep > 1 and ep_fabric else 0.0
+    a2a = 0.0
+    if ep > 1 and ep_links is not None:
+        nbytes = moe_a2a_bytes(cfg, s, b, t, prec)
+        remote = nbytes / cfg.top_k * expected_remote_nodes(cfg.experts, cfg.top_k, ep_links.nodes) \
+            if dispatcher == "deepep" else None
+        a2a = hierarchical_all_to_all_s(nbytes, ep_links, remote)
     ep_fwd = 2 * a2a * share
     ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)
 
 
-def expert_fabrics(plan: ParallelPlan, cluster: Cluster) -> tuple[Fabric | None, int, Fabric | None]:
-    """(links of the expert-parallel group, etp, links of the expert tensor-parallel group) of ``plan``: the
-    arguments `layer_cost` takes after ``ep``."""
+def expert_fabrics(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool]:
+    """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash) of
+    ``plan``: the arguments `layer_cost` takes after ``ep``."""
     etp = plan.expert_tp
-    return (cluster.fabric(plan.expert_span) if plan.ep > 1 else None, etp,
-            cluster.fabric(etp) if etp > 1 else None)
+    return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
+            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash)
+
+
+def expected_remote_nodes(experts: int, k: int, nodes: int) -> float:
+    """Other nodes a token's k experts sit on, expected under uniform routing with the experts spread evenly over
+    ``nodes``: (N − 1)·(1 − C(E − E/N, k) / C(E, k)) — what DeepEP sends across nodes, once per node."""
+    if nodes <= 1:
+        return 0.0
+    miss = math.comb(experts - experts // nodes, k) / math.comb(experts, k)
+    return (nodes - 1) * (1 - miss)
 
 
 def moe_a2a_bytes(cfg: TransformerConfig, s: int, b: int, t: int, prec: Precision) -> float:
@@ -445,8 +468,8 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
     act_layer = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp,
-                                       recompute=plan.recompute)
-    working = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp) \
+                                       recompute=plan.recompute, flash=plan.flash)
+    working = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp, flash=plan.flash) \
         if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
     best: MemoryBreakdown | None = None
     for r in range(p):
