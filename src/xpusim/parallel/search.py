@@ -159,31 +159,49 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     de = t * d / (et * e)
     x_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
     psi_x = cfg.layers / p * x_layer / (et * e)
-    psi_first = (cfg.layers / p * (per_layer - x_layer) + embed) / t + psi_x
-    tied_single = (p * v == 1) & cfg.tied_embeddings  # one stage: a tied output layer is the embedding
-    psi_last = (cfg.layers / p * (per_layer - x_layer) + np.where(tied_single, embed, head)) / t + psi_x
+    single = p * v == 1
+    head_extra = np.where(single & cfg.tied_embeddings, 0.0, head)  # one stage: a tied output layer is the embedding
+    # with p = 1 the one rank holds the first and the last chunk
+    psi_first = (cfg.layers / p * (per_layer - x_layer) + embed + np.where(p == 1, head_extra, 0.0)) / t + psi_x
+    psi_last = (cfg.layers / p * (per_layer - x_layer) + head_extra + np.where(p == 1, embed, 0.0)) / t + psi_x
     psi = np.maximum(psi_first, psi_last)
 
     # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
     dp_intra = t * d <= cluster.gpus_per_node
     fab_dp_bw = np.where(dp_intra, cluster.intra_node.bandwidth_bytes_per_s, cluster.inter_node.bandwidth_bytes_per_s)
     fab_dp_lat = np.where(dp_intra, cluster.intra_node.latency_s, cluster.inter_node.latency_s)
-    chunk_psi = psi / v
 
-    def gather_s(nbytes: np.ndarray) -> np.ndarray:
-        """All-gather of ``nbytes`` per rank of the dense parameters over d, of the experts' over d/e."""
-        dense = np.where(d > 1, (d - 1) * fab_dp_lat + (d - 1) / d * nbytes * (1 - psi_x / psi) / fab_dp_bw, 0.0)
-        return dense + np.where(de > 1, (de - 1) * fab_dp_lat + (de - 1) / de * nbytes * psi_x / psi / fab_dp_bw, 0.0)
+    def gather_s(dense: np.ndarray, experts: np.ndarray) -> np.ndarray:
+        """All-gather of ``dense`` bytes per rank over d and of ``experts`` bytes over the expert replicas."""
+        return (np.where(d > 1, (d - 1) * fab_dp_lat + (d - 1) / d * dense / fab_dp_bw, 0.0)
+                + np.where(de > 1, (de - 1) * fab_dp_lat + (de - 1) / de * experts / fab_dp_bw, 0.0))
 
-    ag = np.where(zero >= 3, gather_s(pb * chunk_psi), 0.0)
-    f_c = f_c + np.maximum(0.0, ag - f_c)
     zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
-    bi_c = bi_c + np.maximum(0.0, ag - (bi_c + np.where(zb, 0.0, w_c)))  # ZB-H1 gathers before B, not W
+    dense_chunk, x_chunk = chunk_layers * (per_layer - x_layer) / t, psi_x / v
 
-    rank_mb = v * (f_c + bi_c + w_c) + col["hf"] + col["hb"]  # the last rank also runs the output layer
+    def chunk(f: np.ndarray, bi: np.ndarray, extra_params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A chunk's F and B with the part of its ZeRO-3 gather (its layers and ``extra_params``) that does not fit
+        behind them (ZB-H1 gathers before B, not W)."""
+        ag = np.where(zero >= 3, gather_s(pb * (dense_chunk + extra_params / t), pb * x_chunk), 0.0)
+        return np.maximum(f, ag), bi + np.maximum(0.0, ag - (bi + np.where(zb, 0.0, w_c)))
+
+    # The last rank runs the output layer in its last chunk and, with p = 1, the embedding in its first.
+    hf, hb, ef, eb = col["hf"], col["hb"], col["ef"], col["eb"]
+    f_last, bi_last = chunk(f_c + hf + np.where(single, ef, 0.0), bi_c + hb + np.where(single, eb, 0.0),
+                            head_extra + np.where(single, embed, 0.0))
+    first_too = (p == 1) & (v > 1)
+    f_first, bi_first = chunk(f_c + ef, bi_c + eb, np.full(n, float(embed)))
+    f_c, bi_c = chunk(f_c, bi_c, np.zeros(n))
+    rank_mb = (v - 1) * (f_c + bi_c + w_c) + f_last + bi_last + w_c \
+        + np.where(first_too, f_first + bi_first - f_c - bi_c, 0.0)
+    # with p > 1 the first rank may be the busier (a vocabulary-sized embedding gathered under ZeRO-3)
+    rank_mb = np.maximum(rank_mb, (v - 1) * (f_c + bi_c + w_c) + f_first + bi_first + w_c)
     sched = col["sched"]
     # ZB-H1 hides min(m − 1, p − 1) weight gradients in the drain (exact for our schedule with even stages).
-    bubble = np.where(zb, (p - 1) * (f_c + bi_c) - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (f_c + bi_c + w_c))
+    # interleaved: the first chunk's F + B when it is the slower (its ZeRO-3 gather of the embedding) — its
+    # warm-up and cool-down pass through it as often as through the others
+    fb = np.maximum(f_c + bi_c, np.where((p > 1) & (v > 1), f_first + bi_first - eb - ef, 0.0))
+    bubble = np.where(zb, (p - 1) * fb - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (fb + w_c))
     pp_intra = t * d * p <= cluster.gpus_per_node
     pp_bytes = s * b * cfg.hidden * col["ab"] / t
     intra, inter = cluster.intra_node, cluster.inter_node
@@ -196,10 +214,18 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     reduce = np.where(d > 1, ring * ((d - 1) * fab_dp_lat + (d - 1) / d * gb * (psi - psi_x) / fab_dp_bw), 0.0) \
         + np.where(de > 1, ring * ((de - 1) * fab_dp_lat + (de - 1) / de * gb * psi_x / fab_dp_bw), 0.0)
     last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
-    dp_exposed = np.where(col["overlap"] > 0, np.maximum(reduce - (bi_c + w_c) * v, reduce * last_frac / v), reduce)
+    # Overlapped: each chunk's share R/v starts with its last backward, one after the other. The rank's k-th chunk
+    # from the end runs its last backward k·p backward slots before the pipeline ends (Megatron's interleaved
+    # cool-down: groups of p micro-batches per chunk), so k + 1 shares must fit in k·p + 1 slots; ZB-H1's last
+    # share starts with the last weight-gradient pass.
+    slot = np.where(zb, w_c, bi_c + w_c)
+    exposed = np.zeros(n)
+    for k in range(int(v.max())):
+        exposed = np.where(k < v, np.maximum(exposed, (k + 1) * reduce / v - (k * p + 1) * slot), exposed)
+    dp_exposed = np.where(col["overlap"] > 0, np.maximum(exposed, reduce * last_frac / v), reduce)
     bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
     opt = col["adam"] * ((psi - psi_x) / np.where(zero >= 1, d, 1) + psi_x / np.where(zero >= 1, de, 1)) / bw
-    after = np.where((zero == 1) | (zero == 2), gather_s(pb * psi), 0.0)
+    after = np.where((zero == 1) | (zero == 2), gather_s(pb * (psi - psi_x), pb * psi_x), 0.0)
     step = pipe + dp_exposed + opt + after
 
     # Memory on the first rank (embedding, most in-flight micro-batches) and the last (logits).
@@ -220,9 +246,15 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     experts = states(de) * psi_x
     act_first = chunks_first * chunk_layers * col["act"] + col["work"]
     act_last = chunks_last * chunk_layers * col["act"] + col["work"] + lb * s * b * cfg.vocab / t
-    buffers = np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * pb * chunk_psi / chunk_layers, 0.0)
-    mem = np.maximum(states(d) * (psi_first - psi_x) + act_first,
-                     states(d) * (psi_last - psi_x) + act_last) + experts + buffers
+    # ZeRO-3: one gathered layer in use and one prefetched, of the rank's largest chunk (embedding, output layer)
+    both = np.where(single, embed + head_extra, np.maximum(embed, head_extra))
+
+    def buffers(extra: np.ndarray) -> np.ndarray:
+        per_layer_bytes = pb * (dense_chunk + x_chunk + np.where(p == 1, both, extra) / t) / chunk_layers
+        return np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * per_layer_bytes, 0.0)
+
+    mem = np.maximum(states(d) * (psi_first - psi_x) + act_first + buffers(np.full(n, float(embed))),
+                     states(d) * (psi_last - psi_x) + act_last + buffers(head_extra)) + experts
     return step, mem
 
 
