@@ -163,6 +163,8 @@ class ParallelPlan:
             parts.append("sp")
         if self.recompute != "none":
             parts.append(f"recompute={self.recompute}")
+        if not self.flash:
+            parts.append("no-flash")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
