@@ -122,8 +122,8 @@ def main() -> None:
         e = 100 * (pred - meas) / meas
         errs.append(e)
         print(f"| {r['id']} | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | {r.get('etp') or tp} | {vp} "
-              f"| {r['micro_batch']} | {r['global_batch']} | {recompute} | {meas:,.0f} ({basis}) | {pred:,.0f} "
-              f"| {e:+.1f}% |")
+              f"| {r['micro_batch']} | {r['global_batch']} | {recompute} | {meas:,.0f} ({basis}) | {pred:,.0f}"
+              f"{'' if res.step.fits else ' (does not fit)'} | {e:+.1f}% |")
     if errs:
         a = [abs(x) for x in errs]
         print(f"\n{len(errs)} rows: median |error| {statistics.median(a):.1f}%, mean {statistics.mean(a):.1f}%, worst "

@@ -180,3 +180,19 @@ def test_deepep_sends_each_token_once_per_other_node() -> None:
     assert nccl.ep_fwd_s == pytest.approx(2 * (24 * ib.latency_s + 24 / 32 * copies / ib.bandwidth_bytes_per_s))
     remote = 4096 * 2048 * 2 * 3 * (1 - miss)
     assert deepep.ep_fwd_s == pytest.approx(2 * (24 * ib.latency_s + remote / ib.bandwidth_bytes_per_s))
+
+
+def test_moe_activation_memory_by_hand() -> None:
+    """Qwen3-30B-A3B (48 MoE layers, h 2048, 128 experts, top-8, expert ffn 768), one GPU, one micro-batch of 4096
+    tokens, FlashAttention. A dense layer keeps 34 sbh bytes (Korthikanti, no scores), of which the MLP 19 sbh; the
+    MoE block instead keeps per token its input 2h, fp32 router logits and probabilities 8 · 128, and per routed
+    copy (8 per token) the permuted input 2h, gate and up outputs 4 · 768, the activation 2 · 768 and the expert
+    output 2h: (34 − 19) sbh + sb (2h + 1024 + 8 (4h + 4608)) per layer; plus the fp32 logits on the last stage."""
+    s, h = 4096, 2048
+    r = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=1, batch=1, seq_len=s).step
+    per_layer = 15 * s * h + s * (2 * h + 8 * 128 + 8 * (4 * h + 6 * 768))
+    assert r.memory.activations == pytest.approx(48 * per_layer + 4 * s * 151936)
+    # folding on 8 GPUs (tp 8, etp 1): each rank routes its 1/8 of the tokens, the whole experts' rows
+    folded = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=8, tp=4, sp=True, ep=2, etp=1, batch=2,
+                          seq_len=s).step
+    assert folded.memory.activations == pytest.approx(48 * per_layer / 4 + 4 * s * 151936 / 4)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from xpusim.hardware.cluster import Cluster
-from xpusim.parallel.memory import layer_activation_bytes
 from xpusim.parallel.plan import ParallelPlan, PlanError, divisors, problems
 from xpusim.parallel.simulate import (
     DDP_BUCKET_BYTES,
     StepResult,
+    activation_bytes,
     expert_fabrics,
     head_cost,
     layer_cost,
@@ -124,10 +124,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
                             *expert_fabrics(pl, cluster))
             hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
-            act = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
-                                         recompute=pl.recompute, flash=pl.flash)
-            work = layer_activation_bytes(s=s, b=pl.micro_batch, h=cfg.hidden, a=cfg.heads, t=pl.tp, sp=pl.sp,
-                                          flash=pl.flash) \
+            act = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp)
+            work = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp) \
                 if pl.recompute == "full" else 0.0
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
                           hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s)

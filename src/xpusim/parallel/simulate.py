@@ -30,8 +30,10 @@ from xpusim.parallel.memory import (
     LOGITS_BYTES_PER_ELEMENT,
     MemoryBreakdown,
     ModelStates,
+    dense_mlp_activation_bytes,
     layer_activation_bytes,
     model_states,
+    moe_mlp_activation_bytes,
 )
 from xpusim.parallel.plan import ParallelPlan, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
@@ -171,6 +173,21 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)
+
+
+def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str = "none",
+                     flash: bool = False, etp: int | None = None) -> float:
+    """Activation bytes one layer (averaged over the model's layers) keeps for its backward on one rank:
+    Korthikanti's formula, the MoE layers with their MoE block's (`moe_mlp_activation_bytes`) in place of the
+    dense MLP's."""
+    dense = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=sp, recompute=recompute,
+                                   flash=flash)
+    if not cfg.moe or recompute == "full":
+        return dense
+    moe = moe_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t, top_k=cfg.top_k, experts=cfg.experts,
+                                   expert_ffn=cfg.expert_ffn, shared_ffn=cfg.shared_ffn, etp=etp or t)
+    return dense + cfg.moe_layers / cfg.layers * (moe - dense_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t,
+                                                                                   sp=sp))
 
 
 def expert_fabrics(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool]:
@@ -467,9 +484,8 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
-    act_layer = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp,
-                                       recompute=plan.recompute, flash=plan.flash)
-    working = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=plan.sp, flash=plan.flash) \
+    act_layer = activation_bytes(cfg, s, b, t, plan.sp, plan.recompute, plan.flash, etp)
+    working = activation_bytes(cfg, s, b, t, plan.sp, flash=plan.flash, etp=etp) \
         if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
     best: MemoryBreakdown | None = None
     for r in range(p):
