@@ -14,8 +14,11 @@ act)``) recompute elementwise ops only and run here as no recomputation (xpusim'
 attention recomputation); 94- and 61-layer models on pipelines that do not divide them use Megatron's split that
 counts the embedding and the loss as layers (``--stage-layers embedding-loss``), as the recipes do. DeepEP and
 NVIDIA's HybridEP dispatchers (both send a token once per destination node across nodes) run as ``deepep``, the
-rest as ``alltoall``. Not modelled: the EP all-to-all overlapped with another micro-batch's compute
-(``a2a_overlap`` rows run with the all-to-all exposed).
+rest as ``alltoall``. ZeRO: FSDP rows (Megatron FSDP, NeMo AutoModel's FSDP2) run as ZeRO-3; the Megatron-Core
+rows as ZeRO-1, the distributed optimizer their configurations turn on (``--use-distributed-optimizer: true`` in
+yanring/Megatron-MoE-ModelZoo model_configs/benchmarking/Qwen3-235B-A22B.yaml @ 1ed4179f, stated for the Mixtral
+row; the Megatron-LM moe_recipes descend from those configurations). Not modelled: the EP all-to-all overlapped
+with another micro-batch's compute (``a2a_overlap`` rows run with the all-to-all exposed).
 
 Nothing is fitted to these rows. Skipped (said per row): fp8 runs (the clusters' efficiencies are 16-bit), GPUs
 other than H100, models not in the zoo, context parallelism, rows without a micro-batch.
@@ -80,6 +83,11 @@ def skip_reason(r: dict[str, Any]) -> str | None:
     return None
 
 
+def zero_of(r: dict[str, Any]) -> int:
+    """3 for FSDP (sharded parameters), else 1: Megatron-Core's distributed optimizer."""
+    return 3 if "fsdp" in f"{r.get('other')} {r.get('id')}".lower() or "automodel" in str(r["source"]).lower() else 1
+
+
 def recompute_of(text: str) -> str:
     """xpusim's recompute for a source's: full; selective only for attention (Korthikanti's); module lists of norms
     and activations recompute elementwise ops only — none here."""
@@ -91,15 +99,16 @@ def recompute_of(text: str) -> str:
 def main() -> None:
     data = yaml.safe_load(DATA.read_text())
     rows, reference = data["rows"], data["flop_per_token_reference"]
-    print("| row | gpus | tp | pp | ep | etp | vp | b | B | recompute | measured tok/s/GPU (basis) | xpusim | error |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| row | gpus | tp | pp | ep | etp | vp | b | B | zero | recompute | measured tok/s/GPU (basis) | xpusim "
+          "| error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     errs = []
     for r in rows:
         why = skip_reason(r)
         got = None if why else measured_tokens(r, reference)
         if why or got is None:
             print(f"| {r['id']} | skipped: {why or 'no tokens/s, step time or TFLOP/s with a FLOP reference'} "
-                  f"||||||||||||")
+                  f"|||||||||||||")
             continue
         meas, basis = got
         vp, pp, tp = r.get("vpp") or 1, int(r.get("pp") or 1), int(r.get("tp") or 1)
@@ -113,16 +122,17 @@ def main() -> None:
                                dispatcher="deepep" if "ep" in str(r.get("dispatcher")).lower().replace(
                                    "alltoall", "") else "alltoall", batch=int(r["global_batch"]),
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
-                               recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]),
+                               recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]), zero=zero_of(r),
                                stage_layers="embedding-loss" if layers % (pp * vp) else None)
         except (UserError, ValueError) as exc:
-            print(f"| {r['id']} | not simulated: {str(exc)[:160]} ||||||||||||")
+            print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")
             continue
         pred = res.step.tokens_per_s / int(r["gpus"])
         e = 100 * (pred - meas) / meas
         errs.append(e)
         print(f"| {r['id']} | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | {r.get('etp') or tp} | {vp} "
-              f"| {r['micro_batch']} | {r['global_batch']} | {recompute} | {meas:,.0f} ({basis}) | {pred:,.0f}"
+              f"| {r['micro_batch']} | {r['global_batch']} | {zero_of(r)} | {recompute} | {meas:,.0f} ({basis}) "
+              f"| {pred:,.0f}"
               f"{'' if res.step.fits else ' (does not fit)'} | {e:+.1f}% |")
     if errs:
         a = [abs(x) for x in errs]
