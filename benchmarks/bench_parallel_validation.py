@@ -54,6 +54,13 @@ def flash(row: dict[str, Any]) -> bool:
     return not (framework.startswith("megatron-lm (20") or "megatron-deepspeed" in framework or not framework)
 
 
+def zero(row: dict[str, Any]) -> int:
+    """1 where the row's optimizer states are sharded over data parallelism (its ``optimizer_sharding``: ZeRO-1 or
+    Megatron's distributed optimizer), else 0."""
+    text = str(row.get("optimizer_sharding", "")).lower()
+    return 1 if "zero-1" in text or ("distributed optimizer" in text and not text.startswith("none")) else 0
+
+
 def predict(row: dict[str, Any]) -> float:
     spec = (f"gpt:h={row['hidden']},l={row['layers']},a={row['heads']},s={row['seq_len']},V={row['vocab']}"
             + (f",ffn={row['ffn']}" if row.get("ffn") and row["ffn"] != 4 * row["hidden"] else "")
@@ -62,7 +69,7 @@ def predict(row: dict[str, Any]) -> float:
     r = xpusim.train(spec, cluster=cluster(str(row["gpu"])), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
                      pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
                      schedule=f"interleaved:{vp}" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
-                     sp=bool(row.get("sp")), flash=flash(row),
+                     sp=bool(row.get("sp")), flash=flash(row), zero=zero(row),
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)
                      stage_layers="embedding-loss" if "type:transformer|embedding" in str(row.get("note")) else None)
