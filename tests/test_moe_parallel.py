@@ -196,3 +196,33 @@ def test_moe_activation_memory_by_hand() -> None:
     folded = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=8, tp=4, sp=True, ep=2, etp=1, batch=2,
                           seq_len=s).step
     assert folded.memory.activations == pytest.approx(48 * per_layer / 4 + 4 * s * 151936 / 4)
+
+
+def test_routing_skew_slows_the_busiest_rank_not_the_flops() -> None:
+    """Qwen3-30B-A3B on 8 H100s, ep 8, micro-batches of 4096 tokens: with the busiest rank receiving 1.5× the mean
+    of the routed tokens, each all-to-all carries 1.5 × 4096 · 8 · 2048 · 2 B into it (7α + 7/8 · S/β on NVLink),
+    its expert GEMMs run 1.5× the rows, and the FLOPs counted stay those of the tokens (the same work, unevenly
+    spread)."""
+    from xpusim.hardware.cluster import load_cluster
+
+    kw = {"cluster": "dgx-h100", "gpus": 8, "ep": 8, "batch": 16, "seq_len": 4096}
+    even = xpusim.train("qwen3-30b-a3b", **kw).step
+    skewed = xpusim.train("qwen3-30b-a3b", routing_skew=1.5, **kw).step
+    nv = load_cluster("dgx-h100").intra_node
+    a2a = 7 * nv.latency_s + 7 / 8 * 1.5 * 4096 * 8 * 2048 * 2 / nv.bandwidth_bytes_per_s
+    m, layers = 16 // 8, 48
+    assert skewed.comm_s["ep"] == pytest.approx(m * layers * 4 * a2a)
+    assert skewed.model_flops == even.model_flops and skewed.step_time_s > even.step_time_s
+    assert "skew=1.5" in skewed.plan.label()
+    r = runner.invoke(app, ["parallel", "qwen3-30b-a3b", "--gpus", "8", "--ep", "8", "--routing-skew", "0.5",
+                            "--cluster", "dgx-h100", "--seq-len", "1024"])
+    assert r.exit_code == 2 and "routing_skew=0.5 must be >= 1" in r.stderr
+    r = runner.invoke(app, ["parallel", "llama2-7b", "--gpus", "8", "--routing-skew", "2", "--seq-len", "1024"])
+    assert r.exit_code == 2 and "routing_skew=2.0: llama2-7b has no experts" in r.stderr
+
+
+def test_search_keeps_the_settings_it_does_not_search() -> None:
+    found = xpusim.search("qwen3-30b-a3b", cluster="dgx-h100", gpus=16, batch=64, seq_len=4096, top=3,
+                          dispatcher="deepep", routing_skew=1.2, flash=False)
+    assert all(p.plan.dispatcher == "deepep" and p.plan.routing_skew == 1.2 and not p.plan.flash
+               for p in found.found.results)

@@ -145,7 +145,6 @@ def roofline_cmd(
                                         threads=threads))
     if plot is not None:
         from xpusim.report.plots import roofline_figure, save_atomic
-
         save_atomic(roofline_figure([r.estimate for r in results]), plot)
     _wrote(plot)
     if fmt is Format.json:
@@ -283,6 +282,7 @@ def parallel_cmd(
     trace: Path | None = _opt(None, "--trace", help="Chrome/Perfetto trace (.json) of the step."),
     plot: Path | None = _opt(None, "--plot", help="Gantt chart (.png/.svg/.pdf) of the step."),
     dispatcher: str = _opt("alltoall", "--dispatcher", help="MoE tokens to experts: alltoall (NCCL) or deepep."),
+    routing_skew: float = _opt(1.0, "--routing-skew", help="MoE: busiest rank's routed tokens over the mean (>= 1)."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
@@ -293,7 +293,8 @@ def parallel_cmd(
     if do_search:
         if layer_ms is not None:
             raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
-        found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len)
+        found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len, flash=flash,
+                           dispatcher=dispatcher, routing_skew=routing_skew, dp_overlap=dp_overlap)
         if fmt is Format.json:
             emit(found.to_json(), output)
         else:
@@ -302,9 +303,9 @@ def parallel_cmd(
         step = found.best.step
     else:
         r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, batch=batch,
-                      dispatcher=dispatcher, micro_batch=micro_batch, schedule=schedule, recompute=recompute, sp=sp,
-                      zero=zero, fsdp=fsdp, flash=flash, dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order,
-                      stage_layers=stage_layers, layer_ms=layer_ms)
+                      dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch, schedule=schedule,
+                      recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, dp_overlap=dp_overlap,
+                      seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers, layer_ms=layer_ms)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step
     write_figures(step, trace, plot)

@@ -598,10 +598,8 @@ def _cluster_for(cluster: str | Path | Cluster, gpus: int) -> Cluster:
 
 def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
           plan: ParallelPlan | dict[str, Any] | None = None, tp: int = 1, pp: int = 1, dp: int | None = None,
-          ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", batch: int | None = None,
-          micro_batch: int = 1,
-          schedule: str = "1f1b",
-          recompute: str = "none",
+          ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", routing_skew: float = 1.0,
+          batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b", recompute: str = "none",
           sp: bool = False, zero: int = 0, fsdp: str | None = None, flash: bool = True, dp_overlap: bool = True,
           seq_len: int | None = None, rank_order: str = "tp-dp-pp", stage_layers: str | Sequence[int] | None = None,
           layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
@@ -610,7 +608,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp) —, ``ep`` the expert-parallel ranks
     of a mixture of experts (cut from the tp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
     1 keeps experts whole, Megatron-Core's parallel folding), ``dispatcher`` alltoall or deepep (see
-    `ParallelPlan.dispatcher`), ``flash`` False for attention that writes its scores (Megatron-LM before
+    `ParallelPlan.dispatcher`), ``routing_skew`` the busiest expert-parallel rank's tokens over the mean,
+    ``flash`` False for attention that writes its scores (Megatron-LM before
     FlashAttention), ``batch`` the global batch in
     samples, ``schedule`` such as ``interleaved:2``, ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
     `ParallelPlan` / its ``to_dict()``. ``stage_layers``: uneven pipeline stages, ``embedding-loss`` (Megatron-LM's
@@ -643,8 +642,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
         if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
             raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
         sched, vp = parse.schedule(schedule)
-        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, dispatcher=dispatcher, vp=vp,
-                            micro_batch=micro_batch,
+        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, dispatcher=dispatcher,
+                            routing_skew=routing_skew, vp=vp, micro_batch=micro_batch,
                             stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp, flash=flash,
                             recompute=recompute, rank_order=rank_order)
@@ -683,9 +682,13 @@ class SearchPlans(_Result):
 
 
 def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
-           batch: int | None, top: int = 10, seq_len: int | None = None) -> SearchPlans:
+           batch: int | None, top: int = 10, seq_len: int | None = None, flash: bool = True,
+           dispatcher: str = "alltoall", routing_skew: float = 1.0, dp_overlap: bool = True) -> SearchPlans:
     """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
-    recomputation) for ``gpus`` GPUs and a global ``batch``; the ``top`` fastest that fit, re-simulated."""
+    recomputation; for a mixture of experts ep and etp) for ``gpus`` GPUs and a global ``batch``; the ``top``
+    fastest that fit, re-simulated. ``flash``, ``dispatcher``, ``routing_skew`` and ``dp_overlap`` are kept as
+    given (see `train`)."""
+    from xpusim.parallel.plan import ParallelPlan
     from xpusim.parallel.search import search as search_plans
 
     if batch is None:
@@ -694,7 +697,9 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
     _positive("top", top)
     tm = _train_model(model, seq_len)
     cl = _cluster_for(cluster, gpus)
-    found = search_plans(tm, cl, gpus, batch, top=top)
+    base = ParallelPlan(flash=flash, dispatcher=dispatcher, routing_skew=routing_skew,  # type: ignore[arg-type]
+                        dp_overlap=dp_overlap)
+    found = search_plans(tm, cl, gpus, batch, top=top, base=base)
     if not found.results:
         hint = (f"; the sequences are {tm.seq_len:,} tokens, {tm.config.name}'s longest — give --seq-len for a "
                 "training length (4096, say)" if seq_len is None and tm.seq_len >= 16384 else "")

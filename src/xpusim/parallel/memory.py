@@ -66,15 +66,16 @@ def layer_activation_bytes(*, s: int, b: int, h: int, a: int, t: int = 1, sp: bo
 
 
 def moe_mlp_activation_bytes(*, s: int, b: int, h: int, t: int, top_k: int, experts: int, expert_ffn: int,
-                             shared_ffn: int = 0, etp: int = 1) -> float:
+                             shared_ffn: int = 0, etp: int = 1, skew: float = 1.0) -> float:
     """Activation bytes a MoE block (in place of the dense MLP) keeps for its backward on one rank: its 1/t of the
     sequence (Megatron-Core's MoE layer takes it split over the tp ranks), 16-bit unless said. The block input (2h
     per token, the router's and the shared experts' GEMM input), the router's fp32 logits and probabilities (8E),
     and per routed copy — k per token, etp times as many rows on a rank that shares its experts with etp ranks, each
     1/etp as wide — the permuted input (2h), the gate and up outputs (4f), the activation's output (2f) and the
-    expert output the combine weighs (2h); shared experts as a SwiGLU MLP (6 f_shared, split over t)."""
+    expert output the combine weighs (2h); shared experts as a SwiGLU MLP (6 f_shared, split over t). ``skew``: the
+    busiest rank's routed rows over the mean."""
     tokens = s * b / t
-    routed = tokens * top_k * etp
+    routed = tokens * top_k * etp * skew
     return (tokens * (2 * h + 8 * experts + 6 * shared_ffn)
             + routed * (4 * h + 6 * expert_ffn / etp))
 

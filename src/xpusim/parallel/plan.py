@@ -62,6 +62,10 @@ class ParallelPlan:
     """How a MoE layer's tokens reach their experts' ranks: ``alltoall`` (Megatron-Core's NCCL all-to-all: a copy
     per routed expert, k per token) or ``deepep`` (DeepSeek's DeepEP: one copy per destination node across nodes,
     forwarded to the node's experts over NVLink; DeepSeek-V3 report Sec. 3.2.2)."""
+    routing_skew: float = 1.0
+    """Load imbalance of a mixture of experts: the busiest expert-parallel rank's routed tokens over the mean (1:
+    uniform routing, what force-balanced benchmarks run). The step waits for that rank: its expert GEMMs, the
+    tokens it receives in the all-to-all and its routed activations scale by the skew; the FLOPs do not."""
     stage_layers: tuple[int, ...] = ()
     """Decoder layers of each pipeline stage, virtual stages in order: p·v numbers summing to the model's layers (0
     is allowed: a stage holding only the embedding or the loss). Empty: the layers split evenly. `megatron_split`
@@ -151,7 +155,8 @@ class ParallelPlan:
     def label(self) -> str:
         parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else []) \
             + ([f"etp={self.etp}"] if self.expert_tp != self.tp else []) \
-            + ([self.dispatcher] if self.ep > 1 and self.dispatcher != "alltoall" else [])
+            + ([self.dispatcher] if self.ep > 1 and self.dispatcher != "alltoall" else []) \
+            + ([f"skew={self.routing_skew:g}"] if self.routing_skew != 1 else [])
         if self.vp > 1:
             parts.append(f"v={self.vp}")
         if self.stage_layers:
@@ -169,7 +174,8 @@ class ParallelPlan:
 
     def to_dict(self) -> dict[str, object]:
         return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "etp": self.etp,
-                "dispatcher": self.dispatcher, "vp": self.vp, "stage_layers": list(self.stage_layers),
+                "dispatcher": self.dispatcher, "routing_skew": self.routing_skew, "vp": self.vp,
+                "stage_layers": list(self.stage_layers),
                 "micro_batch": self.micro_batch, "global_batch": self.global_batch,
                 "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
                 "dp_overlap": self.dp_overlap, "sp": self.sp, "recompute": self.recompute,
@@ -224,6 +230,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"schedule={plan.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if plan.recompute not in RECOMPUTES:
         out.append(f"recompute={plan.recompute!r} is not one of {', '.join(RECOMPUTES)}")
+    if not plan.routing_skew >= 1:
+        out.append(f"routing_skew={plan.routing_skew} must be >= 1 (the busiest rank's routed tokens over the mean)")
     if plan.dispatcher not in DISPATCHERS:
         out.append(f"dispatcher={plan.dispatcher!r} is not one of {', '.join(DISPATCHERS)}")
     if plan.rank_order not in RANK_ORDERS:
@@ -324,7 +332,7 @@ def _stage_problems(plan: ParallelPlan, layers: int) -> list[str]:
 def _expert_problems(plan: ParallelPlan, cfg: TransformerConfig) -> list[str]:
     if not cfg.moe:
         return [f"{name}={getattr(plan, name)}: {cfg.name} has no experts (expert parallelism needs a mixture of "
-                f"experts)" for name in ("ep", "etp") if (getattr(plan, name) or 1) > 1]
+                f"experts)" for name in ("ep", "etp", "routing_skew") if (getattr(plan, name) or 1) > 1]
     out = []
     etp, block = plan.expert_tp, plan.tp * plan.dp
     if cfg.expert_ffn % etp:

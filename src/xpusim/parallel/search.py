@@ -118,14 +118,16 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.expert_tp,
-               pl.expert_span, pl.dispatcher, pl.flash)
+               pl.expert_span, pl.dispatcher, pl.flash, pl.routing_skew)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
                             *expert_fabrics(pl, cluster))
             hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
-            act = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp)
-            work = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp) \
+            act = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
+                                   pl.routing_skew)
+            work = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp,
+                                    routing_skew=pl.routing_skew) \
                 if pl.recompute == "full" else 0.0
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
                           hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s)

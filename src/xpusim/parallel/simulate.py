@@ -99,16 +99,17 @@ _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by e
 def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
                ep_links: GroupLinks | None = None, etp: int | None = None,
-               etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False) -> LayerCost:
+               etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False,
+               routing_skew: float = 1.0) -> LayerCost:
     """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
     ``ep_links``: where the expert-parallel group sits; ``etp``: ranks each routed expert is split over (default
-    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``: see `ParallelPlan`."""
+    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``: see `ParallelPlan`."""
     etp = t if etp is None else etp
     links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric))
-    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash)
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash, routing_skew)
     if key not in _LAYER_CACHE:
         _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_links, etp,
-                                        etp_fabric, dispatcher, flash)
+                                        etp_fabric, dispatcher, flash, routing_skew)
     return _LAYER_CACHE[key]
 
 
@@ -117,14 +118,15 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                 tp_fabric: Fabric | None, dtype: str, ep: int, ep_links: GroupLinks | None, etp: int,
-                etp_fabric: Fabric | None, dispatcher: str, flash: bool) -> LayerCost:
+                etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float) -> LayerCost:
     prec = precision(dtype)
     ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=flash)
            if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
-        est = estimate_op(op, chip)
+        # the step waits for the busiest expert-parallel rank: skew times the mean routed rows (the same FLOPs)
+        est = estimate_op(_scale_rows(op, skew) if op.module.endswith(".experts") else op, chip)
         split = sp and op.kind in _REPLICATED_KINDS and op.module.rsplit(".", 1)[-1] not in _MOE_MODULES
         time = est.time_s / (t if split else 1)
         fwd += time
@@ -149,7 +151,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     share = cfg.moe_layers / cfg.layers
     mlp = (1 - share) * pair(act_bytes, t, tp_fabric) + share * (
         (pair(act_bytes, t, tp_fabric) if cfg.shared_ffn else 0.0)
-        + pair(act_bytes * cfg.top_k * etp / t, etp, etp_fabric if etp_fabric is not None else tp_fabric))
+        + pair(act_bytes * cfg.top_k * etp / t * skew, etp, etp_fabric if etp_fabric is not None else tp_fabric))
     tp_fwd = pair(act_bytes, t, tp_fabric) + mlp
     tp_bwd = tp_fwd
     bwd_input = 2 * fwd - gemm_w  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
@@ -165,7 +167,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     # all-to-alls per MoE layer in the forward and two in the backward, k copies of each token's hidden state
     a2a = 0.0
     if ep > 1 and ep_links is not None:
-        nbytes = moe_a2a_bytes(cfg, s, b, t, prec)
+        nbytes = moe_a2a_bytes(cfg, s, b, t, prec) * skew  # what the busiest rank receives
         remote = nbytes / cfg.top_k * expected_remote_nodes(cfg.experts, cfg.top_k, ep_links.nodes) \
             if dispatcher == "deepep" else None
         a2a = hierarchical_all_to_all_s(nbytes, ep_links, remote)
@@ -176,7 +178,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
 
 
 def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str = "none",
-                     flash: bool = False, etp: int | None = None) -> float:
+                     flash: bool = False, etp: int | None = None, routing_skew: float = 1.0) -> float:
     """Activation bytes one layer (averaged over the model's layers) keeps for its backward on one rank:
     Korthikanti's formula, the MoE layers with their MoE block's (`moe_mlp_activation_bytes`) in place of the
     dense MLP's."""
@@ -185,17 +187,19 @@ def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, r
     if not cfg.moe or recompute == "full":
         return dense
     moe = moe_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t, top_k=cfg.top_k, experts=cfg.experts,
-                                   expert_ffn=cfg.expert_ffn, shared_ffn=cfg.shared_ffn, etp=etp or t)
+                                   expert_ffn=cfg.expert_ffn, shared_ffn=cfg.shared_ffn, etp=etp or t,
+                                   skew=routing_skew)
     return dense + cfg.moe_layers / cfg.layers * (moe - dense_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t,
                                                                                    sp=sp))
 
 
-def expert_fabrics(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool]:
-    """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash) of
-    ``plan``: the arguments `layer_cost` takes after ``ep``."""
+def expert_fabrics(plan: ParallelPlan,
+                   cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool, float]:
+    """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash,
+    routing skew) of ``plan``: the arguments `layer_cost` takes after ``ep``."""
     etp = plan.expert_tp
     return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
-            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash)
+            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew)
 
 
 def expected_remote_nodes(experts: int, k: int, nodes: int) -> float:
@@ -484,8 +488,8 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
-    act_layer = activation_bytes(cfg, s, b, t, plan.sp, plan.recompute, plan.flash, etp)
-    working = activation_bytes(cfg, s, b, t, plan.sp, flash=plan.flash, etp=etp) \
+    act_layer = activation_bytes(cfg, s, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
+    working = activation_bytes(cfg, s, b, t, plan.sp, flash=plan.flash, etp=etp, routing_skew=plan.routing_skew) \
         if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
     best: MemoryBreakdown | None = None
     for r in range(p):
