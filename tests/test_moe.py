@@ -3,6 +3,7 @@ zoo's MoE models against their published sizes and hand counts."""
 
 import pytest
 
+import xpusim
 from xpusim.engines.llm import Parallelism, Precision, estimate_llm, memory_per_gpu
 from xpusim.hardware.chip import load_chip
 from xpusim.hardware.cluster import Fabric
@@ -130,3 +131,37 @@ def test_grouped_mm_histc_polar_formulas_by_hand() -> None:
     assert FORMULAS["polar"]((torch.empty(10, **meta), torch.empty(10, **meta)), {},
                              torch.empty(10, dtype=torch.complex64, **meta)).flops == 4 * 10
     assert FORMULAS["floor_divide"]((x, 2), {}, torch.empty(100, **meta)).flops == 100
+
+
+def test_expert_parallel_decode_waits_for_the_busiest_chip() -> None:
+    """Mixtral-8x7B on 8 H100s (tp 8), decode at batch 1: a token reaches exactly 2 of the 8 experts. The tensor
+    split reads 2 × 1/8 of an expert's weights per layer on every chip; expert parallelism (one whole expert per
+    chip) makes the step wait for a chip that reads one whole expert: per layer (1 − 2/8) · 3 · 4096 · 14336 · 2 B
+    more, at the HBM bandwidth (the roofline's memory-bound decode GEMMs). At batch 64 every expert is reached and
+    both read one expert's worth per chip: the same time."""
+    from xpusim.engines.llm import expected_max_touched
+
+    assert expected_max_touched(8, 2, 1, 8) == pytest.approx(1.0)
+    # 4 experts on 2 chips, one token picking 2: both on one chip with probability 2/6 → E[max] = 2/6·2 + 4/6·1
+    assert expected_max_touched(4, 2, 1, 2) == pytest.approx(4 / 3)
+    assert expected_max_touched(8, 2, 64, 8) == pytest.approx(1.0)
+    kw = {"chip": "h100-sxm", "tp": 8, "prompt_len": 128, "gen_len": 4}
+    tpot = {(ep, b): xpusim.llm("mixtral-8x7b", ep=ep, batch=b, **kw).estimate.time_per_output_token_s
+            for ep in (False, True) for b in (1, 64)}
+    extra = 32 * (1 - 2 / 8) * 3 * 4096 * 14336 * 2 / 3.35e12
+    assert tpot[(True, 1)] - tpot[(False, 1)] == pytest.approx(extra, rel=1e-3)
+    assert tpot[(True, 64)] == pytest.approx(tpot[(False, 64)], rel=1e-6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["mixtral-8x7b", "--chip", "h100-sxm", "--ep"], "ep splits the experts over the tensor-parallel chips"),
+    (["llama2-7b", "--chip", "h100-sxm", "--tp", "2", "--ep"], "ep: llama2-7b has no experts to split"),
+    (["qwen3-30b-a3b", "--chip", "h100-sxm", "--tp", "3", "--ep"], "tp=3 does not divide"),
+])
+def test_llm_ep_bad_input_one_line(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from xpusim.cli import app
+
+    r = CliRunner().invoke(app, ["llm", *args])
+    assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -35,9 +35,8 @@ def _opt(default: Any, *names: str, help: str = "", **kw: Any) -> Any:
 
 
 def _wrote(*paths: Path | None) -> None:
-    for path in paths:
-        if path is not None:
-            err.print(f"wrote {path}")
+    for path in (p for p in paths if p is not None):
+        err.print(f"wrote {path}")
 
 
 MODEL = "Zoo name (resnet50, vit_b_16, llama2-7b, ...; see 'xpusim models') or file.py:factory."
@@ -162,6 +161,7 @@ def llm_cmd(
     float16: str | None = _opt(None, "--float16", help="bf16 or fp16 (default: bf16 where the chip has it)."),
     flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention: scores stay on chip."),
     tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER, price_per_hour: float | None = PRICE,
+    ep: bool = _opt(False, "--ep", help="MoE: whole experts, E/tp per chip, instead of each split over --tp."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
     """LLM inference on one chip or tp × pp chips: TTFT, time per output token, tokens/s, memory, largest batch."""
@@ -169,7 +169,7 @@ def llm_cmd(
     from xpusim.report.hardware import print_llm
 
     r = api.llm(model, chip=chip, batch=batch, prompt_len=prompt_len, gen_len=gen_len, w_bits=w_bits, a_bits=a_bits,
-                kv_bits=kv_bits, float16=float16, flash=flash, price_per_hour=price_per_hour, tp=tp, pp=pp,
+                kv_bits=kv_bits, float16=float16, flash=flash, price_per_hour=price_per_hour, tp=tp, pp=pp, ep=ep,
                 cluster=cluster, require_fit=True)
     emit(r.to_json(), output) if fmt is Format.json else print_llm(out_console(), r)
 

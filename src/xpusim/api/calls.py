@@ -334,7 +334,7 @@ class LLMResult(_Result):
 
 def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch: int = 1, prompt_len: int = 1024,
         gen_len: int = 256, w_bits: int = 16, a_bits: int = 16, kv_bits: int = 16, float16: str | None = None,
-        flash: bool = True, price_per_hour: float | None = None, tp: int = 1, pp: int = 1,
+        flash: bool = True, price_per_hour: float | None = None, tp: int = 1, pp: int = 1, ep: bool = False,
         cluster: str | Path | Cluster | None = None, require_fit: bool = False,
         efficiency: str = "ideal") -> LLMResult:
     """Prefill a prompt and decode ``gen_len`` tokens on one chip, or on ``tp`` × ``pp`` chips (tensor and pipeline
@@ -346,7 +346,8 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
     both). ``require_fit``: a model whose weights and one sequence do not fit the chips is an error that says how
     many chips it needs (what the CLI asks for); otherwise the result says "does not fit". ``efficiency``:
     ``ideal`` (the roofline, an upper bound) or ``measured`` (published kernel efficiency of the chip, where
-    `xpusim.hardware.measured` has it).
+    `xpusim.hardware.measured` has it). ``ep``: a mixture of experts' experts whole, E/tp per chip, instead of
+    sliced over the tp chips (vLLM's expert parallelism).
     """
     from xpusim.engines.llm import Parallelism, estimate_llm
 
@@ -358,10 +359,12 @@ def llm(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, batch
     the_chip = load_chip(chip)
     if efficiency not in ("ideal", "measured"):
         raise UserError(f"efficiency {efficiency!r}: expected ideal or measured")
+    if ep and tp == 1:
+        raise UserError("ep splits the experts over the tensor-parallel chips: give tp > 1")
     par = Parallelism(tp=tp, pp=pp)
     if tp * pp > 1:
         cl = _llm_cluster(cluster, the_chip)
-        par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp))
+        par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp), ep=ep)
     f16 = precision.float16_for(the_chip.dtypes()) if float16 is None else float16.lower()
     if f16 not in precision.TORCH_FLOAT16:
         raise UserError(f"float16 {float16!r} is not bf16 or fp16")

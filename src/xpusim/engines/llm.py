@@ -8,6 +8,7 @@ batch that fits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from xpusim.workload.transformer import (  # re-exported: the builder lives in w
     Precision,
     TransformerConfig,
     analytic_workload_ops,
+    expected_experts,
     head_ops,
     layer_groups,
     layer_ops,
@@ -42,6 +44,10 @@ class Parallelism:
     """The links the tensor-parallel collectives run on (a cluster's NVLink, say); needed when tp·pp > 1."""
     pp_fabric: Fabric | None = None
     """The links between pipeline stages (another node's, when the group spans nodes); default ``fabric``."""
+    ep: bool = False
+    """Expert parallelism over the tensor-parallel chips (vLLM's ``--enable-expert-parallel``): each chip holds E/tp
+    whole experts instead of a 1/tp slice of every expert — the same bytes and work on average, but a step waits
+    for the chip whose experts the batch touches most (`expected_max_touched`)."""
 
     def comm_s(self, cfg: TransformerConfig, batch: int, new: int, logits_tokens: int, p: Precision) -> float:
         """Seconds of communication of one pass over ``new`` tokens per sequence: per layer two all-reduces of the
@@ -72,6 +78,9 @@ class Parallelism:
         if cfg.kv_heads % self.tp:
             raise ValueError(f"tp={self.tp} does not divide {cfg.name}'s {cfg.kv_heads} key/value heads (allowed: "
                              f"{allowed})")
+        if self.ep and (not cfg.moe or cfg.experts % self.tp):
+            raise ValueError(f"ep: {cfg.name} has no experts to split" if not cfg.moe else
+                             f"ep: tp={self.tp} does not divide {cfg.name}'s {cfg.experts} experts")
         if self.pp > cfg.layers:
             raise ValueError(f"pp={self.pp} exceeds {cfg.name}'s {cfg.layers} layers")
         if self.gpus > 1 and self.fabric is None:
@@ -80,6 +89,62 @@ class Parallelism:
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@functools.cache
+def touched_distribution(experts: int, top_k: int, tokens: int) -> tuple[float, ...]:
+    """P(exactly j distinct experts touched), j = 0 … E, when ``tokens`` tokens each pick ``top_k`` of the E
+    experts uniformly: token by token, a token that finds j touched adds m new ones with probability
+    C(j, k − m)·C(E − j, m)/C(E, k). Stops early once all E are touched for certain (long prefills)."""
+    e, k = experts, top_k
+    total = math.comb(e, k)
+    step = [[math.comb(j, k - m) * math.comb(e - j, m) / total if k - m <= j else 0.0 for m in range(k + 1)]
+            for j in range(e + 1)]
+    dist = [0.0] * (e + 1)
+    dist[0] = 1.0
+    for _ in range(tokens):
+        nxt = [0.0] * (e + 1)
+        for j, pj in enumerate(dist):
+            if pj:
+                for m, pm in enumerate(step[j]):
+                    if pm and j + m <= e:
+                        nxt[j + m] += pj * pm
+        dist = nxt
+        if dist[e] > 1 - 1e-12:
+            break
+    return tuple(dist)
+
+
+@functools.cache
+def expected_max_touched(experts: int, top_k: int, tokens: int, chips: int) -> float:
+    """Experts touched on the busiest of ``chips`` chips holding E/chips experts each, when ``tokens`` tokens each
+    pick ``top_k`` of the E uniformly, exactly: the touched set is equally likely to be any set of its size j
+    (`touched_distribution`), so the chance that no chip holds more than x of them is the number of j-sets with at
+    most x per chip — the z^j coefficient of (Σ_{i ≤ x} C(n, i) z^i)^chips, n = E/chips — over C(E, j)."""
+    n = experts // chips
+    dist = touched_distribution(experts, top_k, tokens)
+    expected = 0.0
+    for x in range(n):  # E[max] = Σ_{x = 0}^{n − 1} P(max > x)
+        poly = [1]
+        for _ in range(chips):
+            poly = [sum(poly[j - i] * math.comb(n, i) for i in range(min(x, j) + 1) if j - i < len(poly))
+                    for j in range(len(poly) + x)]
+        expected += sum(pj * (1 - (poly[j] / math.comb(experts, j) if j < len(poly) else 0.0))
+                        for j, pj in enumerate(dist) if pj)
+    return expected
+
+
+def expert_parallel(op: OpCost, cfg: TransformerConfig, tp: int, tokens: int) -> OpCost:
+    """A routed-expert GEMM of the tensor split (``tp`` slices of every expert the ``tokens`` reach) as expert
+    parallelism runs it: the same work, whole experts' weights — those of the busiest chip."""
+    if op.op != "analytic.grouped_matmul":
+        return op
+    reached = expected_experts(cfg.experts, cfg.top_k, tokens)
+    busiest = expected_max_touched(cfg.experts, cfg.top_k, tokens, tp)
+    (rows, _), (wk, wn) = op.input_shapes
+    whole = (wk, wn * tp) if wk == cfg.hidden else (wk * tp, wn)
+    return dataclasses.replace(op, weight_bytes=math.ceil(op.weight_bytes * tp * busiest / reached),
+                               input_shapes=((rows, whole[0]), whole))
 
 
 def shard(cfg: TransformerConfig, tp: int) -> TransformerConfig:
@@ -283,7 +348,12 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
 
     # Prefill: the whole prompt at once; only the last position's logits are needed to start generating.
     groups = layer_groups(cfg)
-    pre = _sum_phases(_estimate_phase(chip, layer_ops(sh, batch, prompt_len, prompt_len, p, flash=flash, moe=moe),
+
+    def placed(ops: list[OpCost], tokens: int) -> list[OpCost]:
+        return [expert_parallel(o, cfg, par.tp, tokens) for o in ops] if par.ep else ops
+
+    pre = _sum_phases(_estimate_phase(chip, placed(layer_ops(sh, batch, prompt_len, prompt_len, p, flash=flash,
+                                                             moe=moe), batch * prompt_len),
                                       head_ops(sh, batch, prompt_len, 1, p) if i == 0 else [], n, node_scale)
                       for i, (n, moe) in enumerate(groups))
     pre_comm = par.comm_s(cfg, batch, prompt_len, 1, p)
@@ -293,8 +363,9 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
     dec_flops = dec_bytes = 0
     last: tuple[OpEstimate, ...] = ()
     if gen_len:
-        st = _sum_phases(_estimate_phase(chip, [o for o in layer_ops(sh, batch, 1, prompt_len + 1, p, flash=flash,
-                                                                      moe=moe) if o.kind != "attention"],
+        st = _sum_phases(_estimate_phase(chip, placed([o for o in layer_ops(sh, batch, 1, prompt_len + 1, p,
+                                                                             flash=flash, moe=moe)
+                                                       if o.kind != "attention"], batch),
                                          head_ops(sh, batch, 1, 1, p) if i == 0 else [], n, node_scale)
                          for i, (n, moe) in enumerate(groups))
         dec_comm = gen_len * par.comm_s(cfg, batch, 1, 1, p)
@@ -338,6 +409,9 @@ def estimate_llm(cfg: TransformerConfig, chip: Chip, *, batch: int = 1, prompt_l
             f"vocabulary ÷ tp; 2 all-reduces of the activations per layer, ring α-β on {par.fabric.name}), "
             "communication not overlapped with compute; one batch at a time through the pipeline stages; memory "
             "and the largest batch per chip (the fullest stage)")
+        if par.ep:
+            assumptions.append(f"expert parallelism: whole experts, {cfg.experts // par.tp} per chip; under uniform "
+                               "routing each step waits for the chip whose experts the batch touches most")
     return LLMEstimate(config=cfg, chip=chip, precision=p, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
                        flash=flash, prefill=prefill, decode=decode, weights_bytes=weights,
                        kv_cache_bytes=batch * kv_per_seq, activation_bytes=batch * act_per_seq, max_batch=max_batch,
