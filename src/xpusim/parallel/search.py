@@ -117,8 +117,10 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.expert_tp,
-               pl.expert_span, pl.dispatcher, pl.flash, pl.routing_skew)
+        # raw fields (the properties cost more than the rest of the loop); pp and the rank order only where they
+        # place an expert-parallel group
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash,
+               (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
@@ -130,11 +132,11 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                                     routing_skew=pl.routing_skew) \
                 if pl.recompute == "full" else 0.0
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
-                          hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s)
+                          hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s,
+                          pl.expert_tp)
         (col["f"][i], col["bi"][i], col["w"][i], col["hf"][i], col["hb"][i], col["ef"][i], col["eb"][i],
-         col["act"][i], col["work"][i], col["cf"][i], col["cb"][i]) = costs[key]
+         col["act"][i], col["work"][i], col["cf"][i], col["cb"][i], col["et"][i]) = costs[key]
         col["t"][i], col["p"][i], col["v"][i], col["d"][i], col["e"][i] = pl.tp, pl.pp, pl.vp, pl.dp, pl.ep
-        col["et"][i] = pl.expert_tp
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
@@ -217,11 +219,9 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     # Overlapped: each chunk's share R/v starts with its last backward, one after the other. The rank's k-th chunk
     # from the end runs its last backward k·p backward slots before the pipeline ends (Megatron's interleaved
     # cool-down: groups of p micro-batches per chunk), so k + 1 shares must fit in k·p + 1 slots; ZB-H1's last
-    # share starts with the last weight-gradient pass.
+    # share starts with the last weight-gradient pass. Linear in k: the most exposed is k = 0 or k = v − 1.
     slot = np.where(zb, w_c, bi_c + w_c)
-    exposed = np.zeros(n)
-    for k in range(int(v.max())):
-        exposed = np.where(k < v, np.maximum(exposed, (k + 1) * reduce / v - (k * p + 1) * slot), exposed)
+    exposed = np.maximum(np.maximum(reduce / v - slot, reduce - ((v - 1) * p + 1) * slot), 0.0)
     dp_exposed = np.where(col["overlap"] > 0, np.maximum(exposed, reduce * last_frac / v), reduce)
     bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
     opt = col["adam"] * ((psi - psi_x) / np.where(zero >= 1, d, 1) + psi_x / np.where(zero >= 1, de, 1)) / bw
