@@ -106,7 +106,8 @@ def serve_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             "capacity_requests_per_s": d.get("capacity", {}).get("rate_per_s")}
 
 
-SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len")
+SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len", "flash", "dispatcher", "routing_skew",
+               "dp_overlap")
 """The keys of a ``train`` study with ``search: true`` (the search chooses the plan)."""
 
 
@@ -129,8 +130,8 @@ def train_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             **{f"plan_{k}": plan[k] for k in PLAN_COLUMNS}, **extra}
 
 
-PLAN_COLUMNS = ("dp", "tp", "pp", "vp", "micro_batch", "micro_batches", "global_batch", "schedule", "zero", "sp",
-                "recompute")
+PLAN_COLUMNS = ("dp", "tp", "pp", "ep", "etp", "vp", "micro_batch", "micro_batches", "global_batch", "schedule", "zero",
+                "sp", "recompute", "flash")
 
 
 def _system_column(system: str, what: str) -> str:
