@@ -26,6 +26,7 @@ other than H100, models not in the zoo, context parallelism, rows without a micr
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,6 @@ def measured_tokens(r: dict[str, Any], reference: dict[str, Any]) -> tuple[float
 
 
 def skip_reason(r: dict[str, Any]) -> str | None:
-    if "fp8" in str(r.get("precision", "")).lower():
-        return "fp8"
     if "h100" not in str(r.get("gpu", "")).lower():
         return f"gpu {r.get('gpu')}"
     if zoo_name(str(r["model"])) is None:
@@ -85,7 +84,8 @@ def skip_reason(r: dict[str, Any]) -> str | None:
 
 def zero_of(r: dict[str, Any]) -> int:
     """3 for FSDP (sharded parameters), else 1: Megatron-Core's distributed optimizer."""
-    return 3 if "fsdp" in f"{r.get('other')} {r.get('id')}".lower() or "automodel" in str(r["source"]).lower() else 1
+    text = f"{r.get('other')} {r.get('id')}".lower()
+    return 3 if re.search(r"fsdp(?!\s*0)", text) or "automodel" in str(r["source"]).lower() else 1
 
 
 def recompute_of(text: str) -> str:
@@ -123,6 +123,7 @@ def main() -> None:
                                    "alltoall", "") else "alltoall", batch=int(r["global_batch"]),
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                                recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]), zero=zero_of(r),
+                               fp8="fp8" in str(r.get("precision", "")).lower(),
                                stage_layers="embedding-loss" if layers % (pp * vp) else None)
         except (UserError, ValueError) as exc:
             print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")

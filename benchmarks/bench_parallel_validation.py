@@ -4,10 +4,15 @@ validation apart (benchmarks/data/training_validation.yaml, every row with its s
     .venv/bin/python benchmarks/bench_parallel_validation.py [--bulk]
 
 Calibration: the rows the cluster files' efficiencies were chosen on (Megatron-LM SC'21 Table 1). Validation: every
-other row — never used to fit anything. Skipped (said per row): fp8 runs (the clusters' efficiencies are 16-bit),
+other row — never used to fit anything. Skipped (said per row): context parallelism, recomputation not stated,
 pure-FSDP runs without a tensor/pipeline plan (MPT), rows without micro-batch or global batch, and rows the
 simulator cannot place (a plan it rejects is printed with its reason). ``--bulk`` adds vTrain's 109 measured A100
 runs (different software, 1F1B, full recompute).
+
+Configuration mapping (each row as its software ran it): FlashAttention except Megatron-LM 2021–22 and
+Megatron-DeepSpeed; ZeRO-1 where the optimizer is sharded; FP8 GEMMs for the FP8 rows (Transformer Engine);
+sequence parallelism with tp > 1 for NeMo rows that do not say (its recipes' default); Llama rows as the zoo's
+models (SwiGLU, grouped-query attention); the vocabulary padded as the row says.
 """
 
 from __future__ import annotations
@@ -35,15 +40,39 @@ def measured_s(row: dict[str, Any]) -> float | None:
 
 
 def skip_reason(row: dict[str, Any]) -> str | None:
-    if "fp8" in str(row.get("precision", "")).lower():
-        return "fp8"
     if not row.get("global_batch") or not row.get("micro_batch"):
         return "micro-batch or global batch not stated"
     if measured_s(row) is None:
         return "no iteration time (measured or derived)"
     if (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and "fsdp" in str(row).lower():
         return "pure FSDP"
+    if (row.get("cp") or 1) > 1:
+        return "context parallelism"
+    if "not stated" in str(row.get("recompute")).split(" per ")[0]:
+        return "recomputation not stated"
+    if str(row.get("model", "")).lower().startswith("llama") and zoo(row) is None:
+        return f"{row['model']} not in the zoo"
     return None
+
+
+ZOO = {"llama2-7b", "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b"}
+
+
+def zoo(row: dict[str, Any]) -> str | None:
+    """The zoo model of a Llama row (SwiGLU MLP, grouped-query attention, RMSNorm: not a ``gpt:`` spec)."""
+    name = str(row.get("model", "")).lower()
+    return name if name in ZOO else None
+
+
+def vocab(row: dict[str, Any]) -> int:
+    """The vocabulary, padded as the row says (``50257 ... (padded to a multiple of 128*tp)``: Megatron's
+    ``--make-vocab-size-divisible-by 128`` times tp)."""
+    text = str(row["vocab"])
+    v = int(text.split()[0])
+    if "multiple of 128*tp" in text:
+        step = 128 * int(row.get("tp") or 1)
+        v = -(-v // step) * step
+    return v
 
 
 def flash(row: dict[str, Any]) -> bool:
@@ -62,14 +91,20 @@ def zero(row: dict[str, Any]) -> int:
 
 
 def predict(row: dict[str, Any]) -> float:
-    spec = (f"gpt:h={row['hidden']},l={row['layers']},a={row['heads']},s={row['seq_len']},V={row['vocab']}"
+    spec = zoo(row) or (f"gpt:h={row['hidden']},l={row['layers']},a={row['heads']},s={row['seq_len']},"
+                        f"V={vocab(row)}"
             + (f",ffn={row['ffn']}" if row.get("ffn") and row["ffn"] != 4 * row["hidden"] else "")
             + (f",kv={row['kv_heads']}" if row.get("kv_heads") and row["kv_heads"] != row["heads"] else ""))
     vp = row.get("vp") or 1
     r = xpusim.train(spec, cluster=cluster(str(row["gpu"])), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
                      pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
-                     schedule=f"interleaved:{vp}" if vp > 1 else "1f1b", recompute=str(row.get("recompute") or "none"),
-                     sp=bool(row.get("sp")), flash=flash(row), zero=zero(row),
+                     schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
+                     recompute=str(row.get("recompute") or "none").split()[0], seq_len=int(row["seq_len"]),
+                     # not stated: NeMo's and Megatron-Core's recipes run sequence parallelism with tp > 1
+                     sp=bool(row.get("sp")) if row.get("sp") is not None else (
+                         int(row.get("tp") or 1) > 1 and "nemo" in str(row.get("framework")).lower()),
+                     flash=flash(row), zero=zero(row),
+                     fp8="fp8" in str(row.get("precision", "")).lower(),
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)
                      stage_layers="embedding-loss" if "type:transformer|embedding" in str(row.get("note")) else None)

@@ -506,3 +506,22 @@ def test_cli_runs_megatrons_split() -> None:
     assert r.exit_code == 0, r.stderr
     plan = json.loads(r.stdout)["plan"]
     assert plan["stage_layers"] == [2] + [3] * 30 + [2] and plan["etp"] == 1
+
+
+def test_fp8_gemms_run_at_the_fp8_peak() -> None:
+    """A 8192-wide layer at 4096 tokens on H100: every GEMM is compute-bound in bf16 and in fp8, so the GEMM time
+    (the weight-gradient share, one per forward GEMM) scales by the catalog's bf16/fp8 dense peaks, 989.4/1978.9;
+    the attention is not a GEMM and keeps its time. A100 has no fp8 peak: one error line."""
+    from xpusim.hardware.chip import load_chip
+    from xpusim.parallel.simulate import layer_cost
+
+    cfg = parse_model("gpt:h=8192,l=2,a=64,s=4096").config
+    chip = load_cluster("dgx-h100").load_chip()
+    bf16 = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, flash=True)
+    fp8 = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, flash=True, fp8=True)
+    h100 = load_chip("h100-sxm")
+    ratio = h100.best_peak_flops_per_s("bf16") / h100.best_peak_flops_per_s("fp8")
+    assert fp8.bwd_weight_s == pytest.approx(bf16.bwd_weight_s * ratio, rel=1e-9)
+    assert fp8.gemm_flops_fwd == bf16.gemm_flops_fwd
+    r = runner.invoke(app, ["parallel", "gpt:h=1024,l=2,a=16,s=512", "--gpus", "8", "--fp8"])
+    assert r.exit_code == 2 and "fp8: a100-sxm-80gb has no fp8 peak" in r.stderr, r.stderr

@@ -191,8 +191,7 @@ def serve_cmd(
     overhead: str = _opt("vllm", "--overhead", help="CPU time per iteration: vllm, none, or milliseconds."),
     efficiency: str = _opt("measured", "--efficiency", help="measured (published GPU kernels) or ideal roofline."),
     slo: str | None = _opt(None, "--slo", help="ttft=S,tpot=S: also find the highest rate meeting them (p99)."),
-    trace_file: Path | None = _opt(None, "--trace", help="Requests to replay (.csv: arrival_s,prompt_len,gen_len) or "
-                                   "the iterations as a Chrome/Perfetto trace (.json)."),
+    trace_file: Path | None = _opt(None, "--trace", help="Replay requests (.csv) or write a Chrome trace (.json)."),
     plot: Path | None = _opt(None, "--plot", help="Latency CDFs (.png/.svg/.pdf)."), seed: int = _opt(0, "--seed"),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
@@ -272,6 +271,7 @@ def parallel_cmd(
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
     sp: bool = _opt(False, "--sp", help="Sequence parallel (tp > 1)."), flash: bool = _opt(True, "--flash/--no-flash"),
+    fp8: bool = _opt(False, "--fp8", help="GEMMs in FP8 (Transformer Engine's recipe; needs an fp8 chip)."),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
     seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
@@ -294,7 +294,7 @@ def parallel_cmd(
         if layer_ms is not None:
             raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
         found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len, flash=flash,
-                           dispatcher=dispatcher, routing_skew=routing_skew, dp_overlap=dp_overlap)
+                           fp8=fp8, dispatcher=dispatcher, routing_skew=routing_skew, dp_overlap=dp_overlap)
         if fmt is Format.json:
             emit(found.to_json(), output)
         else:
@@ -304,7 +304,7 @@ def parallel_cmd(
     else:
         r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, batch=batch,
                       dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch, schedule=schedule,
-                      recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, dp_overlap=dp_overlap,
+                      recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8, dp_overlap=dp_overlap,
                       seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers, layer_ms=layer_ms)
         emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
         step = r.step

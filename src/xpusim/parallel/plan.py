@@ -86,6 +86,10 @@ class ParallelPlan:
     flash: bool = True
     """FlashAttention (Dao et al. 2022; Megatron-Core with Transformer Engine): the attention never writes the s × s
     scores to memory, nor keeps them. False: the attention of Megatron-LM before it (2021–2022), scores in HBM."""
+    fp8: bool = False
+    """The GEMMs in FP8 (Transformer Engine's recipe, forward and backward): at the chip's fp8 peak with the same
+    achieved fraction as the 16-bit GEMMs, reading 1-byte inputs and weights; attention, norms, activations,
+    communication and the MFU's peak stay in ``dtype``."""
     dtype: TrainDtype = "bf16"
     """Chip dtype the layers compute in (one of `TRAIN_DTYPES`): the roofline peak their time uses, and the dense
     peak MFU and HFU are measured against. Activations (and what pipeline stages send) are in this dtype."""
@@ -170,6 +174,8 @@ class ParallelPlan:
             parts.append(f"recompute={self.recompute}")
         if not self.flash:
             parts.append("no-flash")
+        if self.fp8:
+            parts.append("fp8")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
@@ -179,7 +185,7 @@ class ParallelPlan:
                 "micro_batch": self.micro_batch, "global_batch": self.global_batch,
                 "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
                 "dp_overlap": self.dp_overlap, "sp": self.sp, "recompute": self.recompute,
-                "flash": self.flash, "rank_order": self.rank_order}
+                "flash": self.flash, "fp8": self.fp8, "rank_order": self.rank_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:

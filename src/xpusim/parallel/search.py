@@ -22,8 +22,8 @@ from xpusim.parallel.simulate import (
     DDP_BUCKET_BYTES,
     StepResult,
     activation_bytes,
-    expert_fabrics,
     head_cost,
+    layer_args,
     layer_cost,
     params_per_stage,
     simulate,
@@ -119,12 +119,12 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     for i, pl in enumerate(plans):
         # raw fields (the properties cost more than the rest of the loop); pp and the rank order only where they
         # place an expert-parallel group
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash,
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash, pl.fp8,
                (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew)
         if key not in costs:
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
-                            *expert_fabrics(pl, cluster))
+                            *layer_args(pl, cluster))
             hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
                                    pl.routing_skew)

@@ -35,7 +35,7 @@ from xpusim.parallel.memory import (
     model_states,
     moe_mlp_activation_bytes,
 )
-from xpusim.parallel.plan import ParallelPlan, check
+from xpusim.parallel.plan import ParallelPlan, PlanError, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
 from xpusim.precision import TORCH_FLOAT16, element_bytes
@@ -100,16 +100,18 @@ def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: b
                tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
                ep_links: GroupLinks | None = None, etp: int | None = None,
                etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False,
-               routing_skew: float = 1.0) -> LayerCost:
+               routing_skew: float = 1.0, fp8: bool = False) -> LayerCost:
     """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
     ``ep_links``: where the expert-parallel group sits; ``etp``: ranks each routed expert is split over (default
-    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``: see `ParallelPlan`."""
+    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``, ``fp8``: see
+    `ParallelPlan` (`layer_args` gives them for a plan)."""
     etp = t if etp is None else etp
     links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric))
-    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash, routing_skew)
+    key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash, routing_skew,
+           fp8)
     if key not in _LAYER_CACHE:
         _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_links, etp,
-                                        etp_fabric, dispatcher, flash, routing_skew)
+                                        etp_fabric, dispatcher, flash, routing_skew, fp8)
     return _LAYER_CACHE[key]
 
 
@@ -118,15 +120,18 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                 tp_fabric: Fabric | None, dtype: str, ep: int, ep_links: GroupLinks | None, etp: int,
-                etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float) -> LayerCost:
+                etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float, fp8: bool) -> LayerCost:
     prec = precision(dtype)
+    if fp8 and chip.best_peak_flops_per_s("fp8") is None:
+        raise PlanError(f"fp8: {chip.name} has no fp8 peak (it has {', '.join(chip.dtypes())})")
     ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=flash)
            if o.kind != "memory"]
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
         # the step waits for the busiest expert-parallel rank: skew times the mean routed rows (the same FLOPs)
-        est = estimate_op(_scale_rows(op, skew) if op.module.endswith(".experts") else op, chip)
+        timed = _scale_rows(op, skew) if op.module.endswith(".experts") else op
+        est = estimate_op(_fp8_gemm(timed) if fp8 and op.kind == "matmul" else timed, chip)
         split = sp and op.kind in _REPLICATED_KINDS and op.module.rsplit(".", 1)[-1] not in _MOE_MODULES
         time = est.time_s / (t if split else 1)
         fwd += time
@@ -193,13 +198,20 @@ def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, r
                                                                                    sp=sp))
 
 
-def expert_fabrics(plan: ParallelPlan,
-                   cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool, float]:
+def layer_args(plan: ParallelPlan,
+               cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool, float, bool]:
     """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash,
-    routing skew) of ``plan``: the arguments `layer_cost` takes after ``ep``."""
+    routing skew, fp8) of ``plan``: the arguments `layer_cost` takes after ``ep``."""
     etp = plan.expert_tp
     return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
-            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew)
+            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8)
+
+
+def _fp8_gemm(op: OpCost) -> OpCost:
+    """A GEMM as Transformer Engine's FP8 recipe runs it: at the fp8 peak, its input and weights read as 1-byte
+    casts (the cast itself fused into the norm or activation before it), its output written in 16 bits."""
+    return dataclasses.replace(op, dtype="float8_e4m3fn", activation_bytes_read=op.activation_bytes_read // 2,
+                               weight_bytes=op.weight_bytes // 2)
 
 
 def expected_remote_nodes(experts: int, k: int, nodes: int) -> float:
@@ -366,7 +378,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     tp_fabric = cluster.fabric(t) if t > 1 else None
     n_ep, etp = plan.ep, plan.expert_tp
     lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep,
-                    *expert_fabrics(plan, cluster))
+                    *layer_args(plan, cluster))
     hc = head_cost(cfg, chip, s, b, t, plan.dtype, plan.logits_bytes)
     stage_layers = plan.layers_per_stage(cfg.layers)
     stages = p * v

@@ -106,7 +106,7 @@ def serve_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             "capacity_requests_per_s": d.get("capacity", {}).get("rate_per_s")}
 
 
-SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len", "flash", "dispatcher", "routing_skew",
+SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len", "flash", "fp8", "dispatcher", "routing_skew",
                "dp_overlap")
 """The keys of a ``train`` study with ``search: true`` (the search chooses the plan)."""
 
@@ -131,7 +131,7 @@ def train_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 PLAN_COLUMNS = ("dp", "tp", "pp", "ep", "etp", "vp", "micro_batch", "micro_batches", "global_batch", "schedule", "zero",
-                "sp", "recompute", "flash")
+                "sp", "recompute", "flash", "fp8")
 
 
 def _system_column(system: str, what: str) -> str:
