@@ -165,3 +165,24 @@ def test_llm_ep_bad_input_one_line(args: list[str], message: str) -> None:
 
     r = CliRunner().invoke(app, ["llm", *args])
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_serving_with_expert_parallelism_reads_the_busiest_chips_experts() -> None:
+    """The serving simulator's iteration cost takes the same expert placement: one decode token of Mixtral-8x7B on
+    8 H100s (ideal roofline) costs (1 − 2/8) · 3 · 4096 · 14336 · 2 B more per layer with whole experts, at the HBM
+    bandwidth; `serve --ep` without --tp is one error line."""
+    from typer.testing import CliRunner
+
+    from xpusim.cli import app
+    from xpusim.engines.serve import IterationCost
+
+    cfg, chip = load_transformer("mixtral-8x7b"), load_chip("h100-sxm")
+    link = Fabric(name="test link", bandwidth_gb_per_s_one_way_per_gpu=450, latency_us=1, source="test")
+
+    def linear(ep: bool) -> float:
+        par = Parallelism(tp=8, fabric=link, ep=ep)
+        return IterationCost(cfg=cfg, chip=chip, precision=Precision(), parallel=par, overhead_s=0.0).linear_s(1)
+
+    assert linear(True) - linear(False) == pytest.approx(32 * (1 - 2 / 8) * 3 * 4096 * 14336 * 2 / 3.35e12, rel=1e-3)
+    r = CliRunner().invoke(app, ["serve", "mixtral-8x7b", "--chip", "h100-sxm", "--ep", "--requests", "10"])
+    assert r.exit_code == 2 and "--ep splits the experts over the tensor-parallel chips" in r.stderr, r.stderr

@@ -177,7 +177,7 @@ def llm_cmd(
 @command(app, "serve")
 def serve_cmd(
     model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
-    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER,
+    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER, ep: bool = _opt(False, "--ep", help="See llm --ep."),
     rate: float | None = _opt(None, "--rate", help="Poisson arrivals, requests per second."),
     disaggregate: str | None = _opt(None, "--disaggregate", help="prefill=P,decode=D instances of tp*pp chips."),
     requests: int = _opt(1000, "--requests", min=1, help="How many arrive (with --rate)."),
@@ -200,10 +200,11 @@ def serve_cmd(
     from xpusim.report.serve import print_serve
 
     with busy("simulating ...", fmt is Format.table) as progress:
-        r = serve(model, chip=chip, tp=tp, pp=pp, cluster=cluster, rate=rate, requests=requests, prompt_len=prompt_len,
-                  gen_len=gen_len, scheduler=scheduler, max_batch_tokens=max_batch_tokens, max_seqs=max_seqs,
-                  block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo, trace=trace_file, plot=plot,
-                  seed=seed, disaggregate=disaggregate, kv_reserve=kv_reserve, progress=progress)
+        r = serve(model, chip=chip, tp=tp, pp=pp, ep=ep, cluster=cluster, rate=rate, requests=requests,
+                  prompt_len=prompt_len, gen_len=gen_len, scheduler=scheduler, max_batch_tokens=max_batch_tokens,
+                  max_seqs=max_seqs, block_size=block_size, overhead=overhead, efficiency=efficiency, slo=slo,
+                  trace=trace_file, plot=plot, seed=seed, disaggregate=disaggregate, kv_reserve=kv_reserve,
+                  progress=progress)
     emit(r.to_json(), output) if fmt is Format.json else print_serve(out_console(), r)
     _wrote(*r.wrote)
 
@@ -212,8 +213,7 @@ def serve_cmd(
 def npu_cmd(
     model: str | None = typer.Argument(None, help="Zoo name or file.py:factory (or use the --scalesim-* files)."),
     array: str = _opt("128x128", "--array", help="PE array ROWSxCOLS."),
-    dataflow: str | None = _opt(None, "--dataflow", help="os, ws, is or auto (best per layer). Default: ws, or the "
-                                                         "SCALE-Sim config's."),
+    dataflow: str | None = _opt(None, "--dataflow", help="os, ws, is or auto (per layer); default ws or the .cfg's."),
     sram_kb: str | None = _opt(None, "--sram-kb", help="ifmap,filter,ofmap KiB (default SCALE-Sim's 6144,6144,2048)."),
     dram_bytes_per_cycle: float | None = _opt(None, "--dram-bytes-per-cycle", help="Default 10 (SCALE-Sim's)."),
     clock_ghz: float | None = _opt(None, "--clock-ghz", help="Default 1 GHz."),

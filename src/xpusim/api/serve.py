@@ -156,7 +156,7 @@ def _requests(cfg: TransformerConfig, trace_in: str | Path | None, rate: float |
     return reqs, f"{requests} requests, Poisson at {rate:g}/s, prompt {prompt_len}, output {gen_len}, seed {seed}"
 
 
-def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp: int = 1, pp: int = 1,
+def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp: int = 1, pp: int = 1, ep: bool = False,
           cluster: str | Path | Cluster | None = None, rate: float | None = None, requests: int = 1000,
           prompt_len: str = "lognormal:1000,0.6", gen_len: str = "lognormal:250,0.8",
           trace_in: str | Path | None = None, scheduler: str = "sarathi",
@@ -177,7 +177,7 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     them. ``trace``: write the iterations as a Chrome/Perfetto trace (a ``.csv`` path is read as ``trace_in``
     instead); ``plot``: the latency CDFs as a figure. ``disaggregate`` (``prefill=2,decode=6``): that many
     instances of ``tp`` × ``pp`` chips for prompts and for decoding, the KV cache moved between them on the
-    cluster's links."""
+    cluster's links. ``ep``: a mixture of experts' experts whole, E/tp per chip (see `xpusim.llm`)."""
     if trace is not None and Path(trace).suffix not in (".csv", ".json"):
         raise ServeError(f"--trace {str(trace)!r}: expected a .csv of requests to replay or a .json to write the "
                          "iterations to")
@@ -203,10 +203,12 @@ def serve(model: str | Path | TransformerConfig, *, chip: str | Path | Chip, tp:
     cfg = load_transformer(str(model) if isinstance(model, Path) else model)
     base_chip = load_chip(chip)
     pools = _pools(disaggregate)
+    if ep and tp == 1:
+        raise ServeError("--ep splits the experts over the tensor-parallel chips: give --tp > 1")
     par = Parallelism(tp=tp, pp=pp)
     if tp * pp > 1 or pools:
         cl = _llm_cluster(cluster, base_chip)
-        par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp))
+        par = Parallelism(tp=tp, pp=pp, fabric=cl.fabric(tp), pp_fabric=cl.fabric(tp * pp), ep=ep)
     try:
         par.check(cfg)
         prec = Precision(w_bits=w_bits, a_bits=16, kv_bits=kv_bits,

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from xpusim.engines.llm import Parallelism, memory_per_gpu, shard
+from xpusim.engines.llm import Parallelism, expert_parallel, memory_per_gpu, shard
 from xpusim.engines.roofline import estimate_op
 from xpusim.errors import UserError
 from xpusim.hardware.chip import Chip
@@ -224,7 +224,8 @@ class IterationCost:
         t = self._memo.get(key)
         if t is None:
             t = sum(n * self._time(("lin-group", tokens, moe), lambda moe=moe: [  # type: ignore[misc]
-                o for o in layer_ops(self.shard, 1, tokens, tokens, self.precision, flash=True, moe=moe)
+                expert_parallel(o, self.cfg, self.parallel.tp, tokens) if self.parallel.ep else o
+                for o in layer_ops(self.shard, 1, tokens, tokens, self.precision, flash=True, moe=moe)
                 if not is_context_op(o)]) for n, moe in self.groups)
             self._memo[key] = t
         return t
