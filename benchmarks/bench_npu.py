@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from xpusim.engines.npu import simulate
+from xpusim.engines.npu import LayerResult, simulate
 from xpusim.engines.scalesim_io import read_compute_report, read_config, read_layers, read_topology, simulate_scalesim
 
 DATA = Path(__file__).parent / "data"
@@ -41,6 +42,19 @@ def run_scalesim(python: str, cfg_path: Path, topo_path: Path) -> tuple[list[dic
         seconds = time.perf_counter() - t0
         rss_mb = int(proc.stderr.strip().splitlines()[-1]) / 1024
         return read_compute_report(next(Path(d).rglob("COMPUTE_REPORT.csv"))), seconds, rss_mb
+
+
+def compare_layers(layers: Sequence[LayerResult], report: list[dict[str, float]], columns: tuple[str, ...]) -> bool:
+    """Print SCALE-Sim's and xpusim's counts of each column ("Stall Cycles", "Total Cycles") per layer side by side;
+    whether they are all identical."""
+    attrs = [c.lower().replace(" ", "_") for c in columns]
+    print("| layer | " + " | ".join(f"SCALE-Sim {c} | xpusim {a}" for c, a in zip(columns, attrs, strict=True)) + " |")
+    print("|---|" + "---|---|" * len(columns))
+    for layer, row in zip(layers, report, strict=True):
+        print(f"| {layer.name} | " + " | ".join(f"{int(row[c]):,} | {getattr(layer, a):,}"
+                                               for c, a in zip(columns, attrs, strict=True)) + " |")
+    return all(getattr(layer, a) == row[c] for layer, row in zip(layers, report, strict=True)
+               for c, a in zip(columns, attrs, strict=True))
 
 
 def user_case(args: argparse.Namespace, user_cfg: Path, label: str, topo_path: Path) -> None:
@@ -63,13 +77,7 @@ def user_case(args: argparse.Namespace, user_cfg: Path, label: str, topo_path: P
               f"{len(user.layers)} layers; a fresh process replaying them peaks at {rss_mb:.0f} MB RSS")
         if args.scalesim_python:
             report, ss_s, ss_rss = run_scalesim(args.scalesim_python, user_cfg, user_topo)
-            print("| layer | SCALE-Sim Stall Cycles | xpusim stall_cycles | SCALE-Sim Total Cycles | xpusim total |")
-            print("|---|---|---|---|---|")
-            for layer, row in zip(user.layers, report, strict=True):
-                print(f"| {layer.name} | {int(row['Stall Cycles']):,} | {layer.stall_cycles:,} | "
-                      f"{int(row['Total Cycles']):,} | {layer.total_cycles:,} |")
-            same = all(layer.stall_cycles == row["Stall Cycles"] and layer.total_cycles == row["Total Cycles"]
-                       for layer, row in zip(user.layers, report, strict=True))
+            same = compare_layers(user.layers, report, ("Stall Cycles", "Total Cycles"))
             print(f"\nidentical stall and total cycles: {same}; SCALE-Sim {ss_s:.1f} s and {ss_rss:.0f} MB peak RSS, "
                   f"xpusim {user_s:.2f} s: **{ss_s / user_s:,.0f}x faster**")
 
@@ -92,11 +100,7 @@ def main() -> None:
           f"{len(ours.layers)} layers (first call in the process; again: {warm_s * 1e3:.2f} ms)")
     if args.scalesim_python:
         report, ss_s, rss_mb = run_scalesim(args.scalesim_python, cfg_path, topo_path)
-        print("| layer | SCALE-Sim Total Cycles | xpusim total_cycles |")
-        print("|---|---|---|")
-        for layer, row in zip(ours.layers, report, strict=True):
-            print(f"| {layer.name} | {int(row['Total Cycles']):,} | {layer.total_cycles:,} |")
-        same = all(layer.total_cycles == row["Total Cycles"] for layer, row in zip(ours.layers, report, strict=True))
+        same = compare_layers(ours.layers, report, ("Total Cycles",))
         print(f"\nidentical cycles: {same}; SCALE-Sim {ss_s:.1f} s and {rss_mb:.0f} MB peak RSS, xpusim "
               f"{ours_s * 1e3:.2f} ms: **{ss_s / ours_s:,.0f}x faster**")
 

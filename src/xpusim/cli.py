@@ -11,7 +11,6 @@ from typing import Any
 import typer
 
 from xpusim.api.calls import dumps
-from xpusim.errors import UserError
 from xpusim.files import check_output
 from xpusim.precision import CHIP_DTYPES
 from xpusim.report.console import Format, OneLineErrors, busy, command, emit, err, out_console
@@ -144,6 +143,7 @@ def roofline_cmd(
                                         threads=threads))
     if plot is not None:
         from xpusim.report.plots import roofline_figure, save_atomic
+
         save_atomic(roofline_figure([r.estimate for r in results]), plot)
     _wrote(plot)
     if fmt is Format.json:
@@ -155,7 +155,8 @@ def roofline_cmd(
 @command(app, "llm")
 def llm_cmd(
     model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
-    batch: int = BATCH, prompt_len: int = _opt(1024, "--prompt-len", min=1), gen_len: int = _opt(256, "--gen-len"),
+    batch: int = BATCH, prompt_len: int = _opt(1024, "--prompt-len", min=1),
+    gen_len: int = _opt(256, "--gen-len", min=0),
     w_bits: int = _opt(16, "--w-bits", help="Weight bits: 16, 8, 4, ..."), kv_bits: int = _opt(16, "--kv-bits"),
     a_bits: int = _opt(16, "--a-bits", help="Activation (compute) bits: 32, 16 or 8."),
     float16: str | None = _opt(None, "--float16", help="bf16 or fp16 (default: bf16 where the chip has it)."),
@@ -177,7 +178,8 @@ def llm_cmd(
 @command(app, "serve")
 def serve_cmd(
     model: str = typer.Argument(..., help=LLM), chip: str = _opt(..., "--chip", "-c", help="Catalog name or .yaml."),
-    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER, ep: bool = _opt(False, "--ep", help="See llm --ep."),
+    tp: int = TP, pp: int = PP, cluster: str | None = CLUSTER,
+    ep: bool = _opt(False, "--ep", help="MoE: whole experts, E/tp per chip, instead of each split over --tp."),
     rate: float | None = _opt(None, "--rate", help="Poisson arrivals, requests per second."),
     disaggregate: str | None = _opt(None, "--disaggregate", help="prefill=P,decode=D instances of tp*pp chips."),
     requests: int = _opt(1000, "--requests", min=1, help="How many arrive (with --rate)."),
@@ -270,7 +272,8 @@ def parallel_cmd(
     etp: int | None = _opt(None, "--etp", min=1, help="Ranks each expert is split over (default: tp)."),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
-    sp: bool = _opt(False, "--sp", help="Sequence parallel (tp > 1)."), flash: bool = _opt(True, "--flash/--no-flash"),
+    sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
+    flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention (--no-flash: scores through memory)."),
     fp8: bool = _opt(False, "--fp8", help="GEMMs in FP8 (Transformer Engine's recipe; needs an fp8 chip)."),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
@@ -290,25 +293,19 @@ def parallel_cmd(
     from xpusim import api
     from xpusim.report.parallel import print_result, search_table, write_figures
 
-    if do_search:
-        if layer_ms is not None:
-            raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
-        found = api.search(model, cluster=cluster, gpus=gpus, batch=batch, top=top, seq_len=seq_len, flash=flash,
-                           fp8=fp8, dispatcher=dispatcher, routing_skew=routing_skew, dp_overlap=dp_overlap)
-        if fmt is Format.json:
-            emit(found.to_json(), output)
-        else:
-            out_console().print(found.counts())
-            out_console().print(search_table(found.plans))
-        step = found.best.step
+    r = api.parallel(model, search=do_search, top=top, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp,
+                     batch=batch, dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch,
+                     schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8,
+                     dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
+                     layer_ms=layer_ms)
+    if fmt is Format.json:
+        emit(r.to_json(), output)
+    elif isinstance(r, api.SearchPlans):
+        out_console().print(r.counts())
+        out_console().print(search_table(r.plans))
     else:
-        r = api.train(model, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp, batch=batch,
-                      dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch, schedule=schedule,
-                      recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8, dp_overlap=dp_overlap,
-                      seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers, layer_ms=layer_ms)
-        emit(r.to_json(), output) if fmt is Format.json else print_result(out_console(), r.step)
-        step = r.step
-    write_figures(step, trace, plot)
+        print_result(out_console(), r.step)
+    write_figures(r.step, trace, plot)
     _wrote(trace, plot)
 
 

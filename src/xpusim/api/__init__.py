@@ -19,6 +19,7 @@ from xpusim.api.calls import (
     dumps,
     llm,
     npu,
+    parallel,
     roofline,
     search,
     train,
@@ -29,6 +30,6 @@ from xpusim.api.report import Report, report
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
     "Report", "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
-    "compress", "dumps", "llm", "npu", "report", "roofline",
+    "compress", "dumps", "llm", "npu", "parallel", "report", "roofline",
     "search", "train", "workload_at",
 ]

@@ -667,6 +667,11 @@ class SearchPlans(_Result):
         return TrainResult(step=self.found.results[0])
 
     @property
+    def step(self) -> StepResult:
+        """The best plan's step (as `TrainResult.step`)."""
+        return self.found.results[0]
+
+    @property
     def plans(self) -> tuple[StepResult, ...]:
         return self.found.results
 
@@ -711,6 +716,26 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
         raise UserError(f"no plan for {tm.config.name} on {gpus} GPUs with batch {batch} fits in "
                         f"{cl.load_chip().name}'s memory ({found.evaluated} plans tried){hint}")
     return SearchPlans(found=found, top=top)
+
+
+_search = search  # `parallel`'s flag has the function's name
+
+
+SEARCH_KEYS = ("cluster", "gpus", "batch", "top", "seq_len", "flash", "fp8", "dispatcher", "routing_skew",
+               "dp_overlap")
+"""What `search` takes besides the model: the job and the settings it keeps as given (the rest it searches)."""
+
+
+def parallel(model: str | TransformerConfig, *, search: bool = False, top: int = 10,
+             **given: Any) -> TrainResult | SearchPlans:
+    """What ``xpusim parallel`` runs: one plan (`train`, ``given`` its keywords), or with ``search`` the ``top``
+    plans of the search (`search`: the keys of `SEARCH_KEYS` are used, the plan's own degrees ignored — the search
+    chooses them). ``layer_ms`` describes one plan: with ``search`` it is an error."""
+    if not search:
+        return train(model, **given)
+    if given.get("layer_ms") is not None:
+        raise UserError("--layer-ms applies to one plan; it cannot be combined with --search")
+    return _search(model, top=top, **{k: v for k, v in given.items() if k in SEARCH_KEYS})
 
 
 # ------------------------------------------------------------------------------------------------------ compress
@@ -805,6 +830,6 @@ _compress_package.__class__ = _CompressPackage
 __all__ = [
     "DEFAULT_PROJECTION_CHIP", "DEFAULT_QUANTS", "AnalyzeSweep", "CompressResult", "LLMResult", "NpuResult",
     "RooflineResult", "SearchPlans", "TrainResult", "analyze", "analyze_sweep", "chip_dtype_for",
-    "compress", "dumps", "llm", "npu", "roofline",
+    "compress", "dumps", "llm", "npu", "parallel", "roofline",
     "search", "train", "workload_at",
 ]

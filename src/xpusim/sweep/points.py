@@ -106,20 +106,18 @@ def serve_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             "capacity_requests_per_s": d.get("capacity", {}).get("rate_per_s")}
 
 
-SEARCH_KEYS = ("model", "cluster", "gpus", "batch", "top", "seq_len", "flash", "fp8", "dispatcher", "routing_skew",
-               "dp_overlap")
+SEARCH_KEYS = ("model", *calls.SEARCH_KEYS)
 """The keys of a ``train`` study with ``search: true`` (the search chooses the plan)."""
 
 
 def train_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """`xpusim.train` at one point, or with ``search: true`` `xpusim.search` and its best plan."""
-    extra: dict[str, Any] = {"plans_evaluated": None, "plans_fitting": None}
-    if inputs.get("search"):
-        found = calls.search(**{k: v for k, v in inputs.items() if k in SEARCH_KEYS})
-        step = found.best.step
-        extra = {"plans_evaluated": found.found.evaluated, "plans_fitting": found.found.fitting}
-    else:
-        step = calls.train(**_args(inputs, KINDS["train"])).step
+    """`xpusim.train` at one point, or with ``search: true`` `xpusim.search` and its best plan (`calls.parallel`)."""
+    search = bool(inputs.get("search"))
+    given = {k: v for k, v in inputs.items() if k != "search"} if search else _args(inputs, KINDS["train"])
+    r = calls.parallel(search=search, **given)
+    step = r.step
+    extra: dict[str, Any] = ({"plans_evaluated": r.found.evaluated, "plans_fitting": r.found.fitting}
+                             if isinstance(r, calls.SearchPlans) else {"plans_evaluated": None, "plans_fitting": None})
     d = step.to_dict()
     plan = d["plan"]
     return {"step_time_s": d["step_time_s"], "tokens_per_s": d["tokens_per_s"], "samples_per_s": d["samples_per_s"],
