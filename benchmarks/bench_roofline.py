@@ -1,7 +1,7 @@
 """Speed of the hardware side: roofline of a captured model, the LLM estimator, the host probe, and the
 accuracy of --measure (predicted vs measured per layer on this CPU).
 
-    .venv/bin/python benchmarks/bench_roofline.py [--skip-probe] [--runs 5] [--models resnet18,encoder]
+    .venv/bin/python benchmarks/bench_roofline.py [--skip-probe] [--runs 5] [--models resnet18,encoder] [--batch 16]
 
 Accuracy: per run, probe this CPU, then time every executed leaf of each model once and compare the host roofline
 with it — the full model and, to see which term mattered most, with every kind's fixed cost warm and without the
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--skip-probe", action="store_true")
     parser.add_argument("--runs", type=int, default=1, help="Probe and measure this many times (the spread).")
     parser.add_argument("--models", default="resnet18,mobilenet_v2,resnet50,vit_b_16,encoder")
+    parser.add_argument("--batch", type=int, default=1, help="Batch of every model (first touch shows from 16 on).")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"# {time.strftime('%Y-%m-%d')} · torch {torch.__version__} · 1 thread")
@@ -70,16 +71,18 @@ def main() -> None:
     for run in range(args.runs):
         if run:  # every run probes afresh: the machine's own speed moves between runs
             data = probe(threads=1, count_flops=count_flops)
-        accuracy_run(run + 1, data, args.models.split(","))
+        accuracy_run(run + 1, data, args.models.split(","), args.batch)
 
 
-VARIANTS = ("model", "warm only", "no kind overheads")
-"""The full host model; with every op kind's fixed cost warm (no eviction); with the one 1-element-add overhead
-for every op (before the per-kind costs): which term mattered most."""
+VARIANTS = ("model", "no first touch", "warm only", "no kind overheads")
+"""The full host model; without first touch of fresh output buffers; with every op kind's fixed cost warm (no
+eviction); with the one 1-element-add overhead for every op (before the per-kind costs): which term mattered most."""
 
 
 def variant(data: dict[str, Any], name: str) -> dict[str, Any]:
     eff = dict(data["efficiency"])
+    if name != "model":
+        eff["fresh_alloc_bytes"] = eff["first_touch_gb_per_s"] = None
     if name == "warm only":
         eff["cold_curve"] = [[1.0, 0.0]]
         eff["kind_overhead_us"] = {k: [w, w] for k, (w, _) in eff["kind_overhead_us"].items()}
@@ -88,13 +91,15 @@ def variant(data: dict[str, Any], name: str) -> dict[str, Any]:
     return {**data, "efficiency": eff}
 
 
-def accuracy_run(run: int, data: dict[str, Any], models: list[str]) -> None:
+def accuracy_run(run: int, data: dict[str, Any], models: list[str], batch: int = 1) -> None:
     """Per model: time every executed leaf once, then line up each variant's prediction with those times."""
     eff = data["efficiency"]
     half = next((b for b, f in eff["cold_curve"] if f >= 0.5), None)
     where = f"after a GEMM of {half / 2**20:.1f} MiB" if half else "never (up to 12 MiB GEMMs)"
     print(f"run {run} · probe: norm fixed cost {eff['kind_overhead_us']['norm'][0]:.0f} µs warm, "
-          f"{eff['kind_overhead_us']['norm'][1]:.0f} µs cold; half cold {where}", flush=True)
+          f"{eff['kind_overhead_us']['norm'][1]:.0f} µs cold; half cold {where}; outputs of "
+          f"{(eff['fresh_alloc_bytes'] or 0) / 2**20:.0f} MiB and more fault at {eff['first_touch_gb_per_s']} GB/s",
+          flush=True)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "host.yaml"
         path.write_text(yaml.safe_dump(data))
@@ -103,20 +108,21 @@ def accuracy_run(run: int, data: dict[str, Any], models: list[str]) -> None:
             if name == "encoder":
                 model: nn.Module = nn.TransformerEncoder(nn.TransformerEncoderLayer(512, 8, 2048, batch_first=True),
                                                          6, enable_nested_tensor=False).eval()
-                x = torch.randn(1, 128, 512)
+                x = torch.randn(batch, 128, 512)
                 wl = xpusim.analyze(model, x)
                 module, margs, kwargs = model, (x,), {}
             else:
-                wl = xpusim.analyze(name, dtype="float32")
-                built = build(name, batch=1)
+                wl = xpusim.analyze(name, batch=batch, dtype="float32")
+                built = build(name, batch=batch)
                 module, margs, kwargs = materialize(built.module, built.args, dict(built.kwargs), torch.float32)
-            measured, total = time_executed_leaves(module.eval(), margs, kwargs, REPEATS)
+            timings = time_executed_leaves(module.eval(), margs, kwargs, REPEATS)
             parts = []
             for v in VARIANTS:
-                m = line_up(name, roofline(wl, hosts[v]), measured, total, repeats=REPEATS)
+                m = line_up(name, roofline(wl, hosts[v]), timings, repeats=REPEATS)
                 parts.append(f"{v}: {100 * m.median_abs_error:.0f}% / {100 * m.total_error:+.0f}%")
-            print(f"run {run} · {name} ({len(m.layers)} layers, measured {total * 1e3:.1f} ms) · median |layer "
-                  "error| / whole-model error · " + " · ".join(parts), flush=True)
+            faults = "" if timings.faulted_bytes is None else f", {timings.faulted_bytes / 2**20:.1f} MiB faulted"
+            print(f"run {run} · {name} batch {batch} ({len(m.layers)} layers, measured {timings.total_s * 1e3:.1f} ms"
+                  f"{faults}) · median |layer error| / whole-model error · " + " · ".join(parts), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Roofline cases checked by hand against datasheet numbers, and the roofline CLI contract."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,68 @@ def test_kind_overheads_go_from_warm_to_cold_with_the_largest_op_since() -> None
 def test_cold_curve_fraction_outside_0_1_is_refused() -> None:
     with pytest.raises(Exception, match=r"cold_curve fraction 1\.5"):
         _host_with({"cold_curve": [[1e6, 1.5]]})
+
+
+def test_first_touch_of_a_fresh_output_at_the_probed_rate() -> None:
+    """Outputs of 32 MiB and more get fresh pages every time, written at 2 GB/s beyond the reused rate. A batch-16
+    ResNet stem convolution writes 16·64·112·112·4 = 51,380,224 bytes: 51,380,224 / 2e9 = 25.690112 ms of first
+    touch on top of its roofline time. Its in-place ReLU writes into that buffer (nothing fresh); an 8 MiB output
+    stays below the threshold (pages reused); without the two probe fields there is no such term."""
+    from xpusim.engines.roofline import estimate_op
+    from xpusim.workload.model import OpCost
+
+    host = _host_with({"fresh_alloc_bytes": 32 * 2**20, "first_touch_gb_per_s": 2.0})
+    shape = (16, 64, 112, 112)
+
+    def op(aten: str, out: tuple[int, ...]) -> OpCost:
+        return OpCost(name=aten, module="m", op=aten, kind="activation", input_shapes=(out,), output_shape=out,
+                      activation_bytes_read=4 * math.prod(out), bytes_written=4 * math.prod(out))
+
+    conv = OpCost(name="conv", module="m", op="aten.convolution.default", kind="conv",
+                  input_shapes=((16, 3, 224, 224), (64, 3, 7, 7)), output_shape=shape)
+    stem = estimate_op(conv, host)  # type: ignore[arg-type]
+    assert stem.first_touch_s == pytest.approx(51_380_224 / 2e9, rel=1e-12)
+    assert stem.time_s == pytest.approx(max(stem.compute_s, stem.memory_s) + stem.overhead_s + 0.025690112)
+    assert estimate_op(op("aten.relu_.default", shape), host).first_touch_s == 0.0  # type: ignore[arg-type]
+    assert estimate_op(op("aten.relu.default", (2, 2**20)), host).first_touch_s == 0.0  # type: ignore[arg-type]
+    assert estimate_op(conv, _host_with({})).first_touch_s == 0.0  # type: ignore[arg-type]
+    assert estimate_op(conv, host).term == "first touch"  # type: ignore[arg-type]  # no FLOPs or bytes given
+
+
+def test_fresh_allocation_size_is_measured_in_a_fresh_process() -> None:
+    """On Linux (glibc), a buffer allocated again and again reuses its pages below the mmap threshold's ceiling
+    (32 MiB on 64-bit, mallopt(3)) and faults every page at and above it — in a fresh process: one whose heap
+    holds a free hole that large serves it from there (why the probe measures it rather than assumes it)."""
+    import platform
+    import subprocess
+    import sys
+
+    from xpusim.hardware.probe import minor_faults
+
+    if minor_faults() is None or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator and Linux's fault counts only")
+    code = "from xpusim.hardware.probe import fresh_allocation_bytes as f; print(f())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert int(out.stdout) == 32 * 2**20
+
+
+def test_a_dtype_own_tensor_efficiency_replaces_the_common_one() -> None:
+    """A 4096³ GEMM is 2·4096³ = 137,438,953,472 FLOPs. At bf16 (peak 1000 TFLOP/s, efficiency 0.6): 229.06 µs; at
+    fp8 (peak 2000 TFLOP/s) with its own 0.5: 137.44 µs — not the 114.53 µs the common 0.6 would give."""
+    from xpusim.engines.roofline import estimate_op
+    from xpusim.hardware.chip import parse_chip
+    from xpusim.workload.model import OpCost
+
+    chip = parse_chip({"name": "x", "title": "x", "vendor": "x", "kind": "gpu", "compute_source": "test",
+                       "dense_tflops": {"tensor": {"bf16": 1000.0, "fp8": 2000.0}, "vector": {"fp32": 50.0}},
+                       "memory": [{"name": "HBM", "capacity_gib": 80.0, "bandwidth_gb_per_s": 3000.0,
+                                   "source": "test"}],
+                       "efficiency": {"tensor": 0.6, "tensor_by_dtype": {"fp8": 0.5}}}, "test")
+    n = 4096
+
+    def gemm(dtype: str) -> OpCost:
+        return OpCost(name="mm", module="m", op="aten.mm.default", kind="matmul", input_shapes=((n, n), (n, n)),
+                      output_shape=(n, n), dtype=dtype, macs=n**3, flops=2 * n**3)
+
+    assert estimate_op(gemm("bfloat16"), chip).compute_s == pytest.approx(2 * n**3 / (1000e12 * 0.6), rel=1e-12)
+    assert estimate_op(gemm("float8_e4m3fn"), chip).compute_s == pytest.approx(2 * n**3 / (2000e12 * 0.5), rel=1e-12)

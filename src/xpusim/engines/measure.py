@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from xpusim.engines.roofline import Estimate
+from xpusim.hardware.probe import minor_faults, page_bytes
 from xpusim.precision import capture_dtype, torch_dtype
 from xpusim.workload.api import materialize
 from xpusim.workload.zoo import build
@@ -31,6 +32,8 @@ class LayerTiming:
     module: str
     predicted_s: float
     measured_s: float
+    term: str = ""
+    """The largest predicted part of the layer's time (`OpEstimate.term`, summed over its ops)."""
 
     @property
     def error(self) -> float:
@@ -47,6 +50,10 @@ class Measured:
     layers: tuple[LayerTiming, ...]
     predicted_total_s: float
     measured_total_s: float
+    faulted_bytes: int | None = None
+    """Page-faulted bytes per plain forward, measured (median; None where the OS does not count faults)."""
+    fresh_bytes: int = 0
+    """Bytes of the outputs the model charged first touch for (those the allocator maps anew every time)."""
 
     @property
     def median_abs_error(self) -> float:
@@ -61,16 +68,27 @@ class Measured:
             "model": self.model, "chip": self.chip, "threads": self.threads, "repeats": self.repeats,
             "predicted_total_s": self.predicted_total_s, "measured_total_s": self.measured_total_s,
             "total_error": self.total_error, "median_abs_layer_error": self.median_abs_error,
+            "faulted_bytes": self.faulted_bytes, "fresh_bytes": self.fresh_bytes,
             "layers": [{"module": t.module, "predicted_s": t.predicted_s, "measured_s": t.measured_s,
-                        "error": t.error} for t in self.layers],
+                        "error": t.error, "term": t.term} for t in self.layers],
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class Timings:
+    leaves_s: dict[str, float]
+    """Median time of every executed leaf module."""
+    total_s: float
+    """Median time of the whole model, timed without hooks."""
+    faulted_bytes: int | None = None
+    """Median page-faulted bytes of a plain forward (None where the OS does not count faults)."""
+
+
 def time_executed_leaves(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
-                         repeats: int) -> tuple[dict[str, float], float]:
+                         repeats: int) -> Timings:
     """Median forward time of every *executed leaf* (a module that ran while none of its children did: a conv,
     or a whole encoder layer when PyTorch's fused fast path skips its children), and of the whole model
-    (timed without hooks)."""
+    (timed without hooks, its page faults counted)."""
     names = {id(m): n for n, m in module.named_modules() if n}
     samples: dict[str, list[float]] = defaultdict(list)
     current: dict[str, float] = {}
@@ -92,11 +110,14 @@ def time_executed_leaves(module: torch.nn.Module, args: tuple[Any, ...], kwargs:
 
     with torch.no_grad():
         module(*args, **kwargs)  # warm-up: allocator, oneDNN primitive caches
-        totals = []
+        totals, faults = [], []
         for _ in range(repeats):
+            f0 = minor_faults()
             t0 = time.perf_counter()
             module(*args, **kwargs)
             totals.append(time.perf_counter() - t0)
+            if f0 is not None:
+                faults.append(((minor_faults() or f0) - f0) * page_bytes())
         h1 = torch.nn.modules.module.register_module_forward_pre_hook(pre)
         h2 = torch.nn.modules.module.register_module_forward_hook(post, always_call=True)
         try:
@@ -109,7 +130,8 @@ def time_executed_leaves(module: torch.nn.Module, args: tuple[Any, ...], kwargs:
         finally:
             h1.remove()
             h2.remove()
-    return {n: statistics.median(ts) for n, ts in samples.items()}, statistics.median(totals)
+    return Timings(leaves_s={n: statistics.median(ts) for n, ts in samples.items()}, total_s=statistics.median(totals),
+                   faulted_bytes=int(statistics.median(faults)) if faults else None)
 
 
 def compare_measured(model: str, est: Estimate, *, batch: int = 1, input_shape: tuple[int, ...] | None = None,
@@ -126,16 +148,27 @@ def compare_measured(model: str, est: Estimate, *, batch: int = 1, input_shape: 
 def compare_measured_module(name: str, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
                             est: Estimate, *, repeats: int = 5) -> Measured:
     """Time a ready (real-weight) module on this CPU and line it up with ``est``."""
-    measured, total = time_executed_leaves(module.eval(), args, kwargs, repeats)
-    return line_up(name, est, measured, total, repeats=repeats)
+    return line_up(name, est, time_executed_leaves(module.eval(), args, kwargs, repeats), repeats=repeats)
 
 
-def line_up(name: str, est: Estimate, measured: dict[str, float], total_s: float, *, repeats: int) -> Measured:
+def _charged_fresh_bytes(est: Estimate) -> int:
+    eff = est.chip.efficiency
+    rate = eff.first_touch_gb_per_s if eff is not None else None
+    return round(sum(o.first_touch_s for o in est.ops) * rate * 1e9) if rate else 0
+
+
+def line_up(name: str, est: Estimate, timings: Timings, *, repeats: int) -> Measured:
     """Predicted (``est``) next to measured (`time_executed_leaves`' leaf and whole-model times)."""
     layers = []
-    for module_name, t in measured.items():  # not `name`: that is the model's, reported below
-        pred = sum(o.time_s for o in est.ops if o.module == module_name or o.module.startswith(module_name + "."))
+    for module_name, t in timings.leaves_s.items():  # not `name`: that is the model's, reported below
+        ops = [o for o in est.ops if o.module == module_name or o.module.startswith(module_name + ".")]
+        pred = sum(o.time_s for o in ops)
         if pred:
-            layers.append(LayerTiming(module=module_name, predicted_s=pred, measured_s=t))
+            parts = {"compute": 0.0, "memory": 0.0, "fixed cost": 0.0, "first touch": 0.0}
+            for o in ops:
+                parts[o.term] += o.time_s
+            layers.append(LayerTiming(module=module_name, predicted_s=pred, measured_s=t,
+                                      term=max(parts, key=parts.__getitem__)))
     return Measured(model=name, chip=est.chip.name, threads=torch.get_num_threads(), repeats=repeats,
-                    layers=tuple(layers), predicted_total_s=est.latency_s, measured_total_s=total_s)
+                    layers=tuple(layers), predicted_total_s=est.latency_s, measured_total_s=timings.total_s,
+                    faulted_bytes=timings.faulted_bytes, fresh_bytes=_charged_fresh_bytes(est))

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from xpusim.hardware.chip import Chip, ChipError
-from xpusim.precision import CHIP_DTYPES, chip_dtype_of
+from xpusim.precision import CHIP_DTYPES, chip_dtype_of, element_bytes
 from xpusim.workload.model import OpCost, Workload
 
 TENSOR_KINDS = frozenset(("matmul", "conv", "attention", "rnn", "fused"))
@@ -43,10 +43,18 @@ class OpEstimate:
     overhead_s: float = 0.0
     """Fixed per-op cost from the chip file (dispatch/launch), added to the roofline time."""
     memory_level: str = ""
+    first_touch_s: float = 0.0
+    """Page faults on a fresh output buffer (host chips: outputs the allocator maps anew each time)."""
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.overhead_s
+        return max(self.compute_s, self.memory_s) + self.overhead_s + self.first_touch_s
+
+    @property
+    def term(self) -> str:
+        """The largest part of the time: ``compute``, ``memory``, ``fixed cost`` or ``first touch``."""
+        return max((self.compute_s, "compute"), (self.memory_s, "memory"), (self.overhead_s, "fixed cost"),
+                   (self.first_touch_s, "first touch"))[1]
 
     @property
     def bound(self) -> str:
@@ -64,7 +72,8 @@ class OpEstimate:
         return {
             "name": self.name, "kind": self.kind, "unit": self.unit, "dtype": self.dtype, "flops": self.flops,
             "bytes": self.bytes, "intensity": self.intensity, "compute_s": self.compute_s, "memory_s": self.memory_s,
-            "time_s": self.time_s, "overhead_s": self.overhead_s, "memory_level": self.memory_level,
+            "time_s": self.time_s, "overhead_s": self.overhead_s, "first_touch_s": self.first_touch_s,
+            "memory_level": self.memory_level, "term": self.term,
             "bound": self.bound, "attainable_flops_per_s": self.attainable_flops_per_s,
             "energy_j": self.energy_j,
         }
@@ -88,11 +97,11 @@ class Estimate:
 
     @property
     def latency_no_overlap_s(self) -> float:
-        return sum(o.compute_s + o.memory_s + o.overhead_s for o in self.ops)
+        return sum(o.compute_s + o.memory_s + o.overhead_s + o.first_touch_s for o in self.ops)
 
     @property
     def latency_perfect_overlap_s(self) -> float:
-        overhead = sum(o.overhead_s for o in self.ops)
+        overhead = sum(o.overhead_s + o.first_touch_s for o in self.ops)
         return max(sum(o.compute_s for o in self.ops), sum(o.memory_s for o in self.ops)) + overhead
 
     @property
@@ -216,6 +225,15 @@ def gemm_dims(op: OpCost) -> tuple[int, int, int] | None:
     return None
 
 
+def fresh_output_bytes(op: OpCost) -> int:
+    """Bytes of the new buffer an op allocates for its (first) output; 0 for an in-place op (``relu_``), which
+    writes into its input."""
+    short = op.op.split(".")[1] if op.op.startswith("aten.") else op.op
+    if short.endswith("_") or not op.output_shape:
+        return 0
+    return int(math.prod(op.output_shape) * element_bytes(op.dtype))
+
+
 def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float = 1.0,
                 model_weight_bytes: float = 0.0) -> OpEstimate:
     """One op on one chip. On a probed host, activations move at the bandwidth of the level the op's working set
@@ -225,7 +243,7 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
     if op.flops and peak is None:
         raise ChipError(f"chip {chip.name} has no peak for {dtype} ({op.name}); it supports {', '.join(chip.dtypes())}")
     eff = chip.efficiency
-    compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops, gemm_dims(op)) if unit == "tensor"
+    compute_eff = 1.0 if eff is None else (eff.tensor_at(op.flops, gemm_dims(op), dtype) if unit == "tensor"
                                            else eff.vector)
     if eff is not None and (rate := eff.kind_tflops.get(op.kind)) is not None and peak:
         compute_eff = min(compute_eff, rate * 1e12 / peak)  # calibrated rate of this kind of op
@@ -244,9 +262,9 @@ def estimate_op(op: OpCost, chip: Chip, *, tf32: bool = False, node_scale: float
     compute_pj = (op.macs * mac_pj + max(op.flops - 2 * op.macs, 0) * flop_pj) * node_scale
     energy_j = (compute_pj + nbytes * table["dram_pj_per_byte"]) * 1e-12
     return OpEstimate(name=op.name, module=op.module, kind=op.kind, unit=unit, dtype=dtype, flops=op.flops,
-                      bytes=nbytes,
-                      compute_s=compute_s, memory_s=memory_s, energy_j=energy_j,
-                      overhead_s=eff.overhead_s(unit) if eff is not None else 0.0, memory_level=level.name)
+                      bytes=nbytes, compute_s=compute_s, memory_s=memory_s, energy_j=energy_j,
+                      overhead_s=eff.overhead_s(unit) if eff is not None else 0.0, memory_level=level.name,
+                      first_touch_s=eff.first_touch_s(fresh_output_bytes(op)) if eff is not None else 0.0)
 
 
 def with_kind_overheads(ops: tuple[OpEstimate, ...], chip: Chip) -> tuple[OpEstimate, ...]:

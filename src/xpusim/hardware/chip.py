@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from xpusim.errors import UserError
 from xpusim.names import suggest
@@ -77,6 +86,10 @@ class Efficiency(_Strict):
     tensor: list[tuple[PositiveFloat, float]] | float = Field(
         1.0, description="Matrix-unit efficiency: a constant, or [[flops, efficiency], ...] points (log-interpolated)."
     )
+    tensor_by_dtype: dict[Dtype, float] = Field(
+        default_factory=dict,
+        description="Matrix-unit efficiency of one dtype's GEMMs in place of `tensor`, e.g. {fp8: 0.51}: an fp8 GEMM "
+                    "reaches a smaller share of its (twice as high) peak than a bf16 one.")
     vector: float = 1.0
     memory: float = 1.0
     op_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op (dispatch, kernel launch), microseconds.")
@@ -96,6 +109,15 @@ class Efficiency(_Strict):
         description="[[bytes, fraction], ...]: how far from warm (0) to cold (1) an op kind's fixed cost is after an "
                     "op of that many bytes ran since the kind last did (log-interpolated, 0 below the first point, "
                     "flat beyond the last; xpusim probe measures it after square GEMMs); empty: always warm.")
+    fresh_alloc_bytes: PositiveInt | None = Field(
+        default=None,
+        description="Outputs at least this large get fresh pages every time (the allocator maps and unmaps them; "
+                    "glibc above its mmap threshold, at most 32 MiB) and pay first touch (host chips, measured by "
+                    "xpusim probe); absent: no first-touch term.")
+    first_touch_gb_per_s: PositiveFloat | None = Field(
+        default=None,
+        description="Rate of writing into fresh pages, beyond that of reused ones: page faults, zeroing, "
+                    "unmapping (host chips, measured by xpusim probe).")
     kind_tflops: dict[str, PositiveFloat] = Field(
         default_factory=dict,
         description="Calibrated compute rate (TFLOP/s by xpusim's FLOP counts) per op kind, e.g. pool, norm.",
@@ -105,7 +127,7 @@ class Efficiency(_Strict):
     @model_validator(mode="after")
     def _fractions(self) -> Efficiency:
         values = [e for _, e in self.tensor] if isinstance(self.tensor, list) else [self.tensor]
-        values += [e for pts in (self.gemm or {}).values() for _, e in pts]
+        values += [e for pts in (self.gemm or {}).values() for _, e in pts] + list(self.tensor_by_dtype.values())
         for v in [*values, self.vector, self.memory]:
             if not 0 < v <= 1:
                 raise ValueError(f"efficiency {v} must be in (0, 1]")
@@ -122,15 +144,23 @@ class Efficiency(_Strict):
             return 0.0
         return _log_interp(self.cold_curve, evicting_bytes)
 
+    def first_touch_s(self, fresh_bytes: int) -> float:
+        """Seconds of first touch for an output of ``fresh_bytes``: none below `fresh_alloc_bytes` (reused pages)."""
+        if self.fresh_alloc_bytes is None or self.first_touch_gb_per_s is None or fresh_bytes < self.fresh_alloc_bytes:
+            return 0.0
+        return fresh_bytes / (self.first_touch_gb_per_s * 1e9)
+
     def overhead_s(self, unit: str) -> float:
         """The fixed cost of one op on ``unit`` ("tensor" or "vector"), seconds."""
         if unit == "tensor" and self.tensor_overhead_us is not None:
             return self.tensor_overhead_us * 1e-6
         return self.op_overhead_us * 1e-6
 
-    def tensor_at(self, flops: float, gemm_mnk: tuple[int, int, int] | None = None) -> float:
-        """Matrix-unit efficiency: from the GEMM-dimension curves when the op's (M, N, K) is known, else from
-        the FLOPs curve."""
+    def tensor_at(self, flops: float, gemm_mnk: tuple[int, int, int] | None = None, dtype: str = "") -> float:
+        """Matrix-unit efficiency: the dtype's own where given, from the GEMM-dimension curves when the op's
+        (M, N, K) is known, else from the FLOPs curve."""
+        if dtype in self.tensor_by_dtype:
+            return self.tensor_by_dtype[dtype]
         if gemm_mnk is not None and self.gemm:
             effs = [_log_interp(self.gemm[axis], dim) for axis, dim in zip("mnk", gemm_mnk, strict=True)
                     if axis in self.gemm]

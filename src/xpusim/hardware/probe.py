@@ -201,6 +201,56 @@ def eviction_curve(warm_s: float, cold_s: float) -> list[list[float]]:
     return curve
 
 
+FRESH_SIZES_MIB = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def minor_faults() -> int | None:
+    """Minor page faults of this process so far (None where the OS does not count them)."""
+    try:
+        import resource
+    except ImportError:  # not on this OS: no fault counts, no first-touch term
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def page_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def fresh_allocation_bytes() -> int | None:
+    """The smallest buffer (of `FRESH_SIZES_MIB`) that gets fresh pages every time it is allocated, written and freed
+    again (page faults on all of six tries, after four to settle): the allocator maps it and unmaps it instead of
+    keeping it. glibc does that above its mmap threshold, which rises with the buffers freed up to 32 MiB on 64-bit
+    systems (mallopt(3)); below it a repeated buffer settles on pages already touched. None when no size up to
+    128 MiB is fresh, or this OS does not count page faults."""
+    if minor_faults() is None:
+        return None
+    page = page_bytes()
+    for mib in FRESH_SIZES_MIB:
+        n = mib * MIB // 4
+        for _ in range(4):  # the first allocations of a size move the allocator's threshold and its heap's top
+            torch.empty(n).fill_(1.0)
+        faults = [0] * 6
+        for i in range(len(faults)):
+            before = minor_faults() or 0
+            torch.empty(n).fill_(1.0)
+            faults[i] = (minor_faults() or 0) - before
+        if min(faults) * page >= 0.9 * mib * MIB:
+            return mib * MIB
+    return None
+
+
+def first_touch_bytes_per_s(nbytes: int) -> float:
+    """Bytes per second of first touch: writing ``nbytes`` into a fresh buffer (allocated, page-faulted, unmapped on
+    free) minus writing them into a buffer already touched; the page faults, the kernel zeroing each page and the
+    unmap are what is left."""
+    n = nbytes // 4
+    reused = torch.empty(n)
+    fresh = _median_time(lambda: torch.empty(n).fill_(1.0), min_time_s=0.3, max_reps=50)
+    warm = _median_time(lambda: reused.fill_(1.0), min_time_s=0.3, max_reps=50)
+    return nbytes / max(fresh - warm, 1e-9)
+
+
 def op_overhead_s() -> float:
     a, b, c = torch.ones(1), torch.ones(1), torch.empty(1)
     return _median_time(lambda: torch.add(a, b, out=c), min_time_s=0.05, max_reps=2000)
@@ -238,6 +288,9 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None, *,
         last_level = max((lv.capacity_bytes for lv in levels), default=32 * MIB)
         kind_overhead = kind_overheads_s(2 * last_level)
         eviction = eviction_curve(*kind_overhead["norm"])
+        progress("first touch of fresh pages")
+        fresh_bytes = fresh_allocation_bytes()
+        touch = first_touch_bytes_per_s(max(fresh_bytes, 64 * MIB)) if fresh_bytes else None
         progress("GEMM shapes")
         gemm = gemm_axis_efficiency(peak)
         progress("vector op kinds")
@@ -281,12 +334,18 @@ def probe(threads: int = 1, progress: Callable[[str], None] = lambda s: None, *,
                        "kind_overhead_us": {k: [round(w * 1e6, 3), round(c * 1e6, 3)]
                                             for k, (w, c) in kind_overhead.items()},
                        "cold_curve": eviction,
+                       "fresh_alloc_bytes": fresh_bytes,
+                       "first_touch_gb_per_s": round(touch / GIGA, 3) if touch else None,
                        "source": "measured: square-matmul efficiency vs FLOPs; fp32 GEMMs with one dimension small "
                                  f"(the others {GEMM_BIG_DIM}); one representative op per vector kind "
                                  f"({', '.join(KIND_CASES)}); op overhead of a 1-element add; per kind the "
                                  "fixed cost of a call on a few elements, warm (repeated) and cold (right after "
                                  f"copying {2 * last_level // MIB} MiB, twice the last cache level), and how far "
-                                 "toward cold a small norm is after square GEMMs of growing size"},
+                                 "toward cold a small norm is after square GEMMs of growing size; the smallest "
+                                 "buffer of "
+                                 f"{', '.join(map(str, FRESH_SIZES_MIB))} MiB that page-faults every time it is "
+                                 "allocated again (fresh_alloc_bytes), and the rate of writing into fresh pages beyond "
+                                 "that of reused ones (first_touch_gb_per_s)"},
         "notes": f"probed with {threads} thread(s) on {time.strftime('%Y-%m-%d')}; roofline uses the memory level "
                  "the op's working set fits in (host chips only)",
     }
