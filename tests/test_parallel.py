@@ -511,7 +511,7 @@ def test_cli_runs_megatrons_split() -> None:
 def test_fp8_gemms_run_at_the_fp8_peak() -> None:
     """A 8192-wide layer at 4096 tokens on H100: every GEMM is compute-bound in bf16 and in fp8, so the GEMM time
     (the weight-gradient share, one per forward GEMM) scales by the catalog's bf16/fp8 dense peaks, 989.4/1978.9,
-    each at its own efficiency of dgx-h100.yaml (0.582 and 0.514); the attention is not a GEMM and keeps its time.
+    each at its own efficiency of dgx-h100.yaml (0.573 and 0.506); the attention is not a GEMM and keeps its time.
     A100 has no fp8 peak: one error line."""
     from xpusim.hardware.chip import load_chip
     from xpusim.parallel.simulate import layer_cost
@@ -521,8 +521,26 @@ def test_fp8_gemms_run_at_the_fp8_peak() -> None:
     bf16 = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, flash=True)
     fp8 = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, flash=True, fp8=True)
     h100 = load_chip("h100-sxm")
-    ratio = (h100.best_peak_flops_per_s("bf16") * 0.582) / (h100.best_peak_flops_per_s("fp8") * 0.514)
+    ratio = (h100.best_peak_flops_per_s("bf16") * 0.573) / (h100.best_peak_flops_per_s("fp8") * 0.506)
     assert fp8.bwd_weight_s == pytest.approx(bf16.bwd_weight_s * ratio, rel=1e-9)
     assert fp8.gemm_flops_fwd == bf16.gemm_flops_fwd
     r = runner.invoke(app, ["parallel", "gpt:h=1024,l=2,a=16,s=512", "--gpus", "8", "--fp8"])
     assert r.exit_code == 2 and "fp8: a100-sxm-80gb has no fp8 peak" in r.stderr, r.stderr
+
+
+def test_data_parallel_ring_across_nodes_uses_every_nic_of_the_node() -> None:
+    """All-reduce of 1 GB over 32 A100s, 8 per node (dgx-a100: NVLink 300 GB/s, HDR 25 GB/s one way, both at 80%;
+    α 1 µs / 5 µs). Each rank sends 2·31/32·1e9 = 1.9375e9 B: 1/8 of it over its own NIC, 1.9375e9/8/20e9 =
+    12.109375 ms, and 7/8 over NVLink, 1.9375e9·7/8/240e9 = 7.06 ms, at the same time; plus 2·31 steps of 5 µs:
+    12.419375 ms. That is 1.9375e9/12.109375 ms = 160 GB/s of bus bandwidth — 8 × 20 GB/s; NVIDIA measures 192 GB/s
+    on DGX A100's eight 200 Gb/s NICs (NVIDIA/nccl issue 812). With one rank per node (tp 8) it is the flat ring at
+    one NIC, and inside one node the NVLink ring."""
+    from xpusim.hardware.cluster import all_reduce_s, group_ring_s
+
+    cl = load_cluster("dgx-a100")
+    t = group_ring_s(1e9, cl.group(32, 32), passes=2)
+    assert t == pytest.approx(2 * 31 / 32 * 1e9 / 8 / 20e9 + 62 * 5e-6, rel=1e-12)
+    assert t == pytest.approx(0.012419375, rel=1e-12)
+    assert group_ring_s(1e9, cl.group(32, 256), passes=2) == pytest.approx(all_reduce_s(1e9, 32, cl.inter_node))
+    assert group_ring_s(1e9, cl.group(8, 8), passes=2) == pytest.approx(all_reduce_s(1e9, 8, cl.intra_node))
+    assert group_ring_s(1e9, cl.group(32, 32)) == pytest.approx(31 / 32 * 1e9 / 8 / 20e9 + 31 * 5e-6, rel=1e-12)

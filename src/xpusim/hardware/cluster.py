@@ -100,6 +100,23 @@ def hierarchical_all_to_all_s(nbytes: float, links: GroupLinks, remote_bytes: fl
     return max(local, (n - g) * links.inter.latency_s + remote / links.inter.bandwidth_bytes_per_s)
 
 
+def group_ring_s(nbytes: float, links: GroupLinks, *, passes: int = 1) -> float:
+    """A ring collective over ``links``: ``passes`` = 1 all-gather or reduce-scatter of a ``nbytes`` result, 2
+    all-reduce. Each rank sends passes·(n − 1)/n·S. Inside one node all of it goes over ``intra``. Across nodes NCCL
+    runs one ring per channel, each entering and leaving every node through one NIC, with a channel per NIC; a rank
+    is the node's exit on 1 of its node's per_node channels: 1/per_node of what it sends goes over its own
+    ``inter`` link, the rest over ``intra``, at the same time — the node's per_node NICs share the traffic, which a
+    flat ring at one link's bandwidth would not. One α per step at the slower link's."""
+    n, g = links.n, min(links.per_node, links.n)
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    sent = passes * (n - 1) / n * nbytes
+    if g == n:
+        return passes * (n - 1) * links.intra.latency_s + sent / links.intra.bandwidth_bytes_per_s
+    return passes * (n - 1) * links.inter.latency_s + max(sent / g / links.inter.bandwidth_bytes_per_s,
+                                                            sent * (g - 1) / g / links.intra.bandwidth_bytes_per_s)
+
+
 def p2p_s(nbytes: float, fabric: Fabric) -> float:
     """One point-to-point send: α + S/β."""
     return fabric.latency_s + nbytes / fabric.bandwidth_bytes_per_s

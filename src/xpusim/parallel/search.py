@@ -169,14 +169,21 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     psi = np.maximum(psi_first, psi_last)
 
     # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
-    dp_intra = t * d <= cluster.gpus_per_node
-    fab_dp_bw = np.where(dp_intra, cluster.intra_node.bandwidth_bytes_per_s, cluster.inter_node.bandwidth_bytes_per_s)
-    fab_dp_lat = np.where(dp_intra, cluster.intra_node.latency_s, cluster.inter_node.latency_s)
+    gpn, intra, inter = cluster.gpus_per_node, cluster.intra_node, cluster.inter_node
+    dp_intra = t * d <= gpn
+
+    def ring_s(nr: np.ndarray, nbytes: np.ndarray, passes: np.ndarray | float) -> np.ndarray:
+        """`group_ring_s` over ``nr`` ranks spread over the t·d ranks of a dp group (per node: gpn/(t·d) of them)."""
+        g = np.where(dp_intra, nr, np.maximum(1.0, np.floor(nr * gpn / (t * d))))
+        sent = passes * (nr - 1) / np.maximum(nr, 1) * nbytes
+        inside = passes * (nr - 1) * intra.latency_s + sent / intra.bandwidth_bytes_per_s
+        across = passes * (nr - 1) * inter.latency_s + np.maximum(
+            sent / g / inter.bandwidth_bytes_per_s, sent * (g - 1) / g / intra.bandwidth_bytes_per_s)
+        return np.where(nr > 1, np.where(dp_intra, inside, across), 0.0)
 
     def gather_s(dense: np.ndarray, experts: np.ndarray) -> np.ndarray:
         """All-gather of ``dense`` bytes per rank over d and of ``experts`` bytes over the expert replicas."""
-        return (np.where(d > 1, (d - 1) * fab_dp_lat + (d - 1) / d * dense / fab_dp_bw, 0.0)
-                + np.where(de > 1, (de - 1) * fab_dp_lat + (de - 1) / de * experts / fab_dp_bw, 0.0))
+        return ring_s(d, dense, 1.0) + ring_s(de, experts, 1.0)
 
     zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
     dense_chunk, x_chunk = chunk_layers * (per_layer - x_layer) / t, psi_x / v
@@ -206,15 +213,13 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     bubble = np.where(zb, (p - 1) * fb - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (fb + w_c))
     pp_intra = t * d * p <= cluster.gpus_per_node
     pp_bytes = s * b * cfg.hidden * col["ab"] / t
-    intra, inter = cluster.intra_node, cluster.inter_node
     c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
                                     inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
     pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
 
     grad_bytes = gb * psi
     ring = np.where(zero >= 1, 1.0, 2.0)  # reduce-scatter, or all-reduce (twice the traffic)
-    reduce = np.where(d > 1, ring * ((d - 1) * fab_dp_lat + (d - 1) / d * gb * (psi - psi_x) / fab_dp_bw), 0.0) \
-        + np.where(de > 1, ring * ((de - 1) * fab_dp_lat + (de - 1) / de * gb * psi_x / fab_dp_bw), 0.0)
+    reduce = ring_s(d, gb * (psi - psi_x), ring) + ring_s(de, gb * psi_x, ring)
     last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
     # Overlapped: each chunk's share R/v starts with its last backward, one after the other. The rank's k-th chunk
     # from the end runs its last backward k·p backward slots before the pipeline ends (Megatron's interleaved

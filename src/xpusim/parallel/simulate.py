@@ -22,6 +22,7 @@ from xpusim.hardware.cluster import (
     GroupLinks,
     all_gather_s,
     all_reduce_s,
+    group_ring_s,
     hierarchical_all_to_all_s,
     p2p_s,
 )
@@ -405,10 +406,14 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
-    dp_fabric = cluster.fabric(plan.span("dp"))
-    # (experts: over the d/e replicas that hold the same ones)
-    gather = [all_gather_s(plan.param_bytes * (sp_ - se), d, dp_fabric)
-              + all_gather_s(plan.param_bytes * se, d_expert, dp_fabric) if plan.zero >= 3 else 0.0
+    dp_links = cluster.group(d, plan.span("dp"))
+    ex_links = cluster.group(d_expert, plan.span("dp"))  # the d/e replicas that hold the same experts
+
+    def dp_ring(dense_bytes: float, expert_bytes: float, passes: int = 1) -> float:
+        return (group_ring_s(dense_bytes, dp_links, passes=passes)
+                + group_ring_s(expert_bytes, ex_links, passes=passes))
+
+    gather = [dp_ring(plan.param_bytes * (sp_ - se), plan.param_bytes * se) if plan.zero >= 3 else 0.0
               for sp_, se in zip(stage_params, stage_experts, strict=True)]
 
     def duration(a: Action) -> float:
@@ -451,9 +456,8 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         rank_stages = [st for st in range(stages) if st % p == r]
         for st in sorted(rank_stages, key=lambda x: last_bwd[x].end_s):
             nbytes = plan.grad_bytes * stage_params[st]
-            reduce_one = all_gather_s if plan.zero >= 1 else all_reduce_s
-            reduce = reduce_one(plan.grad_bytes * (stage_params[st] - stage_experts[st]), d, dp_fabric) \
-                + reduce_one(plan.grad_bytes * stage_experts[st], d_expert, dp_fabric)
+            reduce = dp_ring(plan.grad_bytes * (stage_params[st] - stage_experts[st]),
+                             plan.grad_bytes * stage_experts[st], 1 if plan.zero >= 1 else 2)
             if reduce == 0.0:
                 continue
             ev = last_bwd[st]
@@ -478,10 +482,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     gather_after = 0.0
     if plan.zero in (1, 2):
         gather_after = max(
-            all_gather_s(plan.param_bytes * sum(stage_params[st] - stage_experts[st] for st in range(stages)
-                                                if st % p == r), d, dp_fabric)
-            + all_gather_s(plan.param_bytes * sum(stage_experts[st] for st in range(stages) if st % p == r),
-                           d_expert, dp_fabric) for r in range(p))
+            dp_ring(plan.param_bytes * sum(stage_params[st] - stage_experts[st] for st in range(stages)
+                                           if st % p == r),
+                    plan.param_bytes * sum(stage_experts[st] for st in range(stages) if st % p == r))
+            for r in range(p))
     step = dp_end + optimizer_s + gather_after
     for r in range(p):
         comm_events.append(Event(rank=r, name="optimizer", kind="opt", start_s=dp_end, end_s=dp_end + optimizer_s))
