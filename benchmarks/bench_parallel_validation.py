@@ -54,8 +54,6 @@ def skip_reason(row: dict[str, Any]) -> str | None:
         return "no iteration time (measured or derived)"
     if (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and "fsdp" in str(row).lower():
         return "pure FSDP"
-    if (row.get("cp") or 1) > 1:
-        return "context parallelism"
     if "not stated" in str(row.get("recompute")).split(" per ")[0]:
         return "recomputation not stated"
     if str(row.get("model", "")).lower().startswith("llama") and zoo(row) is None:
@@ -105,7 +103,8 @@ def predict(row: dict[str, Any]) -> float:
             + (f",kv={row['kv_heads']}" if row.get("kv_heads") and row["kv_heads"] != row["heads"] else ""))
     vp = row.get("vp") or 1
     r = xpusim.train(spec, cluster=cluster(row), gpus=int(row["gpus"]), tp=int(row.get("tp") or 1),
-                     pp=int(row.get("pp") or 1), batch=int(row["global_batch"]), micro_batch=int(row["micro_batch"]),
+                     cp=int(row.get("cp") or 1), pp=int(row.get("pp") or 1), batch=int(row["global_batch"]),
+                     micro_batch=int(row["micro_batch"]),
                      schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                      recompute=str(row.get("recompute") or "none").split()[0], seq_len=int(row["seq_len"]),
                      # not stated: NeMo's and Megatron-Core's recipes run sequence parallelism with tp > 1

@@ -544,3 +544,56 @@ def test_data_parallel_ring_across_nodes_uses_every_nic_of_the_node() -> None:
     assert group_ring_s(1e9, cl.group(32, 256), passes=2) == pytest.approx(all_reduce_s(1e9, 32, cl.inter_node))
     assert group_ring_s(1e9, cl.group(8, 8), passes=2) == pytest.approx(all_reduce_s(1e9, 8, cl.intra_node))
     assert group_ring_s(1e9, cl.group(32, 32)) == pytest.approx(31 / 32 * 1e9 / 8 / 20e9 + 31 * 5e-6, rel=1e-12)
+
+
+def test_context_parallel_splits_each_sequence_and_keeps_the_model_flops() -> None:
+    """gpt:h=1024,l=4,a=16,s=4096 on 2 H100s, 4 sequences, micro-batch 1: dp=2 or cp=2 (each sequence's 4096 tokens
+    split over 2 ranks). The step's FLOPs are the same; a cp rank's layer does half the GEMM and attention FLOPs (2048
+    queries against all 4096 keys: half of 4096·4096) and keeps half the activations (FlashAttention: linear in the
+    tokens); both reduce gradients over the same 2 ranks. Megatron pairs the sequence's 2·cp halves: 4096 tokens take
+    cp = 2, not cp = 3; --no-flash and mixtures of experts are refused."""
+    from xpusim.parallel.simulate import layer_cost
+
+    model = parse_model("gpt:h=1024,l=4,a=16,s=4096")
+    cluster = load_cluster("dgx-h100")
+    dp2 = simulate(model, cluster, ParallelPlan(dp=2, global_batch=4))
+    cp2 = simulate(model, cluster, ParallelPlan(cp=2, global_batch=4))
+    assert cp2.model_flops == pytest.approx(dp2.model_flops, rel=1e-12) and cp2.plan.gpus == 2
+    chip = cluster.load_chip()
+    whole = layer_cost(model.config, chip, 4096, 1, 1, False, "none", None, flash=True)
+    half = layer_cost(model.config, chip, 4096, 1, 1, False, "none", None, flash=True, cp=2,
+                      cp_fabric=cluster.intra_node)
+    assert half.gemm_flops_fwd == pytest.approx(whole.gemm_flops_fwd / 2, rel=1e-12)
+    assert cp2.memory.activations == pytest.approx(dp2.memory.activations / 2, rel=1e-12)
+    assert cp2.comm_s["dp"] == pytest.approx(dp2.comm_s["dp"], rel=1e-12)
+    with pytest.raises(PlanError, match=r"cp=3: the sequence \(4096 tokens\) must split into 2·cp = 6"):
+        simulate(model, cluster, ParallelPlan(cp=3, global_batch=4))
+    with pytest.raises(PlanError, match="it needs flash"):
+        check(ParallelPlan(cp=2, flash=False), model.config)
+    with pytest.raises(PlanError, match="mixture of experts is not modelled"):
+        check(ParallelPlan(cp=2, global_batch=2), parse_model("qwen3-30b-a3b").config)
+
+
+def test_context_parallel_ring_beyond_the_attention_by_hand() -> None:
+    """The ring of key/value chunks on a slow link: 2 ranks on 2 nodes joined at 1 GB/s (α 5 µs, 100% efficiency).
+    gpt:h=1024,l=2,a=16,s=4096 at cp=2: a rank's chunk is 2 (K, V) × 2048 tokens × 1024 × 2 bytes = 8,388,608 B;
+    the forward passes it once (c − 1 = 1 step): 5 µs + 8.388608 ms, of which the attention on the chunk the rank
+    holds hides its own time; the backward passes twice the bytes behind twice the attention."""
+    from xpusim.engines.roofline import estimate_op
+    from xpusim.hardware.cluster import parse_cluster
+    from xpusim.parallel.simulate import layer_cost, precision
+    from xpusim.workload.transformer import attention_op
+
+    link = {"name": "slow", "bandwidth_gb_per_s_one_way_per_gpu": 1.0, "latency_us": 5, "efficiency": 1.0,
+            "source": "test"}
+    cluster = parse_cluster({"name": "two", "title": "two nodes", "chip": "h100-sxm", "gpus_per_node": 1,
+                             "intra_node": link, "inter_node": link,
+                             "efficiency": {"tensor": 0.5, "memory": 0.8, "source": "test"}}, "test")
+    cfg = parse_model("gpt:h=1024,l=2,a=16,s=4096").config
+    chip = cluster.load_chip()
+    attn = estimate_op(attention_op(cfg, 1, 2048, 4096, precision("bf16"), flash=True), chip).time_s
+    lc = layer_cost(cfg, chip, 4096, 1, 1, False, "none", None, flash=True, cp=2, cp_fabric=cluster.inter_node)
+    assert lc.cp_fwd_s == pytest.approx(5e-6 + 8_388_608 / 1e9 - attn, rel=1e-9)
+    assert lc.cp_bwd_s == pytest.approx(5e-6 + 2 * 8_388_608 / 1e9 - 2 * attn, rel=1e-9)
+    r = simulate(parse_model("gpt:h=1024,l=2,a=16,s=4096"), cluster, ParallelPlan(cp=2, global_batch=1))
+    assert r.comm_s["cp"] == pytest.approx(2 * (lc.cp_fwd_s + lc.cp_bwd_s), rel=1e-12)  # 2 layers, 1 micro-batch

@@ -266,7 +266,8 @@ def parallel_cmd(
     model: str = typer.Argument(..., help=LLM),
     cluster: str = _opt("dgx-a100", "--cluster", help="dgx-a100, dgx-h100, hgx-b200, tpu-v5p-pod, ... or a .yaml."),
     gpus: int = _opt(..., "--gpus", "-g", min=1), tp: int = _opt(1, "--tp", min=1), pp: int = _opt(1, "--pp", min=1),
-    dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp)."),
+    dp: int | None = _opt(None, "--dp", min=1, help="Default: gpus / (tp·pp·cp)."),
+    cp: int = _opt(1, "--cp", min=1, help="Context-parallel ranks: each sequence split over them (ring attention)."),
     batch: int | None = _opt(None, "--batch", "-b", min=1, help="Global batch (default: pp micro-batches)."),
     micro_batch: int = _opt(1, "--micro-batch", min=1), ep: int = _opt(1, "--ep", min=1, help="Expert-parallel ranks."),
     etp: int | None = _opt(None, "--etp", min=1, help="Ranks each expert is split over (default: tp)."),
@@ -293,8 +294,8 @@ def parallel_cmd(
     from xpusim import api
     from xpusim.report.parallel import print_result, search_table, write_figures
 
-    r = api.parallel(model, search=do_search, top=top, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, ep=ep, etp=etp,
-                     batch=batch, dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch,
+    r = api.parallel(model, search=do_search, top=top, cluster=cluster, gpus=gpus, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
+                     etp=etp, batch=batch, dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch,
                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8,
                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
                      layer_ms=layer_ms)

@@ -601,7 +601,7 @@ def _cluster_for(cluster: str | Path | Cluster, gpus: int) -> Cluster:
 
 def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
           plan: ParallelPlan | dict[str, Any] | None = None, tp: int = 1, pp: int = 1, dp: int | None = None,
-          ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", routing_skew: float = 1.0,
+          cp: int = 1, ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", routing_skew: float = 1.0,
           batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b", recompute: str = "none",
           sp: bool = False, zero: int = 0, fsdp: str | None = None, flash: bool = True, fp8: bool = False,
           dp_overlap: bool = True,
@@ -609,7 +609,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
           layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
 
-    Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp) —, ``ep`` the expert-parallel ranks
+    Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp·cp) —, ``cp`` context-parallel ranks
+    (each sequence split over them, ring attention; flash attention, dense models), ``ep`` the expert-parallel ranks
     of a mixture of experts (cut from the tp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
     1 keeps experts whole, Megatron-Core's parallel folding), ``dispatcher`` alltoall or deepep (see
     `ParallelPlan.dispatcher`), ``routing_skew`` the busiest expert-parallel rank's tokens over the mean,
@@ -646,7 +647,7 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
         if rank_order not in ("tp-dp-pp", "tp-pp-dp"):
             raise UserError(f"rank_order {rank_order!r}: expected tp-dp-pp or tp-pp-dp")
         sched, vp = parse.schedule(schedule)
-        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, ep=ep, etp=etp, dispatcher=dispatcher,
+        the_plan = complete(tm.config, gpus, dp=dp, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, dispatcher=dispatcher,
                             routing_skew=routing_skew, vp=vp, micro_batch=micro_batch,
                             stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp, flash=flash,

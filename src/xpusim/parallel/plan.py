@@ -48,6 +48,11 @@ class ParallelPlan:
     """Tensor-parallel ranks per layer (t), Megatron column/row split."""
     pp: int = 1
     """Pipeline stages (p)."""
+    cp: int = 1
+    """Context-parallel ranks (c, Megatron-Core's ``--context-parallel-size``): each sequence split into c chunks
+    (2c halves, paired for a causal mask's balance) over c ranks, which pass their keys and values around a ring to
+    attend to the whole sequence. They hold the same weights: gradients reduce, and ZeRO shards, over dp·c ranks.
+    Numbered next to tp (Megatron's order tp-cp-dp-pp)."""
     ep: int = 1
     """Expert-parallel ranks (e): a mixture of experts' experts split over e ranks, each holding E/e of them; tokens
     reach them by all-to-all. The group is cut from the tp·dp ranks of a pipeline stage (Megatron-Core's MoE
@@ -110,7 +115,7 @@ class ParallelPlan:
     def span(self, group: str) -> int:
         """How many consecutive ranks one ``dp`` or ``pp`` group spans under the rank order."""
         order = self.rank_order.split("-")
-        sizes = {"tp": self.tp, "dp": self.dp, "pp": self.pp}
+        sizes = {"tp": self.tp * self.cp, "dp": self.dp, "pp": self.pp}  # cp ranks numbered next to tp
         span = 1
         for g in order[: order.index(group) + 1]:
             span *= sizes[g]
@@ -145,7 +150,13 @@ class ParallelPlan:
 
     @property
     def gpus(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def grad_replicas(self) -> int:
+        """Ranks holding the same weights (a pipeline stage's tp shard): dp·cp — the gradient reduction's and the
+        dense ZeRO shards' group."""
+        return self.dp * self.cp
 
     @property
     def micro_batches(self) -> int:
@@ -157,7 +168,8 @@ class ParallelPlan:
         return self.pp * self.vp
 
     def label(self) -> str:
-        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"ep={self.ep}"] if self.ep > 1 else []) \
+        parts = [f"dp={self.dp}", f"tp={self.tp}", f"pp={self.pp}"] + ([f"cp={self.cp}"] if self.cp > 1 else []) \
+            + ([f"ep={self.ep}"] if self.ep > 1 else []) \
             + ([f"etp={self.etp}"] if self.expert_tp != self.tp else []) \
             + ([self.dispatcher] if self.ep > 1 and self.dispatcher != "alltoall" else []) \
             + ([f"skew={self.routing_skew:g}"] if self.routing_skew != 1 else [])
@@ -179,7 +191,7 @@ class ParallelPlan:
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
-        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "ep": self.ep, "etp": self.etp,
+        return {"dp": self.dp, "tp": self.tp, "pp": self.pp, "cp": self.cp, "ep": self.ep, "etp": self.etp,
                 "dispatcher": self.dispatcher, "routing_skew": self.routing_skew, "vp": self.vp,
                 "stage_layers": list(self.stage_layers),
                 "micro_batch": self.micro_batch, "global_batch": self.global_batch,
@@ -225,7 +237,7 @@ def _nearest(value: int, candidates: list[int]) -> str:
 def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -> list[str]:
     """Every reason ``plan`` cannot train ``cfg`` (on ``gpus`` GPUs when given), with the nearest valid values."""
     out: list[str] = []
-    for name in ("dp", "tp", "pp", "ep", "vp", "micro_batch", "global_batch"):
+    for name in ("dp", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch"):
         if getattr(plan, name) < 1:
             out.append(f"{name}={getattr(plan, name)} must be >= 1")
     if plan.etp is not None and plan.etp < 1:
@@ -252,10 +264,17 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
     if plan.optimizer_bytes < 0:
         out.append(f"optimizer_bytes={plan.optimizer_bytes} must be >= 0 (12 for mixed-precision Adam)")
     if gpus is not None and plan.gpus != gpus:
-        tp_pp = plan.tp * plan.pp
+        tp_pp = plan.tp * plan.pp * plan.cp
+        what = "tp*pp*cp" if plan.cp > 1 else "tp*pp"
         hint = (f"dp={gpus // tp_pp}" if gpus % tp_pp == 0
-                else f"tp*pp must divide {gpus}: tp*pp = {_nearest(tp_pp, divisors(gpus))}")
-        out.append(f"gpus={gpus} but dp*tp*pp = {plan.dp}*{plan.tp}*{plan.pp} = {plan.gpus}; valid: {hint}")
+                else f"{what} must divide {gpus}: {what} = {_nearest(tp_pp, divisors(gpus))}")
+        cp = f"*{plan.cp}" if plan.cp > 1 else ""
+        out.append(f"gpus={gpus} but dp*{what} = {plan.dp}*{plan.tp}*{plan.pp}{cp} = {plan.gpus}; valid: {hint}")
+    if plan.cp > 1 and not plan.flash:
+        out.append(f"cp={plan.cp}: context parallelism runs a fused (flash) attention over the keys and values "
+                   "passed around; it needs flash (drop --no-flash)")
+    if plan.cp > 1 and cfg.moe:
+        out.append(f"cp={plan.cp}: context parallelism with a mixture of experts is not modelled yet (cp = 1)")
     out += _expert_problems(plan, cfg)
     tp_ok = [t for t in divisors(cfg.heads) if cfg.kv_heads % t == 0 and cfg.ffn % t == 0]
     if plan.tp not in tp_ok:
@@ -362,12 +381,13 @@ def check(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None) -
 
 
 def complete(cfg: TransformerConfig, gpus: int, **given: object) -> ParallelPlan:
-    """A plan from what the user gave: dp defaults to gpus / (tp·pp), the global batch to p micro-batches per
+    """A plan from what the user gave: dp defaults to gpus / (tp·pp·cp), the global batch to p micro-batches per
     replica (one per pipeline stage, the least that fills the pipeline; one without a pipeline); then checked."""
     given = {k: v for k, v in given.items() if v is not None}
     tp, pp = int(given.get("tp", 1)), int(given.get("pp", 1))  # type: ignore[call-overload]
+    cp = int(given.get("cp", 1))  # type: ignore[call-overload]
     if "dp" not in given:
-        given["dp"] = max(gpus // max(tp * pp, 1), 1)
+        given["dp"] = max(gpus // max(tp * pp * cp, 1), 1)
     plan = ParallelPlan(**given)  # type: ignore[arg-type]
     if "global_batch" not in given:
         plan = replace(plan, global_batch=plan.micro_batch * plan.dp * plan.pp)

@@ -67,6 +67,10 @@ class LayerCost:
     """Expert-parallel all-to-alls of the forward (dispatch and combine), averaged over the layers (dense layers
     have none); on the critical path."""
     ep_bwd_s: float = 0.0
+    cp_fwd_s: float = 0.0
+    """Context parallelism: what the ring of key/value chunks adds to the forward beyond the attention it runs
+    behind."""
+    cp_bwd_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,18 +105,19 @@ def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: b
                tp_fabric: Fabric | None, dtype: str = "bf16", ep: int = 1,
                ep_links: GroupLinks | None = None, etp: int | None = None,
                etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False,
-               routing_skew: float = 1.0, fp8: bool = False) -> LayerCost:
+               routing_skew: float = 1.0, fp8: bool = False, cp: int = 1,
+               cp_fabric: Fabric | None = None) -> LayerCost:
     """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
     ``ep_links``: where the expert-parallel group sits; ``etp``: ranks each routed expert is split over (default
-    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``, ``fp8``: see
-    `ParallelPlan` (`layer_args` gives them for a plan)."""
+    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``, ``fp8``, ``cp``: see
+    `ParallelPlan`, ``cp_fabric`` the links of the context-parallel ring (`layer_args` gives them for a plan)."""
     etp = t if etp is None else etp
-    links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric))
+    links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric, cp_fabric))
     key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash, routing_skew,
-           fp8)
+           fp8, cp)
     if key not in _LAYER_CACHE:
         _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_links, etp,
-                                        etp_fabric, dispatcher, flash, routing_skew, fp8)
+                                        etp_fabric, dispatcher, flash, routing_skew, fp8, cp, cp_fabric)
     return _LAYER_CACHE[key]
 
 
@@ -121,12 +126,14 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                 tp_fabric: Fabric | None, dtype: str, ep: int, ep_links: GroupLinks | None, etp: int,
-                etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float, fp8: bool) -> LayerCost:
+                etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float, fp8: bool, cp: int = 1,
+                cp_fabric: Fabric | None = None) -> LayerCost:
     prec = precision(dtype)
     if fp8 and chip.best_peak_flops_per_s("fp8") is None:
         raise PlanError(f"fp8: {chip.name} has no fp8 peak (it has {', '.join(chip.dtypes())})")
-    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, s, prec, flash=flash)
-           if o.kind != "memory"]
+    full, s = s, s // cp  # with context parallelism the rank holds s/c of each sequence's tokens ...
+    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, full, prec, flash=flash)
+           if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
     for op in ops:
@@ -179,8 +186,19 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         a2a = hierarchical_all_to_all_s(nbytes, ep_links, remote)
     ep_fwd = 2 * a2a * share
     ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
+    # Context parallelism (Megatron-Core's ring attention): c − 1 steps, each passing the rank's current key/value
+    # chunk (its 1/t of the kv heads) to the next rank while the attention runs on the one it holds; the backward
+    # passes the keys and values and their gradients (twice the bytes) behind twice the attention's time. Only what
+    # the attention does not cover lengthens the layer.
+    cp_fwd = cp_bwd = 0.0
+    if cp > 1 and cp_fabric is not None:
+        kv_chunk = 2 * b * s * cfg.kv_heads * cfg.head_dim / t * prec.a_bits / 8
+        cp_fwd = max(0.0, (cp - 1) * p2p_s(kv_chunk, cp_fabric) - attn)
+        cp_bwd = max(0.0, (cp - 1) * p2p_s(2 * kv_chunk, cp_fabric) - 2 * attn) \
+            + (cp_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
-                     gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd)
+                     gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
+                     cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd)
 
 
 def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str = "none",
@@ -199,13 +217,15 @@ def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, r
                                                                                    sp=sp))
 
 
-def layer_args(plan: ParallelPlan,
-               cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool, float, bool]:
+def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool,
+                                                               float, bool, int, Fabric | None]:
     """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash,
-    routing skew, fp8) of ``plan``: the arguments `layer_cost` takes after ``ep``."""
+    routing skew, fp8, cp, the context-parallel ring's links) of ``plan``: the arguments `layer_cost` takes after
+    ``ep``."""
     etp = plan.expert_tp
     return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
-            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8)
+            cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
+            plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None)
 
 
 def _fp8_gemm(op: OpCost) -> OpCost:
@@ -374,19 +394,25 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     to use in place of the roofline engine's."""
     cfg, s = model.config, model.seq_len
     check(plan, cfg)
+    c = plan.cp
+    if s % (2 * c) and c > 1:
+        raise PlanError(f"cp={c}: the sequence ({s} tokens) must split into 2·cp = {2 * c} equal halves (Megatron "
+                        f"pairs them for a causal mask's balance); valid cp: "
+                        f"{', '.join(str(k) for k in range(1, 65) if s % (2 * k) == 0 or k == 1)}")
+    sl = s // c  # the tokens of each sequence on one rank
     chip = cluster.load_chip()
     t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
     tp_fabric = cluster.fabric(t) if t > 1 else None
     n_ep, etp = plan.ep, plan.expert_tp
     lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep,
                     *layer_args(plan, cluster))
-    hc = head_cost(cfg, chip, s, b, t, plan.dtype, plan.logits_bytes)
+    hc = head_cost(cfg, chip, sl, b, t, plan.dtype, plan.logits_bytes)
     stage_layers = plan.layers_per_stage(cfg.layers)
     stages = p * v
     split = plan.schedule == "zb-h1"
 
-    f_layer = lc.fwd_s + lc.tp_fwd_s + lc.ep_fwd_s
-    b_in_layer = lc.bwd_input_s + lc.tp_bwd_s + lc.ep_bwd_s
+    f_layer = lc.fwd_s + lc.tp_fwd_s + lc.ep_fwd_s + lc.cp_fwd_s
+    b_in_layer = lc.bwd_input_s + lc.tp_bwd_s + lc.ep_bwd_s + lc.cp_bwd_s
     w_layer = lc.bwd_weight_s
     if measured:
         f_layer = measured["fwd"]
@@ -406,7 +432,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # ZeRO-3 / FSDP: each chunk's parameters are all-gathered before its forward and again before its backward,
     # prefetched behind the previous action's compute; only what does not fit behind it is exposed.
-    dp_links = cluster.group(d, plan.span("dp"))
+    dp_links = cluster.group(d * c, plan.span("dp"))  # the cp ranks hold the same weights as the dp ones
     ex_links = cluster.group(d_expert, plan.span("dp"))  # the d/e replicas that hold the same experts
 
     def dp_ring(dense_bytes: float, expert_bytes: float, passes: int = 1) -> float:
@@ -429,7 +455,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     pp_fabric = cluster.fabric(plan.span("pp")) if p > 1 else cluster.intra_node
     # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink.
-    pp_bytes = s * b * cfg.hidden * element_bytes(plan.dtype) / t
+    pp_bytes = sl * b * cfg.hidden * element_bytes(plan.dtype) / t
     pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
 
     sched = build(plan.schedule, p, m, v)
@@ -474,7 +500,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         dp_end = max(dp_end, free)
     bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
     mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
-    shard, shard_e = (d, d_expert) if plan.zero >= 1 else (1, 1)
+    shard, shard_e = (d * c, d_expert) if plan.zero >= 1 else (1, 1)
     optimizer_s = max(plan.optimizer_step_bytes * sum((stage_params[st] - stage_experts[st]) / shard
                                                       + stage_experts[st] / shard_e
                                                       for st in range(stages) if st % p == r)
@@ -496,22 +522,22 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                         step_s=step)
 
     # FLOPs (per step, all GPUs): 3 passes of the matmuls; hardware adds the recomputed forward.
-    layer_flops = lc.gemm_flops_fwd * t  # back to the whole layer
-    per_micro = cfg.layers * layer_flops + hc.gemm_flops_fwd * t
+    layer_flops = lc.gemm_flops_fwd * t * c  # back to the whole layer (its tp shards and context chunks)
+    per_micro = cfg.layers * layer_flops + hc.gemm_flops_fwd * t * c
     micro_total = m * d
     model_flops = 3 * per_micro * micro_total
-    hardware_flops = model_flops + cfg.layers * lc.recompute_flops * t * micro_total
+    hardware_flops = model_flops + cfg.layers * lc.recompute_flops * t * c * micro_total
 
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
-    act_layer = activation_bytes(cfg, s, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
-    working = activation_bytes(cfg, s, b, t, plan.sp, flash=plan.flash, etp=etp, routing_skew=plan.routing_skew) \
+    act_layer = activation_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
+    working = activation_bytes(cfg, sl, b, t, plan.sp, flash=plan.flash, etp=etp, routing_skew=plan.routing_skew) \
         if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
     best: MemoryBreakdown | None = None
     for r in range(p):
         psi_e = sum(stage_experts[st] for st in range(stages) if st % p == r)
         psi = sum(stage_params[st] for st in range(stages) if st % p == r) - psi_e
-        dense_states = model_states(psi, d, plan.zero, param_bytes=plan.param_bytes, grad_bytes=plan.grad_bytes,
+        dense_states = model_states(psi, d * c, plan.zero, param_bytes=plan.param_bytes, grad_bytes=plan.grad_bytes,
                                     optimizer_bytes=plan.optimizer_bytes)
         expert_states = model_states(psi_e, d_expert, plan.zero, param_bytes=plan.param_bytes,
                                      grad_bytes=plan.grad_bytes, optimizer_bytes=plan.optimizer_bytes)
@@ -520,7 +546,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                              optimizer=dense_states.optimizer + expert_states.optimizer)
         acts = in_flight[r] * act_layer + working
         if r == (stages - 1) % p:
-            acts += plan.logits_bytes * s * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
+            acts += plan.logits_bytes * sl * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
             buffers += 2 * plan.param_bytes * max(stage_params[st] / max(stage_layers[st], 1) for st in range(stages)
@@ -535,12 +561,15 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                       for r in range(p))  # the most loaded rank's
     tp_total = m * rank_layers * (lc.tp_fwd_s + lc.tp_bwd_s)
     ep_total = m * rank_layers * (lc.ep_fwd_s + lc.ep_bwd_s)
+    cp_total = m * rank_layers * (lc.cp_fwd_s + lc.cp_bwd_s)
     pp_total = 2 * m * v * pp_one if p > 1 else 0.0
-    exposed = tp_total + ep_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
+    exposed = tp_total + ep_total + cp_total + (pipe_end - no_p2p_end) + (dp_end - pipe_end) + gather_after
     comm = {"tp": tp_total, "pp": pp_total, "dp": dp_total + gather_after + (
         2 * m * sum(gather[st] for st in range(stages) if st % p == 0)), "exposed": exposed}
     if n_ep > 1:
         comm["ep"] = ep_total
+    if c > 1:
+        comm["cp"] = cp_total
     tokens = plan.global_batch * s
     return StepResult(plan=plan, model=model, cluster=cluster, step_time_s=step, tokens_per_s=tokens / step,
                       samples_per_s=plan.global_batch / step, model_flops=model_flops, hardware_flops=hardware_flops,

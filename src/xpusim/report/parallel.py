@@ -52,12 +52,14 @@ def print_result(console: Console, r: StepResult) -> None:
     verdict = "[green]fits[/green]" if r.fits else "[red]OUT OF MEMORY[/red]"
     console.print(f"memory verdict: {verdict} ({100 * r.memory.total / r.capacity_bytes:.0f}% of capacity)")
     c = Table(title="communication per step on one rank", title_justify="left")
-    cols = ("tp", "ep", "pp", "dp", "exposed") if "ep" in r.comm_s else ("tp", "pp", "dp", "exposed")
+    cols = tuple(k for k in ("tp", "ep", "cp", "pp", "dp", "exposed") if k in r.comm_s)
     for col in cols:
         c.add_column(col, justify="right")
     c.add_row(*(_s(r.comm_s[k]) for k in cols))
     console.print(c)
-    console.print("tp" + (" and ep (all-to-all)" if "ep" in r.comm_s else "") + ": on the critical path; pp: "
+    console.print("tp" + (" and ep (all-to-all)" if "ep" in r.comm_s else "") + ": on the critical path; "
+                  + ("cp: the ring of keys and values beyond the attention it hides behind; " if "cp" in r.comm_s
+                     else "") + "pp: "
                   "asynchronous, exposed only where a stage waits for it; dp: "
                   + ("overlapped with the last backward (DDP buckets)" if r.plan.dp_overlap else
                      "after the last backward") + "; exposed: what lengthens the step.")

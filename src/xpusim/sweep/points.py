@@ -128,8 +128,8 @@ def train_point(inputs: Mapping[str, Any]) -> dict[str, Any]:
             **{f"plan_{k}": plan[k] for k in PLAN_COLUMNS}, **extra}
 
 
-PLAN_COLUMNS = ("dp", "tp", "pp", "ep", "etp", "vp", "micro_batch", "micro_batches", "global_batch", "schedule", "zero",
-                "sp", "recompute", "flash", "fp8")
+PLAN_COLUMNS = ("dp", "tp", "pp", "cp", "ep", "etp", "vp", "micro_batch", "micro_batches", "global_batch", "schedule",
+                "zero", "sp", "recompute", "flash", "fp8")
 
 
 def _system_column(system: str, what: str) -> str:
