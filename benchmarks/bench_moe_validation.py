@@ -96,6 +96,19 @@ def recompute_of(text: str) -> str:
     return "selective" if text.strip() == "selective" or "core_attn" in text else "none"
 
 
+def layout_split(text: str) -> str | None:
+    """Decoder layers per (virtual) stage of a Megatron pipeline layout the row states (``Et|(tt|)*30mL``: ``|``
+    between stages, ``(...)*N`` repeated, ``t`` a decoder layer, ``E``/``m``/``L`` the embedding, the MTP module
+    and the loss, which hold none): ``1,2,...,2,0``. None when the row states no layout."""
+    m = re.search(r"pipeline layout (\S+)", text)
+    if not m:
+        return None
+    spec = m.group(1)
+    while (rep := re.search(r"\(([^()]*)\)\*(\d+)", spec)) is not None:
+        spec = spec[:rep.start()] + rep.group(1) * int(rep.group(2)) + spec[rep.end():]
+    return ",".join(str(stage.count("t")) for stage in spec.split("|"))
+
+
 def main() -> None:
     data = yaml.safe_load(DATA.read_text())
     rows, reference = data["rows"], data["flop_per_token_reference"]
@@ -124,7 +137,8 @@ def main() -> None:
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                                recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]), zero=zero_of(r),
                                fp8="fp8" in str(r.get("precision", "")).lower(),
-                               stage_layers="embedding-loss" if layers % (pp * vp) else None)
+                               stage_layers=layout_split(str(r.get("other", ""))) or (
+                                   "embedding-loss" if layers % (pp * vp) else None))
         except (UserError, ValueError) as exc:
             print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")
             continue
