@@ -270,17 +270,19 @@ def test_search_returns_fitting_valid_plans_best_first() -> None:
 
 
 @pytest.mark.parametrize(("spec", "gpus", "batch", "every"), [
-    ("gpt:h=4096,l=32,a=32,s=2048", 32, 256, 23), ("gpt-175b", 256, 512, 211)])
+    ("gpt:h=4096,l=32,a=32,s=2048", 32, 256, 23), ("gpt-175b", 256, 512, 211),
+    ("gpt:h=2048,l=16,a=16,s=16384", 32, 64, 97)])
 def test_closed_form_agrees_with_the_event_simulator(spec: str, gpus: int, batch: int, every: int) -> None:
     """The search's numpy closed forms (the pipeline flattened: busiest rank, bubble, the overlapped share of the
     gradient reduction chunk by chunk, ZeRO-3 gathers per chunk with the embedding's and the output layer's) give
     the event simulator's step and peak memory within 1% on every sampled plan — every schedule, ZeRO stage,
-    recomputation and sp."""
+    recomputation and sp, and at 16k tokens context parallelism (cp 1–16; shorter sequences keep cp = 1)."""
     model = parse_model(spec)
     cluster = load_cluster("dgx-a100")
     plans = enumerate_plans(model, cluster, gpus, batch)[::every]
     assert {p.schedule for p in plans} == {"1f1b", "gpipe", "interleaved", "zb-h1"} and {p.zero for p in plans} == {
         0, 1, 2, 3}
+    assert {p.cp for p in plans} == ({1, 2, 4, 8, 16} if model.seq_len >= 8192 else {1})
     step, mem = estimate(model, cluster, plans)
     for plan, est_s, est_b in zip(plans, step, mem, strict=True):
         r = simulate(model, cluster, plan)

@@ -696,7 +696,8 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
            batch: int | None, top: int = 10, seq_len: int | None = None, flash: bool = True, fp8: bool = False,
            dispatcher: str = "alltoall", routing_skew: float = 1.0, dp_overlap: bool = True) -> SearchPlans:
     """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
-    recomputation; for a mixture of experts ep and etp) for ``gpus`` GPUs and a global ``batch``; the ``top``
+    recomputation; context parallelism for dense models from 8,192 tokens; for a mixture of experts ep and etp) for
+    ``gpus`` GPUs and a global ``batch``; the ``top``
     fastest that fit, re-simulated. ``flash``, ``fp8``, ``dispatcher``, ``routing_skew`` and ``dp_overlap`` are kept
     as given (see `train`)."""
     from xpusim.parallel.plan import ParallelPlan

@@ -32,6 +32,9 @@ from xpusim.parallel.spec import TrainModel
 from xpusim.precision import element_bytes
 
 SCHEDULE_CODES = ("1f1b", "gpipe", "interleaved", "zb-h1")
+LONG_SEQUENCE = 8192
+"""From this many tokens per sequence the search also tries context parallelism (cp > 1: Megatron-Core's long-context
+recipes, e.g. Llama 3 at 8k tokens with cp 2); below it keeps cp = 1."""
 RECOMPUTE_CODES = ("none", "selective", "full")
 
 
@@ -55,8 +58,8 @@ class SearchResult:
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
                     max_micro_batch: int = 16, max_tp: int | None = None,
                     base: ParallelPlan | None = None) -> list[ParallelPlan]:
-    """Every valid plan: tp within a node, pp dividing the layers, for MoE models etp = tp or 1 and ep dividing the
-    experts and t·d/etp,
+    """Every valid plan: tp within a node, pp dividing the layers, for dense models with sequences of `LONG_SEQUENCE`
+    tokens and more cp dividing s/2, for MoE models etp = tp or 1 and ep dividing the experts and t·d/etp,
     every schedule, v, b, ZeRO stage, recompute choice and sequence parallelism (rank order tp-dp-pp). The fields
     not searched (precision and bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s
     defaults)."""
@@ -68,18 +71,22 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
         raise PlanError("invalid base plan for the search: " + "; ".join(found))
     max_tp = max_tp or cluster.gpus_per_node
     # the base plan's own settings, only where they differ from the defaults (a default base costs nothing)
-    searched = {"dp", "tp", "pp", "ep", "etp", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp",
+    searched = {"dp", "tp", "pp", "cp", "ep", "etp", "vp", "micro_batch", "global_batch", "schedule", "zero", "sp",
                 "recompute", "rank_order"}
     kept = {f.name: getattr(base, f.name) for f in fields(ParallelPlan)
             if f.init and f.name not in searched and getattr(base, f.name) != f.default}
     plans = []
+    s = model.seq_len
+    # context parallelism for long sequences only (dense models, flash attention), as Megatron-Core uses it
+    long_seq = s >= LONG_SEQUENCE and not cfg.moe and base.flash
     for t in divisors(gpus):
         if t > max_tp or cfg.heads % t or cfg.kv_heads % t or cfg.ffn % t:
             continue
-        for p in divisors(gpus // t):
+        for p, c in ((pp, cp) for pp in divisors(gpus // t) for cp in divisors(gpus // (t * pp))
+                     if cp == 1 or (long_seq and s % (2 * cp) == 0)):
             if cfg.layers % p:
                 continue
-            d = gpus // (t * p)
+            d = gpus // (t * p * c)
             if global_batch % d:
                 continue
             # expert parallelism (MoE models only): experts split over tp ranks (etp = tp) or whole (etp = 1,
@@ -98,7 +105,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
                         for rc in RECOMPUTE_CODES:
                             for sp in ((False, True) if t > 1 else (False,)):
-                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, ep=e, etp=None if et == t else et,
+                                plans.append(ParallelPlan(dp=d, tp=t, pp=p, cp=c, ep=e, etp=None if et == t else et,
                                                           vp=v, micro_batch=b,
                                                           global_batch=global_batch, schedule=sched,  # type: ignore[arg-type]
                                                           zero=zero, sp=sp, recompute=rc,  # type: ignore[arg-type]
@@ -112,7 +119,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     chip = cluster.load_chip()
     n = len(plans)
     col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "et", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef",
-                                    "eb", "act", "work", "cf", "cb", "sched", "overlap")}
+                                    "eb", "act", "work", "cf", "cb", "sched", "overlap", "c")}
     costs: dict[tuple[object, ...], tuple[float, ...]] = {}
     per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
@@ -120,23 +127,26 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         # raw fields (the properties cost more than the rest of the loop); pp and the rank order only where they
         # place an expert-parallel group
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash, pl.fp8,
-               (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew)
+               (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew, pl.cp)
         if key not in costs:
+            sl = s // pl.cp  # a context-parallel rank's tokens of each sequence
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
                             *layer_args(pl, cluster))
-            hc = head_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
-            act = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
+            hc = head_cost(cfg, chip, sl, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
+            act = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
                                    pl.routing_skew)
-            work = activation_bytes(cfg, s, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp,
+            work = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp,
                                     routing_skew=pl.routing_skew) \
                 if pl.recompute == "full" else 0.0
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
-                          hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s, lc.tp_bwd_s + lc.ep_bwd_s,
+                          hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s + lc.cp_fwd_s,
+                          lc.tp_bwd_s + lc.ep_bwd_s + lc.cp_bwd_s,
                           pl.expert_tp)
         (col["f"][i], col["bi"][i], col["w"][i], col["hf"][i], col["hb"][i], col["ef"][i], col["eb"][i],
          col["act"][i], col["work"][i], col["cf"][i], col["cb"][i], col["et"][i]) = costs[key]
         col["t"][i], col["p"][i], col["v"][i], col["d"][i], col["e"][i] = pl.tp, pl.pp, pl.vp, pl.dp, pl.ep
+        col["c"][i] = pl.cp
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
@@ -149,7 +159,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                             strict=True):
         col[name] = column
     pb, gb, ob, lb = col["pb"], col["gb"], col["ob"], col["lb"]
-    t, p, v, d, b, m, zero = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero"))
+    t, p, v, d, b, m, zero, c = (col[k] for k in ("t", "p", "v", "d", "b", "m", "zero", "c"))
+    dc = d * c  # the ranks holding the same weights (dp·cp): gradients and dense ZeRO shards
     chunk_layers = cfg.layers / (p * v)
     f_c = chunk_layers * (col["f"] + col["cf"])
     bi_c = chunk_layers * (col["bi"] + col["cb"])
@@ -170,11 +181,11 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
 
     # ZeRO-3 gathers, prefetched behind compute: what exceeds a chunk's compute is exposed per action.
     gpn, intra, inter = cluster.gpus_per_node, cluster.intra_node, cluster.inter_node
-    dp_intra = t * d <= gpn
+    dp_intra = t * dc <= gpn
 
     def ring_s(nr: np.ndarray, nbytes: np.ndarray, passes: np.ndarray | float) -> np.ndarray:
-        """`group_ring_s` over ``nr`` ranks spread over the t·d ranks of a dp group (per node: gpn/(t·d) of them)."""
-        g = np.where(dp_intra, nr, np.maximum(1.0, np.floor(nr * gpn / (t * d))))
+        """`group_ring_s` over ``nr`` ranks spread over the t·c·d ranks of a dp group (gpn/(t·c·d) per node)."""
+        g = np.where(dp_intra, nr, np.maximum(1.0, np.floor(nr * gpn / (t * dc))))
         sent = passes * (nr - 1) / np.maximum(nr, 1) * nbytes
         inside = passes * (nr - 1) * intra.latency_s + sent / intra.bandwidth_bytes_per_s
         across = passes * (nr - 1) * inter.latency_s + np.maximum(
@@ -183,7 +194,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
 
     def gather_s(dense: np.ndarray, experts: np.ndarray) -> np.ndarray:
         """All-gather of ``dense`` bytes per rank over d and of ``experts`` bytes over the expert replicas."""
-        return ring_s(d, dense, 1.0) + ring_s(de, experts, 1.0)
+        return ring_s(dc, dense, 1.0) + ring_s(de, experts, 1.0)
 
     zb = col["sched"] == SCHEDULE_CODES.index("zb-h1")
     dense_chunk, x_chunk = chunk_layers * (per_layer - x_layer) / t, psi_x / v
@@ -211,15 +222,15 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     # warm-up and cool-down pass through it as often as through the others
     fb = np.maximum(f_c + bi_c, np.where((p > 1) & (v > 1), f_first + bi_first - eb - ef, 0.0))
     bubble = np.where(zb, (p - 1) * fb - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (fb + w_c))
-    pp_intra = t * d * p <= cluster.gpus_per_node
-    pp_bytes = s * b * cfg.hidden * col["ab"] / t
+    pp_intra = t * dc * p <= cluster.gpus_per_node
+    pp_bytes = s / c * b * cfg.hidden * col["ab"] / t
     c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
                                     inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
     pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
 
     grad_bytes = gb * psi
     ring = np.where(zero >= 1, 1.0, 2.0)  # reduce-scatter, or all-reduce (twice the traffic)
-    reduce = ring_s(d, gb * (psi - psi_x), ring) + ring_s(de, gb * psi_x, ring)
+    reduce = ring_s(dc, gb * (psi - psi_x), ring) + ring_s(de, gb * psi_x, ring)
     last_frac = np.minimum(1.0, DDP_BUCKET_BYTES / np.maximum(grad_bytes / v, 1.0))
     # Overlapped: each chunk's share R/v starts with its last backward, one after the other. The rank's k-th chunk
     # from the end runs its last backward k·p backward slots before the pipeline ends (Megatron's interleaved
@@ -229,7 +240,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     exposed = np.maximum(np.maximum(reduce / v - slot, reduce - ((v - 1) * p + 1) * slot), 0.0)
     dp_exposed = np.where(col["overlap"] > 0, np.maximum(exposed, reduce * last_frac / v), reduce)
     bw = (chip.main_memory.bandwidth_bytes_per_s or 1.0) * (chip.efficiency.memory if chip.efficiency else 1.0)
-    opt = col["adam"] * ((psi - psi_x) / np.where(zero >= 1, d, 1) + psi_x / np.where(zero >= 1, de, 1)) / bw
+    opt = col["adam"] * ((psi - psi_x) / np.where(zero >= 1, dc, 1) + psi_x / np.where(zero >= 1, de, 1)) / bw
     after = np.where((zero == 1) | (zero == 2), gather_s(pb * (psi - psi_x), pb * psi_x), 0.0)
     step = pipe + dp_exposed + opt + after
 
@@ -250,7 +261,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
 
     experts = states(de) * psi_x
     act_first = chunks_first * chunk_layers * col["act"] + col["work"]
-    act_last = chunks_last * chunk_layers * col["act"] + col["work"] + lb * s * b * cfg.vocab / t
+    act_last = chunks_last * chunk_layers * col["act"] + col["work"] + lb * s / c * b * cfg.vocab / t
     # ZeRO-3: one gathered layer in use and one prefetched, of the rank's largest chunk (embedding, output layer)
     both = np.where(single, embed + head_extra, np.maximum(embed, head_extra))
 
@@ -258,8 +269,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         per_layer_bytes = pb * (dense_chunk + x_chunk + np.where(p == 1, both, extra) / t) / chunk_layers
         return np.where(p > 1, 4 * pp_bytes, 0.0) + np.where(zero >= 3, 2 * per_layer_bytes, 0.0)
 
-    mem = np.maximum(states(d) * (psi_first - psi_x) + act_first + buffers(np.full(n, float(embed))),
-                     states(d) * (psi_last - psi_x) + act_last + buffers(head_extra)) + experts
+    mem = np.maximum(states(dc) * (psi_first - psi_x) + act_first + buffers(np.full(n, float(embed))),
+                     states(dc) * (psi_last - psi_x) + act_last + buffers(head_extra)) + experts
     return step, mem
 
 

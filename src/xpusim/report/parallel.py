@@ -68,12 +68,14 @@ def print_result(console: Console, r: StepResult) -> None:
 def search_table(results: Sequence[StepResult]) -> Table:
     t = Table(title="best plans (re-simulated), fastest first", title_justify="left")
     moe = any(r.model.config.moe for r in results)  # the expert-parallel column only where experts exist
-    for col in ("#", "dp", "tp", "pp", *(("ep", "etp") if moe else ()), "v", "b", "m", "schedule", "zero", "sp",
-                "recompute", "step", "MFU", "bubble", "memory/GPU"):
+    cp = any(r.plan.cp > 1 for r in results)  # and the context-parallel one where a plan uses it
+    for col in ("#", "dp", "tp", "pp", *(("cp",) if cp else ()), *(("ep", "etp") if moe else ()), "v", "b", "m",
+                "schedule", "zero", "sp", "recompute", "step", "MFU", "bubble", "memory/GPU"):
         t.add_column(col, justify="right" if col not in ("schedule", "recompute") else "left")
     for i, r in enumerate(results, 1):
         p = r.plan
-        t.add_row(str(i), str(p.dp), str(p.tp), str(p.pp), *((str(p.ep), str(p.expert_tp)) if moe else ()), str(p.vp),
+        t.add_row(str(i), str(p.dp), str(p.tp), str(p.pp), *((str(p.cp),) if cp else ()),
+                  *((str(p.ep), str(p.expert_tp)) if moe else ()), str(p.vp),
                   str(p.micro_batch), str(p.micro_batches), p.schedule, str(p.zero), "yes" if p.sp else "no",
                   p.recompute, _s(r.step_time_s), f"{100 * r.mfu:.1f}%", f"{100 * r.bubble_fraction:.1f}%",
                   _gib(r.memory.total))
