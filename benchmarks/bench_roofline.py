@@ -75,8 +75,9 @@ def main() -> None:
 
 
 VARIANTS = ("model", "no first touch", "warm only", "no kind overheads")
-"""The full host model; without first touch of fresh output buffers; with every op kind's fixed cost warm (no
-eviction); with the one 1-element-add overhead for every op (before the per-kind costs): which term mattered most."""
+"""The full host model; then, each also without first touch of fresh output buffers: as it is; with every op kind's
+fixed cost warm (no eviction); with the one 1-element-add overhead for every op (before the per-kind costs) — which
+term mattered most."""
 
 
 def variant(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -302,8 +302,7 @@ def parallel_cmd(
     if fmt is Format.json:
         emit(r.to_json(), output)
     elif isinstance(r, api.SearchPlans):
-        out_console().print(r.counts())
-        out_console().print(search_table(r.plans))
+        out_console().print(r.counts(), search_table(r.plans), sep="\n")
     else:
         print_result(out_console(), r.step)
     write_figures(r.step, trace, plot)

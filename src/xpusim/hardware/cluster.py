@@ -110,9 +110,9 @@ def group_ring_s(nbytes: float, links: GroupLinks, *, passes: int = 1) -> float:
     n, g = links.n, min(links.per_node, links.n)
     if n <= 1 or nbytes <= 0:
         return 0.0
-    sent = passes * (n - 1) / n * nbytes
     if g == n:
-        return passes * (n - 1) * links.intra.latency_s + sent / links.intra.bandwidth_bytes_per_s
+        return (all_reduce_s if passes == 2 else all_gather_s)(nbytes, n, links.intra)
+    sent = passes * (n - 1) / n * nbytes
     return passes * (n - 1) * links.inter.latency_s + max(sent / g / links.inter.bandwidth_bytes_per_s,
                                                             sent * (g - 1) / g / links.intra.bandwidth_bytes_per_s)
 

@@ -226,6 +226,12 @@ def divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
+def splits_sequence(seq_len: int, cp: int) -> bool:
+    """Whether ``cp`` context-parallel ranks can take a ``seq_len`` sequence: Megatron cuts it into 2·cp equal halves
+    and pairs them for a causal mask's balance (cp = 1 always can)."""
+    return cp == 1 or seq_len % (2 * cp) == 0
+
+
 def _nearest(value: int, candidates: list[int]) -> str:
     """The closest valid values on each side of ``value``."""
     below = [c for c in candidates if c < value]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from xpusim.hardware.cluster import Cluster
-from xpusim.parallel.plan import ParallelPlan, PlanError, divisors, problems
+from xpusim.parallel.plan import ParallelPlan, PlanError, divisors, problems, splits_sequence
 from xpusim.parallel.simulate import (
     DDP_BUCKET_BYTES,
     StepResult,
@@ -83,7 +83,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
         if t > max_tp or cfg.heads % t or cfg.kv_heads % t or cfg.ffn % t:
             continue
         for p, c in ((pp, cp) for pp in divisors(gpus // t) for cp in divisors(gpus // (t * pp))
-                     if cp == 1 or (long_seq and s % (2 * cp) == 0)):
+                     if cp == 1 or (long_seq and splits_sequence(s, cp))):
             if cfg.layers % p:
                 continue
             d = gpus // (t * p * c)

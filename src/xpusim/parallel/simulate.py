@@ -36,7 +36,7 @@ from xpusim.parallel.memory import (
     model_states,
     moe_mlp_activation_bytes,
 )
-from xpusim.parallel.plan import ParallelPlan, PlanError, check
+from xpusim.parallel.plan import ParallelPlan, PlanError, check, splits_sequence
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.spec import TrainModel
 from xpusim.precision import TORCH_FLOAT16, element_bytes
@@ -395,10 +395,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     cfg, s = model.config, model.seq_len
     check(plan, cfg)
     c = plan.cp
-    if s % (2 * c) and c > 1:
+    if not splits_sequence(s, c):
         raise PlanError(f"cp={c}: the sequence ({s} tokens) must split into 2·cp = {2 * c} equal halves (Megatron "
                         f"pairs them for a causal mask's balance); valid cp: "
-                        f"{', '.join(str(k) for k in range(1, 65) if s % (2 * k) == 0 or k == 1)}")
+                        f"{', '.join(str(k) for k in range(1, 65) if splits_sequence(s, k))}")
     sl = s // c  # the tokens of each sequence on one rank
     chip = cluster.load_chip()
     t, p, v, d, b, m = plan.tp, plan.pp, plan.vp, plan.dp, plan.micro_batch, plan.micro_batches
