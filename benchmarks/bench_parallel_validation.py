@@ -4,15 +4,17 @@ validation apart (benchmarks/data/training_validation.yaml, every row with its s
     .venv/bin/python benchmarks/bench_parallel_validation.py [--bulk]
 
 Calibration: the rows the cluster files' efficiencies were chosen on (Megatron-LM SC'21 Table 1). Validation: every
-other row — never used to fit anything. Skipped (said per row): context parallelism, recomputation not stated,
-pure-FSDP runs without a tensor/pipeline plan (MPT), rows without micro-batch or global batch, and rows the
-simulator cannot place (a plan it rejects is printed with its reason). ``--bulk`` adds vTrain's 109 measured A100
-runs (different software, 1F1B, full recompute).
+other row — never used to fit anything. Skipped (said per row): a log's first iteration after a restart (warm-up
+included), recomputation not stated, pure-FSDP runs without a tensor/pipeline plan (MPT), rows without micro-batch
+or global batch, and rows the simulator cannot place (a plan it rejects is printed with its reason). ``--bulk``
+adds vTrain's 109 measured A100 runs (different software, 1F1B, full recompute).
 
 Configuration mapping (each row as its software ran it): FlashAttention except Megatron-LM 2021–22 and
-Megatron-DeepSpeed; ZeRO-1 where the optimizer is sharded; FP8 GEMMs for the FP8 rows (Transformer Engine);
-sequence parallelism with tp > 1 for NeMo rows that do not say (its recipes' default); Llama rows as the zoo's
-models (SwiGLU, grouped-query attention); the vocabulary padded as the row says.
+Megatron-DeepSpeed; the asynchronous tensor-parallel backward from Megatron-LM 2022 on (not Megatron-DeepSpeed);
+gradients reduced after the pipeline flush for Megatron-DeepSpeed's pipelines; ZeRO-1 where the optimizer is
+sharded; FP8 GEMMs for the FP8 rows (Transformer Engine); sequence parallelism with tp > 1 for NeMo rows that do not
+say (its recipes' default); Llama rows as the zoo's models (SwiGLU, grouped-query attention); the vocabulary padded
+as the row says.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def skip_reason(row: dict[str, Any]) -> str | None:
         return "micro-batch or global batch not stated"
     if measured_s(row) is None:
         return "no iteration time (measured or derived)"
+    if row.get("first_iteration_after_restart"):
+        # the same log's other runs after that restart took 11-41% longer for their first iteration than the next
+        return "only the first iteration after a restart was logged (warm-up included)"
     if (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and "fsdp" in str(row).lower():
         return "pure FSDP"
     if "not stated" in str(row.get("recompute")).split(" per ")[0]:
@@ -89,6 +94,24 @@ def flash(row: dict[str, Any]) -> bool:
     return not (framework.startswith("megatron-lm (20") or "megatron-deepspeed" in framework or not framework)
 
 
+def tp_overlap(row: dict[str, Any]) -> bool:
+    """Whether the row's software runs the tensor-parallel backward asynchronously (the input-gradient all-reduce
+    behind the weight-gradient GEMM): Megatron-LM from 2022 on and what is built on it (Korthikanti et al. 2022,
+    Sec. 6.2); not Megatron-LM of 2021 nor the Megatron-DeepSpeed fork BLOOM and vTrain ran, whose column-parallel
+    layer all-reduces synchronously (bigscience-workshop/Megatron-DeepSpeed megatron/mpu/layers.py)."""
+    framework = str(row.get("framework", "")).lower()
+    return bool(framework) and not (framework.startswith("megatron-lm (2021)") or "megatron-deepspeed" in framework)
+
+
+def grad_overlap(row: dict[str, Any]) -> bool:
+    """Whether the gradient reduction runs behind the last backward: as the row says (``grad_overlap``), else not
+    for Megatron-DeepSpeed's pipelines, whose DeepSpeed PipelineEngine issues ReduceGrads after the schedule's last
+    step (deepspeed/runtime/pipe/schedule.py, TrainSchedule), else yes (DDP buckets)."""
+    if "grad_overlap" in row:
+        return bool(row["grad_overlap"])
+    return not ("megatron-deepspeed" in str(row.get("framework", "")).lower() and (row.get("pp") or 1) > 1)
+
+
 def zero(row: dict[str, Any]) -> int:
     """1 where the row's optimizer states are sharded over data parallelism (its ``optimizer_sharding``: ZeRO-1 or
     Megatron's distributed optimizer), else 0."""
@@ -110,7 +133,8 @@ def predict(row: dict[str, Any]) -> float:
                      # not stated: NeMo's and Megatron-Core's recipes run sequence parallelism with tp > 1
                      sp=bool(row.get("sp")) if row.get("sp") is not None else (
                          int(row.get("tp") or 1) > 1 and "nemo" in str(row.get("framework")).lower()),
-                     flash=flash(row), zero=zero(row),
+                     flash=flash(row), zero=zero(row), tp_overlap=tp_overlap(row),
+                     dp_overlap=grad_overlap(row),
                      fp8="fp8" in str(row.get("precision", "")).lower(),
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)

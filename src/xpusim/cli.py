@@ -278,6 +278,7 @@ def parallel_cmd(
     fp8: bool = _opt(False, "--fp8", help="GEMMs in FP8 (Transformer Engine's recipe; needs an fp8 chip)."),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
+    tp_overlap: bool = _opt(True, "--tp-overlap/--no-tp-overlap", help="TP backward behind weight grads (2022 on)."),
     seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
     stage_layers: str | None = _opt(None, "--stage-layers", help="Uneven: embedding-loss (Megatron's) or 2,3x30,2."),
     layer_ms: str | None = _opt(None, "--layer-ms", help="Measured FWD,BWD ms of one layer and micro-batch."),
@@ -289,8 +290,7 @@ def parallel_cmd(
     routing_skew: float = _opt(1.0, "--routing-skew", help="MoE: busiest rank's routed tokens over the mean (>= 1)."),
     fmt: Format = FMT, output: Path | None = OUT,
 ) -> None:
-    """Training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU;
-    --search ranks every valid plan."""
+    """Training step on a cluster: step time, MFU, bubble, memory, communication per GPU; --search ranks plans."""
     from xpusim import api
     from xpusim.report.parallel import print_result, search_table, write_figures
 
@@ -298,7 +298,7 @@ def parallel_cmd(
                      etp=etp, batch=batch, dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch,
                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8,
                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
-                     layer_ms=layer_ms)
+                     layer_ms=layer_ms, tp_overlap=tp_overlap)
     if fmt is Format.json:
         emit(r.to_json(), output)
     elif isinstance(r, api.SearchPlans):

@@ -85,6 +85,11 @@ class ParallelPlan:
     shard, 2 = FSDP shard-grad-op)."""
     dp_overlap: bool = True
     """DDP-style bucketed gradient reduction overlapped with the last backward; False: one reduction after it."""
+    tp_overlap: bool = True
+    """Megatron-LM's asynchronous tensor-parallel backward (2022 on; Korthikanti et al. 2022, Sec. 6.2): a
+    column-parallel layer's input-gradient all-reduce (with sp: its reduce-scatter) runs behind the layer's
+    weight-gradient GEMM. False: every exchange on the critical path (Megatron-LM of 2021). Not with zb-h1, whose
+    weight gradients run apart."""
     sp: bool = False
     """Megatron sequence parallelism (norms and dropout split along the sequence over the tp ranks)."""
     recompute: Recompute = "none"
@@ -186,6 +191,8 @@ class ParallelPlan:
             parts.append(f"recompute={self.recompute}")
         if not self.flash:
             parts.append("no-flash")
+        if self.tp > 1 and not self.tp_overlap:
+            parts.append("no-tp-overlap")
         if self.fp8:
             parts.append("fp8")
         return " ".join(parts)
@@ -196,8 +203,8 @@ class ParallelPlan:
                 "stage_layers": list(self.stage_layers),
                 "micro_batch": self.micro_batch, "global_batch": self.global_batch,
                 "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
-                "dp_overlap": self.dp_overlap, "sp": self.sp, "recompute": self.recompute,
-                "flash": self.flash, "fp8": self.fp8, "rank_order": self.rank_order}
+                "dp_overlap": self.dp_overlap, "tp_overlap": self.tp_overlap, "sp": self.sp,
+                "recompute": self.recompute, "flash": self.flash, "fp8": self.fp8, "rank_order": self.rank_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:

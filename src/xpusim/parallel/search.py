@@ -127,7 +127,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         # raw fields (the properties cost more than the rest of the loop); pp and the rank order only where they
         # place an expert-parallel group
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash, pl.fp8,
-               (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew, pl.cp)
+               (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew, pl.cp,
+               pl.tp_overlap and pl.schedule != "zb-h1")
         if key not in costs:
             sl = s // pl.cp  # a context-parallel rank's tokens of each sequence
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,

@@ -98,6 +98,7 @@ def precision(dtype: str = "bf16") -> Precision:
     return dataclasses.replace(PRECISION, float16=TORCH_FLOAT16[dtype])
 
 
+_ROW_PARALLEL = ("o", "proj", "down")  # a block's last GEMM (split along its input): no exchange in its backward
 _REPLICATED_KINDS = ("norm", "elementwise")  # run on the full hidden state by every tp rank unless sp splits them
 
 
@@ -106,18 +107,20 @@ def layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: b
                ep_links: GroupLinks | None = None, etp: int | None = None,
                etp_fabric: Fabric | None = None, dispatcher: str = "alltoall", flash: bool = False,
                routing_skew: float = 1.0, fp8: bool = False, cp: int = 1,
-               cp_fabric: Fabric | None = None) -> LayerCost:
+               cp_fabric: Fabric | None = None, tp_overlap: bool = False) -> LayerCost:
     """One layer's forward and backward on one rank (memoized: the search asks for the same few hundred shapes).
     ``ep_links``: where the expert-parallel group sits; ``etp``: ranks each routed expert is split over (default
-    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``, ``fp8``, ``cp``: see
-    `ParallelPlan`, ``cp_fabric`` the links of the context-parallel ring (`layer_args` gives them for a plan)."""
+    ``t``), ``etp_fabric`` the links among them; ``dispatcher``, ``flash``, ``routing_skew``, ``fp8``, ``cp``,
+    ``tp_overlap``: see `ParallelPlan`, ``cp_fabric`` the links of the context-parallel ring (`layer_args` gives
+    them for a plan)."""
     etp = t if etp is None else etp
     links = tuple(f.model_dump_json() if f else "" for f in (tp_fabric, ep_links, etp_fabric, cp_fabric))
     key = (cfg, chip.model_dump_json(), s, b, t, sp, recompute, dtype, ep, etp, links, dispatcher, flash, routing_skew,
-           fp8, cp)
+           fp8, cp, tp_overlap)
     if key not in _LAYER_CACHE:
         _LAYER_CACHE[key] = _layer_cost(cfg, chip, s, b, t, sp, recompute, tp_fabric, dtype, ep, ep_links, etp,
-                                        etp_fabric, dispatcher, flash, routing_skew, fp8, cp, cp_fabric)
+                                        etp_fabric, dispatcher, flash, routing_skew, fp8, cp, cp_fabric,
+                                        tp_overlap)
     return _LAYER_CACHE[key]
 
 
@@ -127,7 +130,7 @@ _LAYER_CACHE: dict[tuple[object, ...], LayerCost] = {}
 def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: bool, recompute: str,
                 tp_fabric: Fabric | None, dtype: str, ep: int, ep_links: GroupLinks | None, etp: int,
                 etp_fabric: Fabric | None, dispatcher: str, flash: bool, skew: float, fp8: bool, cp: int = 1,
-                cp_fabric: Fabric | None = None) -> LayerCost:
+                cp_fabric: Fabric | None = None, tp_overlap: bool = False) -> LayerCost:
     prec = precision(dtype)
     if fp8 and chip.best_peak_flops_per_s("fp8") is None:
         raise PlanError(f"fp8: {chip.name} has no fp8 peak (it has {', '.join(chip.dtypes())})")
@@ -136,6 +139,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
            if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
+    window = {"attn": 0.0, "mlp": 0.0}  # weight-gradient GEMMs of the column-parallel layers (the first of a block)
     for op in ops:
         # the step waits for the busiest expert-parallel rank: skew times the mean routed rows (the same FLOPs)
         timed = _scale_rows(op, skew) if op.module.endswith(".experts") else op
@@ -146,6 +150,9 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         if op.kind == "matmul":
             gemm_w += time  # its weight-gradient GEMM has the same shape
             gemm_flops += 2 * op.macs
+            block = op.module.split(".")[1] if op.module.count(".") >= 2 else ""
+            if block in window and op.module.rsplit(".", 1)[-1] not in _ROW_PARALLEL:
+                window[block] += time
         elif op.kind == "attention":
             attn += time
             gemm_flops += 2 * op.macs
@@ -167,6 +174,12 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         + pair(act_bytes * cfg.top_k * etp / t * skew, etp, etp_fabric if etp_fabric is not None else tp_fabric))
     tp_fwd = pair(act_bytes, t, tp_fabric) + mlp
     tp_bwd = tp_fwd
+    if tp_overlap and tp_fabric is not None and t > 1:
+        # Megatron's async backward: the input gradient of a column-parallel layer (qkv, fc) reduces (all-reduce,
+        # with sp a reduce-scatter: half the pair) behind that layer's weight-gradient GEMM; with sp the all-gather
+        # of the output gradient before the row-parallel layer stays exposed (Korthikanti et al. 2022, Sec. 6.2)
+        one = all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)
+        tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
     bwd_input = 2 * fwd - gemm_w  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
     recompute_flops = 0.0
     if recompute == "full":
@@ -218,14 +231,15 @@ def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, r
 
 
 def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool,
-                                                               float, bool, int, Fabric | None]:
+                                                               float, bool, int, Fabric | None, bool]:
     """(where the expert-parallel group sits, etp, links of the expert tensor-parallel group, dispatcher, flash,
-    routing skew, fp8, cp, the context-parallel ring's links) of ``plan``: the arguments `layer_cost` takes after
-    ``ep``."""
+    routing skew, fp8, cp, the context-parallel ring's links, tp_overlap) of ``plan``: the arguments `layer_cost`
+    takes after ``ep``. zb-h1 runs the weight gradients apart: nothing to hide the exchanges behind."""
     etp = plan.expert_tp
     return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
             cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
-            plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None)
+            plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None,
+            plan.tp_overlap and plan.schedule != "zb-h1")
 
 
 def _fp8_gemm(op: OpCost) -> OpCost:
