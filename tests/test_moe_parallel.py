@@ -8,6 +8,7 @@ import xpusim
 from xpusim.cli import app
 from xpusim.hardware.chip import load_chip
 from xpusim.hardware.cluster import Fabric, GroupLinks, all_to_all_s
+from xpusim.parallel.plan import PlanError
 from xpusim.parallel.simulate import layer_cost, moe_a2a_bytes, precision
 from xpusim.workload.transformer import load_transformer
 
@@ -46,6 +47,31 @@ def test_expert_memory_divides_by_ep_dense_memory_does_not() -> None:
     assert one.memory.optimizer == pytest.approx(eight.memory.optimizer)
     assert one.model_flops == pytest.approx(eight.model_flops)  # the work is the same, only where it runs moves
     assert eight.comm_s["ep"] > 0 and "ep" not in one.comm_s
+
+
+def test_context_parallelism_with_experts_folds_ep_onto_tp_cp_dp() -> None:
+    """Mixtral-8x7B at 8,192 tokens on 8 H100s (one node), ep 8 with experts whole: the experts fold onto the
+    tp·cp·dp ranks (Megatron-Core's parallel folding), so cp 2 × dp 4 places ep 8 as dp 8 does. A cp rank holds half
+    of each sequence: its all-to-all carries half the tokens (4096 · 2 · 4096 · 2 B, from 8192 · 2 · 4096 · 2 B);
+    expert memory and the step's FLOPs stay; the expert replicas are tp·cp·dp/(etp·ep) = 1."""
+    from xpusim.parallel.plan import ParallelPlan, check
+
+    kw = {"cluster": "dgx-h100", "gpus": 8, "batch": 8, "seq_len": 8192, "ep": 8, "etp": 1, "zero": 1}
+    dp8 = xpusim.train("mixtral-8x7b", **kw).step
+    cp2 = xpusim.train("mixtral-8x7b", cp=2, **kw).step
+    cfg = load_transformer("mixtral-8x7b")
+    assert moe_a2a_bytes(cfg, 8192 // 2, 1, 1, precision()) == 4096 * 2 * 4096 * 2
+    links = GroupLinks(n=8, per_node=8, intra=LINK, inter=LINK)
+    whole = layer_cost(cfg, load_chip("h100-sxm"), 8192, 1, 1, False, "none", None, "bf16", 8, links)
+    half = layer_cost(cfg, load_chip("h100-sxm"), 8192, 1, 1, False, "none", None, "bf16", 8, links, cp=2,
+                      cp_fabric=LINK)
+    assert whole.ep_fwd_s == pytest.approx(2 * all_to_all_s(8192 * 2 * 4096 * 2, 8, LINK))
+    assert half.ep_fwd_s == pytest.approx(2 * all_to_all_s(4096 * 2 * 4096 * 2, 8, LINK))
+    assert cp2.memory.params == pytest.approx(dp8.memory.params)
+    assert cp2.model_flops == pytest.approx(dp8.model_flops)
+    assert cp2.plan.expert_dp == 1 and cp2.plan.micro_batches == 2 * dp8.plan.micro_batches
+    with pytest.raises(PlanError, match=r"ep=16 must divide the 8 experts and tp\*cp\*dp/etp = 1\*2\*4/1"):
+        check(ParallelPlan(cp=2, dp=4, ep=16, etp=1, global_batch=8), cfg)
 
 
 def test_expert_tensor_parallelism_folding_by_hand() -> None:

@@ -610,8 +610,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
 
     Give the plan as keywords (``tp``, ``pp``, ``dp`` — default gpus / (tp·pp·cp) —, ``cp`` context-parallel ranks
-    (each sequence split over them, ring attention; flash attention, dense models), ``ep`` the expert-parallel ranks
-    of a mixture of experts (cut from the tp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
+    (each sequence split over them, ring attention; flash attention), ``ep`` the expert-parallel ranks
+    of a mixture of experts (cut from the tp·cp·dp ranks), ``etp`` the ranks each expert is split over (default tp;
     1 keeps experts whole, Megatron-Core's parallel folding), ``dispatcher`` alltoall or deepep (see
     `ParallelPlan.dispatcher`), ``routing_skew`` the busiest expert-parallel rank's tokens over the mean,
     ``flash`` False for attention that writes its scores (Megatron-LM before

@@ -55,8 +55,8 @@ class ParallelPlan:
     Numbered next to tp (Megatron's order tp-cp-dp-pp)."""
     ep: int = 1
     """Expert-parallel ranks (e): a mixture of experts' experts split over e ranks, each holding E/e of them; tokens
-    reach them by all-to-all. The group is cut from the tp·dp ranks of a pipeline stage (Megatron-Core's MoE
-    parallel folding), so etp·e divides tp·dp; with etp = tp (the default) that is e dividing dp."""
+    reach them by all-to-all. The group is cut from the tp·cp·dp ranks of a pipeline stage (Megatron-Core's MoE
+    parallel folding), so etp·e divides tp·cp·dp; with etp = tp and cp = 1 (the defaults) that is e dividing dp."""
     etp: int | None = None
     """Expert tensor-parallel ranks: each routed expert's weights split over etp ranks (Megatron-Core's
     ``--expert-tensor-parallel-size``); None: the same as tp. etp = 1 with tp > 1 keeps experts whole and lets the
@@ -137,15 +137,16 @@ class ParallelPlan:
 
     @property
     def expert_dp(self) -> int:
-        """Replicas of each expert (expert data parallel): tp·dp / (etp·ep); their gradients reduce over these."""
-        return self.tp * self.dp // (self.expert_tp * self.ep)
+        """Replicas of each expert (expert data parallel): tp·cp·dp / (etp·ep); their gradients reduce over these
+        (Megatron-Core's parallel folding: the experts' etp × ep × edp grid covers the attention's tp × cp × dp)."""
+        return self.tp * self.cp * self.dp // (self.expert_tp * self.ep)
 
     @property
     def expert_span(self) -> int:
         """Consecutive ranks one expert-parallel group spans: etp·ep when it fits in the ranks of one pipeline
-        stage's tp·dp block as numbered, else dp steps of t·p ranks apart (rank order tp-pp-dp)."""
+        stage's tp·cp·dp block as numbered, else dp steps of t·c·p ranks apart (rank order tp-pp-dp)."""
         span = self.expert_tp * self.ep
-        return span if self.rank_order == "tp-dp-pp" or span <= self.tp else span * self.pp
+        return span if self.rank_order == "tp-dp-pp" or span <= self.tp * self.cp else span * self.pp
 
     @property
     def optimizer_step_bytes(self) -> float:
@@ -286,8 +287,6 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
     if plan.cp > 1 and not plan.flash:
         out.append(f"cp={plan.cp}: context parallelism runs a fused (flash) attention over the keys and values "
                    "passed around; it needs flash (drop --no-flash)")
-    if plan.cp > 1 and cfg.moe:
-        out.append(f"cp={plan.cp}: context parallelism with a mixture of experts is not modelled yet (cp = 1)")
     out += _expert_problems(plan, cfg)
     tp_ok = [t for t in divisors(cfg.heads) if cfg.kv_heads % t == 0 and cfg.ffn % t == 0]
     if plan.tp not in tp_ok:
@@ -372,14 +371,16 @@ def _expert_problems(plan: ParallelPlan, cfg: TransformerConfig) -> list[str]:
         return [f"{name}={getattr(plan, name)}: {cfg.name} has no experts (expert parallelism needs a mixture of "
                 f"experts)" for name in ("ep", "etp", "routing_skew") if (getattr(plan, name) or 1) > 1]
     out = []
-    etp, block = plan.expert_tp, plan.tp * plan.dp
+    etp, block = plan.expert_tp, plan.tp * plan.cp * plan.dp  # the ranks the experts fold onto
     if cfg.expert_ffn % etp:
         etp_ok = [k for k in divisors(block) if cfg.expert_ffn % k == 0]
         out.append(f"etp={etp} does not divide the experts' ffn={cfg.expert_ffn}; nearest valid etp: "
                    f"{_nearest(etp, etp_ok)}")
     if cfg.experts % plan.ep or block % (etp * plan.ep):
         ep_ok = [e for e in divisors(cfg.experts) if block % (etp * e) == 0]
-        what = f"dp={plan.dp}" if etp == plan.tp else f"tp*dp/etp = {plan.tp}*{plan.dp}/{etp}"
+        cp = f"*{plan.cp}" if plan.cp > 1 else ""
+        what = (f"dp={plan.dp}" if etp == plan.tp and plan.cp == 1
+                else f"tp*{'cp*' if cp else ''}dp/etp = {plan.tp}{cp}*{plan.dp}/{etp}")
         out.append(f"ep={plan.ep} must divide the {cfg.experts} experts and {what}; valid ep: "
                    f"{', '.join(map(str, ep_ok))}")
     return out
