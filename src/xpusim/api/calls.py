@@ -698,7 +698,7 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
            dispatcher: str = "alltoall", routing_skew: float = 1.0, dp_overlap: bool = True,
            tp_overlap: bool = True) -> SearchPlans:
     """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
-    recomputation; context parallelism for dense models from 8,192 tokens; for a mixture of experts ep and etp) for
+    recomputation; context parallelism from 8,192 tokens; for a mixture of experts ep and etp) for
     ``gpus`` GPUs and a global ``batch``; the ``top``
     fastest that fit, re-simulated. ``flash``, ``fp8``, ``dispatcher``, ``routing_skew``, ``dp_overlap`` and
     ``tp_overlap`` are kept as given (see `train`)."""

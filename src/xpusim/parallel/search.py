@@ -58,8 +58,8 @@ class SearchResult:
 def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch: int, *,
                     max_micro_batch: int = 16, max_tp: int | None = None,
                     base: ParallelPlan | None = None) -> list[ParallelPlan]:
-    """Every valid plan: tp within a node, pp dividing the layers, for dense models with sequences of `LONG_SEQUENCE`
-    tokens and more cp dividing s/2, for MoE models etp = tp or 1 and ep dividing the experts and t·d/etp,
+    """Every valid plan: tp within a node, pp dividing the layers, for sequences of `LONG_SEQUENCE` tokens and more
+    cp dividing s/2, for MoE models etp = tp or 1 and ep dividing the experts and t·c·d/etp,
     every schedule, v, b, ZeRO stage, recompute choice and sequence parallelism (rank order tp-dp-pp). The fields
     not searched (precision and bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s
     defaults)."""
@@ -77,8 +77,8 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
             if f.init and f.name not in searched and getattr(base, f.name) != f.default}
     plans = []
     s = model.seq_len
-    # context parallelism for long sequences only (dense models, flash attention), as Megatron-Core uses it
-    long_seq = s >= LONG_SEQUENCE and not cfg.moe and base.flash
+    # context parallelism for long sequences only (flash attention), as Megatron-Core uses it
+    long_seq = s >= LONG_SEQUENCE and base.flash
     for t in divisors(gpus):
         if t > max_tp or cfg.heads % t or cfg.kv_heads % t or cfg.ffn % t:
             continue
@@ -90,9 +90,9 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
             if global_batch % d:
                 continue
             # expert parallelism (MoE models only): experts split over tp ranks (etp = tp) or whole (etp = 1,
-            # Megatron-Core's parallel folding), e expert-parallel ranks cut from the stage's t·d ranks
+            # Megatron-Core's parallel folding), e expert-parallel ranks cut from the stage's t·c·d ranks
             experts = [(et, e) for et in sorted({t, 1}) for e in divisors(cfg.experts)
-                       if cfg.expert_ffn % et == 0 and (t * d) % (et * e) == 0] if cfg.moe else [(t, 1)]
+                       if cfg.expert_ffn % et == 0 and (t * c * d) % (et * e) == 0] if cfg.moe else [(t, 1)]
             micro = [b for b in divisors(global_batch // d) if b <= max_micro_batch]
             for (et, e), b in ((x, b) for x in experts for b in micro):
                 m = global_batch // (d * b)
@@ -168,9 +168,9 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     w_c = chunk_layers * col["w"]
     per_layer, embed, head = params_per_stage(cfg, 1, 1)
     # Routed experts (averaged over the layers) are split over e expert-parallel and etp expert tensor-parallel
-    # ranks; their gradients, ZeRO shards and optimizer states go over the t·d/(etp·e) replicas holding the same.
+    # ranks; their gradients, ZeRO shards and optimizer states go over the t·c·d/(etp·e) replicas holding the same.
     e, et = col["e"], col["et"]
-    de = t * d / (et * e)
+    de = t * c * d / (et * e)
     x_layer = cfg.moe_layers * cfg.experts * 3 * cfg.hidden * cfg.expert_ffn / cfg.layers
     psi_x = cfg.layers / p * x_layer / (et * e)
     single = p * v == 1
