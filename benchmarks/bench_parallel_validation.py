@@ -135,6 +135,8 @@ def predict(row: dict[str, Any]) -> float:
                          int(row.get("tp") or 1) > 1 and "nemo" in str(row.get("framework")).lower()),
                      flash=flash(row), zero=zero(row), tp_overlap=tp_overlap(row),
                      dp_overlap=grad_overlap(row),
+                     pipe_sends="deepspeed" if "megatron-deepspeed" in str(row.get("framework", "")).lower()
+                     else "megatron",
                      fp8="fp8" in str(row.get("precision", "")).lower(),
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)
@@ -177,6 +179,7 @@ def bulk_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     for i, vals in enumerate(b["rows"]):
         r = dict(zip(cols, vals, strict=False))
         out.append(r | {"id": f"vtrain-{i}", "gpu": "a100-sxm-80gb", "recompute": "full", "vocab": 50257,
+                        "framework": b["framework"],
                         "ffn": 4 * r["hidden"], "measured": {"iteration_time_s": r["iteration_time_ms"] / 1e3}})
     return out
 

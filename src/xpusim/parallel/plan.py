@@ -26,6 +26,8 @@ Recompute = Literal["none", "selective", "full"]
 RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
 Dispatcher = Literal["alltoall", "deepep"]
 DISPATCHERS: tuple[str, ...] = ("alltoall", "deepep")
+PipeSends = Literal["megatron", "deepspeed"]
+PIPE_SENDS: tuple[str, ...] = ("megatron", "deepspeed")
 RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
 RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
 TrainDtype = Literal["bf16", "fp16"]
@@ -85,6 +87,12 @@ class ParallelPlan:
     shard, 2 = FSDP shard-grad-op)."""
     dp_overlap: bool = True
     """DDP-style bucketed gradient reduction overlapped with the last backward; False: one reduction after it."""
+    pipe_sends: PipeSends = "megatron"
+    """How pipeline stages pass activations and their gradients: ``megatron`` — each tp rank sends 1/t of the
+    tensor and the receivers all-gather it over NVLink (Narayanan et al. 2021, Sec. 4.1), the transfer delaying only
+    its receiver; ``deepspeed`` — DeepSpeed's PipelineEngine (Megatron-DeepSpeed: BLOOM), every tp rank sends the
+    whole tensor with a blocking send that holds its sender (deepspeed/runtime/pipe/engine.py,
+    _exec_send_activations and _exec_send_grads)."""
     tp_overlap: bool = True
     """Megatron-LM's asynchronous tensor-parallel backward (2022 on; Korthikanti et al. 2022, Sec. 6.2): a
     column-parallel layer's input-gradient all-reduce (with sp: its reduce-scatter) runs behind the layer's
@@ -194,6 +202,8 @@ class ParallelPlan:
             parts.append("no-flash")
         if self.tp > 1 and not self.tp_overlap:
             parts.append("no-tp-overlap")
+        if self.pp > 1 and self.pipe_sends != "megatron":
+            parts.append(f"{self.pipe_sends}-sends")
         if self.fp8:
             parts.append("fp8")
         return " ".join(parts)
@@ -204,8 +214,9 @@ class ParallelPlan:
                 "stage_layers": list(self.stage_layers),
                 "micro_batch": self.micro_batch, "global_batch": self.global_batch,
                 "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
-                "dp_overlap": self.dp_overlap, "tp_overlap": self.tp_overlap, "sp": self.sp,
-                "recompute": self.recompute, "flash": self.flash, "fp8": self.fp8, "rank_order": self.rank_order}
+                "dp_overlap": self.dp_overlap, "tp_overlap": self.tp_overlap, "pipe_sends": self.pipe_sends,
+                "sp": self.sp, "recompute": self.recompute, "flash": self.flash, "fp8": self.fp8,
+                "rank_order": self.rank_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:
@@ -266,6 +277,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"routing_skew={plan.routing_skew} must be >= 1 (the busiest rank's routed tokens over the mean)")
     if plan.dispatcher not in DISPATCHERS:
         out.append(f"dispatcher={plan.dispatcher!r} is not one of {', '.join(DISPATCHERS)}")
+    if plan.pipe_sends not in PIPE_SENDS:
+        out.append(f"pipe_sends={plan.pipe_sends!r} is not one of {', '.join(PIPE_SENDS)}")
     if plan.rank_order not in RANK_ORDERS:
         out.append(f"rank_order={plan.rank_order!r} is not one of {', '.join(RANK_ORDERS)}")
     if plan.zero not in (0, 1, 2, 3):

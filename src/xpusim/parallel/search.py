@@ -119,7 +119,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     chip = cluster.load_chip()
     n = len(plans)
     col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "et", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef",
-                                    "eb", "act", "work", "cf", "cb", "sched", "overlap", "c")}
+                                    "eb", "act", "work", "cf", "cb", "sched", "overlap", "c", "blk")}
     costs: dict[tuple[object, ...], tuple[float, ...]] = {}
     per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
@@ -151,6 +151,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
+        col["blk"][i] = pl.pipe_sends == "deepspeed"
         key_b = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype)
         if key_b not in per_setting:  # bytes per parameter, gradient, optimizer state, Adam step, logit, activation
             per_setting[key_b] = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.optimizer_step_bytes,
@@ -213,6 +214,15 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     first_too = (p == 1) & (v > 1)
     f_first, bi_first = chunk(f_c + ef, bi_c + eb, np.full(n, float(embed)))
     f_c, bi_c = chunk(f_c, bi_c, np.zeros(n))
+    # Pipeline sends: Megatron's 1/t per tp rank, delaying only the receiver (the fill and drain below); DeepSpeed's
+    # whole tensor per rank, blocking its sender: every F but the last stage's, every B but the first stage's.
+    blk = col["blk"] > 0
+    pp_intra = t * dc * p <= cluster.gpus_per_node
+    pp_bytes = s / c * b * cfg.hidden * col["ab"] / np.where(blk, 1.0, t)
+    c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
+                                    inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
+    send = np.where(blk, c_pp, 0.0)
+    f_c, bi_c, f_first, bi_last = f_c + send, bi_c + send, f_first + send, bi_last + send
     rank_mb = (v - 1) * (f_c + bi_c + w_c) + f_last + bi_last + w_c \
         + np.where(first_too, f_first + bi_first - f_c - bi_c, 0.0)
     # with p > 1 the first rank may be the busier (a vocabulary-sized embedding gathered under ZeRO-3)
@@ -223,11 +233,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     # warm-up and cool-down pass through it as often as through the others
     fb = np.maximum(f_c + bi_c, np.where((p > 1) & (v > 1), f_first + bi_first - eb - ef, 0.0))
     bubble = np.where(zb, (p - 1) * fb - np.minimum(m - 1, p - 1) * w_c, (p - 1) * (fb + w_c))
-    pp_intra = t * dc * p <= cluster.gpus_per_node
-    pp_bytes = s / c * b * cfg.hidden * col["ab"] / t
-    c_pp = np.where(p > 1, np.where(pp_intra, intra.latency_s + pp_bytes / intra.bandwidth_bytes_per_s,
-                                    inter.latency_s + pp_bytes / inter.bandwidth_bytes_per_s), 0.0)
-    pipe = m * rank_mb + bubble + 2 * (p * v - 1) * c_pp
+    pipe = m * rank_mb + bubble + np.where(blk, 0.0, 2 * (p * v - 1) * c_pp)
 
     grad_bytes = gb * psi
     ring = np.where(zero >= 1, 1.0, 2.0)  # reduce-scatter, or all-reduce (twice the traffic)

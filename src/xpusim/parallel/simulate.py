@@ -456,7 +456,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     gather = [dp_ring(plan.param_bytes * (sp_ - se), plan.param_bytes * se) if plan.zero >= 3 else 0.0
               for sp_, se in zip(stage_params, stage_experts, strict=True)]
 
-    def duration(a: Action) -> float:
+    def compute(a: Action) -> float:
         first, last, n = a.stage == 0, a.stage == stages - 1, stage_layers[a.stage]
         if a.kind == "F":
             base = n * f_layer + (hc.embed_fwd_s if first else 0) + (hc.fwd_s if last else 0)
@@ -468,18 +468,25 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
         return base + max(0.0, gather[a.stage] - base)
 
     pp_fabric = cluster.fabric(plan.span("pp")) if p > 1 else cluster.intra_node
-    # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink.
-    pp_bytes = sl * b * cfg.hidden * element_bytes(plan.dtype) / t
+    # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink, and
+    # the transfer delays only its receiver. DeepSpeed's engine sends the whole tensor from every tp rank, and
+    # its blocking send holds the sender: the forward's output onward, the backward's gradient back.
+    blocking = plan.pipe_sends == "deepspeed" and p > 1
+    pp_bytes = sl * b * cfg.hidden * element_bytes(plan.dtype) / (1 if blocking else t)
     pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
 
+    def duration(a: Action) -> float:
+        sends = blocking and (a.stage < stages - 1 if a.kind == "F" else a.kind == "B" and a.stage > 0)
+        return compute(a) + (pp_one if sends else 0.0)
+
     sched = build(plan.schedule, p, m, v)
-    events = run_schedule(sched, duration, lambda a: pp_one)
+    events = run_schedule(sched, duration, (lambda a: 0.0) if blocking else (lambda a: pp_one))
     pipe_end = max(e.end_s for e in events)
     busy_list = [0.0] * p
     for e in events:
         busy_list[e.rank] += e.end_s - e.start_s
     busy = tuple(busy_list)
-    no_p2p_end = run_schedule(sched, duration, record=False)[0].end_s if pp_one else pipe_end
+    no_p2p_end = run_schedule(sched, compute, record=False)[0].end_s if pp_one else pipe_end
 
     # Gradient reduction over dp: one all-reduce (ZeRO 0), or reduce-scatter (+ all-gather of the updated
     # parameters after the optimizer for ZeRO 1/2); per chunk, started during its last backward when overlapped.
