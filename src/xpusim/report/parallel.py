@@ -57,10 +57,13 @@ def print_result(console: Console, r: StepResult) -> None:
         c.add_column(col, justify="right")
     c.add_row(*(_s(r.comm_s[k]) for k in cols))
     console.print(c)
-    console.print("tp" + (" and ep (all-to-all)" if "ep" in r.comm_s else "") + ": on the critical path; "
+    hidden = (" (less what the weight-gradient GEMMs hide)" if r.plan.tp_overlap and r.plan.tp > 1
+              and r.plan.schedule != "zb-h1" else "")
+    sends = ("blocking sends of whole tensors (DeepSpeed), holding the sender" if r.plan.pipe_sends == "deepspeed"
+             else "asynchronous, exposed only where a stage waits for it")
+    console.print("tp" + (" and ep (all-to-all)" if "ep" in r.comm_s else "") + f": on the critical path{hidden}; "
                   + ("cp: the ring of keys and values beyond the attention it hides behind; " if "cp" in r.comm_s
-                     else "") + "pp: "
-                  "asynchronous, exposed only where a stage waits for it; dp: "
+                     else "") + f"pp: {sends}; dp: "
                   + ("overlapped with the last backward (DDP buckets)" if r.plan.dp_overlap else
                      "after the last backward") + "; exposed: what lengthens the step.")
 
