@@ -86,12 +86,21 @@ def vocab(row: dict[str, Any]) -> int:
     return v
 
 
+def framework(row: dict[str, Any]) -> str:
+    """The row's software, lower-case ("" when not stated)."""
+    return str(row.get("framework") or "").lower()
+
+
+def deepspeed(row: dict[str, Any]) -> bool:
+    """Whether the row ran on Megatron-DeepSpeed (DeepSpeed's engine and pipeline)."""
+    return "megatron-deepspeed" in framework(row)
+
+
 def flash(row: dict[str, Any]) -> bool:
     """Whether the row's software runs FlashAttention: Megatron-LM of 2021–2022 and Megatron-DeepSpeed (BLOOM,
     vTrain) write the attention scores; Megatron-Core, NeMo, Megatron-Bridge, llm-foundry and Meta's stack fuse
     the attention."""
-    framework = str(row.get("framework", "")).lower()
-    return not (framework.startswith("megatron-lm (20") or "megatron-deepspeed" in framework or not framework)
+    return not (framework(row).startswith("megatron-lm (20") or deepspeed(row) or not framework(row))
 
 
 def tp_overlap(row: dict[str, Any]) -> bool:
@@ -99,8 +108,7 @@ def tp_overlap(row: dict[str, Any]) -> bool:
     behind the weight-gradient GEMM): Megatron-LM from 2022 on and what is built on it (Korthikanti et al. 2022,
     Sec. 6.2); not Megatron-LM of 2021 nor the Megatron-DeepSpeed fork BLOOM and vTrain ran, whose column-parallel
     layer all-reduces synchronously (bigscience-workshop/Megatron-DeepSpeed megatron/mpu/layers.py)."""
-    framework = str(row.get("framework", "")).lower()
-    return bool(framework) and not (framework.startswith("megatron-lm (2021)") or "megatron-deepspeed" in framework)
+    return bool(framework(row)) and not (framework(row).startswith("megatron-lm (2021)") or deepspeed(row))
 
 
 def grad_overlap(row: dict[str, Any]) -> bool:
@@ -109,7 +117,7 @@ def grad_overlap(row: dict[str, Any]) -> bool:
     step (deepspeed/runtime/pipe/schedule.py, TrainSchedule), else yes (DDP buckets)."""
     if "grad_overlap" in row:
         return bool(row["grad_overlap"])
-    return not ("megatron-deepspeed" in str(row.get("framework", "")).lower() and (row.get("pp") or 1) > 1)
+    return not (deepspeed(row) and (row.get("pp") or 1) > 1)
 
 
 def zero(row: dict[str, Any]) -> int:
@@ -132,11 +140,10 @@ def predict(row: dict[str, Any]) -> float:
                      recompute=str(row.get("recompute") or "none").split()[0], seq_len=int(row["seq_len"]),
                      # not stated: NeMo's and Megatron-Core's recipes run sequence parallelism with tp > 1
                      sp=bool(row.get("sp")) if row.get("sp") is not None else (
-                         int(row.get("tp") or 1) > 1 and "nemo" in str(row.get("framework")).lower()),
+                         int(row.get("tp") or 1) > 1 and "nemo" in framework(row)),
                      flash=flash(row), zero=zero(row), tp_overlap=tp_overlap(row),
                      dp_overlap=grad_overlap(row),
-                     pipe_sends="deepspeed" if "megatron-deepspeed" in str(row.get("framework", "")).lower()
-                     else "megatron",
+                     pipe_sends="deepspeed" if deepspeed(row) else "megatron",
                      fp8="fp8" in str(row.get("precision", "")).lower(),
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)

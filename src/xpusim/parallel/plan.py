@@ -139,6 +139,17 @@ class ParallelPlan:
         return self.stage_layers or (layers // self.stages,) * self.stages
 
     @property
+    def hides_tp_backward(self) -> bool:
+        """Whether the backward's tensor-parallel reductions run behind weight-gradient GEMMs (`tp_overlap`, with
+        tp > 1 and a schedule that runs each weight gradient right after its input gradient: not zb-h1)."""
+        return self.tp_overlap and self.tp > 1 and self.schedule != "zb-h1"
+
+    @property
+    def blocking_sends(self) -> bool:
+        """Whether pipeline sends carry whole tensors and hold their sender (`pipe_sends` deepspeed, pp > 1)."""
+        return self.pipe_sends == "deepspeed" and self.pp > 1
+
+    @property
     def expert_tp(self) -> int:
         """Ranks each routed expert is split over (etp, or tp when not given)."""
         return self.tp if self.etp is None else self.etp

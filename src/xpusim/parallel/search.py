@@ -128,7 +128,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         # place an expert-parallel group
         key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash, pl.fp8,
                (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew, pl.cp,
-               pl.tp_overlap and pl.schedule != "zb-h1")
+               pl.tp_overlap and pl.schedule != "zb-h1")  # `ParallelPlan.hides_tp_backward`, inlined (hot loop)
         if key not in costs:
             sl = s // pl.cp  # a context-parallel rank's tokens of each sequence
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
@@ -151,7 +151,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["b"][i], col["m"][i], col["zero"][i] = pl.micro_batch, pl.micro_batches, pl.zero
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
-        col["blk"][i] = pl.pipe_sends == "deepspeed"
+        col["blk"][i] = pl.pipe_sends == "deepspeed"  # `ParallelPlan.blocking_sends` (c_pp is 0 at pp = 1)
         key_b = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype)
         if key_b not in per_setting:  # bytes per parameter, gradient, optimizer state, Adam step, logit, activation
             per_setting[key_b] = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.optimizer_step_bytes,

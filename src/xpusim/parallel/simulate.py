@@ -239,7 +239,7 @@ def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None,
     return (cluster.group(plan.ep, plan.expert_span) if plan.ep > 1 else None, etp,
             cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
             plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None,
-            plan.tp_overlap and plan.schedule != "zb-h1")
+            plan.hides_tp_backward)
 
 
 def _fp8_gemm(op: OpCost) -> OpCost:
@@ -471,7 +471,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # Megatron's scatter/gather: each tp rank sends 1/t of the activation, peers all-gather it over NVLink, and
     # the transfer delays only its receiver. DeepSpeed's engine sends the whole tensor from every tp rank, and
     # its blocking send holds the sender: the forward's output onward, the backward's gradient back.
-    blocking = plan.pipe_sends == "deepspeed" and p > 1
+    blocking = plan.blocking_sends
     pp_bytes = sl * b * cfg.hidden * element_bytes(plan.dtype) / (1 if blocking else t)
     pp_one = p2p_s(pp_bytes, pp_fabric) if p > 1 else 0.0
 

@@ -57,9 +57,8 @@ def print_result(console: Console, r: StepResult) -> None:
         c.add_column(col, justify="right")
     c.add_row(*(_s(r.comm_s[k]) for k in cols))
     console.print(c)
-    hidden = (" (less what the weight-gradient GEMMs hide)" if r.plan.tp_overlap and r.plan.tp > 1
-              and r.plan.schedule != "zb-h1" else "")
-    sends = ("blocking sends of whole tensors (DeepSpeed), holding the sender" if r.plan.pipe_sends == "deepspeed"
+    hidden = " (less what the weight-gradient GEMMs hide)" if r.plan.hides_tp_backward else ""
+    sends = ("blocking sends of whole tensors (DeepSpeed), holding the sender" if r.plan.blocking_sends
              else "asynchronous, exposed only where a stage waits for it")
     console.print("tp" + (" and ep (all-to-all)" if "ep" in r.comm_s else "") + f": on the critical path{hidden}; "
                   + ("cp: the ring of keys and values beyond the attention it hides behind; " if "cp" in r.comm_s
