@@ -42,7 +42,7 @@ from xpusim.parallel.spec import TrainModel
 from xpusim.precision import TORCH_FLOAT16, element_bytes
 from xpusim.units import MIB, TERA
 from xpusim.workload.model import OpCost
-from xpusim.workload.transformer import Precision, TransformerConfig, head_ops, layer_ops
+from xpusim.workload.transformer import Precision, TransformerConfig, attention_dropout_op, head_ops, layer_ops
 
 DDP_BUCKET_BYTES = 25 * MIB  # torch DistributedDataParallel's default bucket_cap_mb=25
 
@@ -156,6 +156,11 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         elif op.kind == "attention":
             attn += time
             gemm_flops += 2 * op.macs
+    # Without FlashAttention training drops out attention probabilities in memory (Megatron's default attention
+    # dropout, 0.1); its backward applies the kept mask to the gradient: one pass of the same bytes, not two
+    drop = 0.0 if flash else estimate_op(attention_dropout_op(_sharded(cfg, t, etp), b, s, full, prec), chip).time_s
+    fwd += drop
+    attn += drop  # selective recomputation re-runs it with the core attention
     act_bytes = s * b * cfg.hidden * prec.a_bits // 8
 
     def pair(nbytes: float, n: int, fabric: Fabric | None) -> float:
@@ -180,7 +185,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         # of the output gradient before the row-parallel layer stays exposed (Korthikanti et al. 2022, Sec. 6.2)
         one = all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)
         tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
-    bwd_input = 2 * fwd - gemm_w  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
+    bwd_input = 2 * fwd - gemm_w - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
     recompute_flops = 0.0
     if recompute == "full":
         bwd_input += fwd

@@ -274,6 +274,18 @@ def attention_op(cfg: TransformerConfig, batch: int, new: int, context: int, p: 
                   bytes_written=o_bytes + score_traffic // 2)
 
 
+def attention_dropout_op(cfg: TransformerConfig, batch: int, new: int, context: int, p: Precision,
+                         prefix: str = "layer") -> OpCost:
+    """Training's dropout on the attention probabilities when they go through memory (no FlashAttention): read P,
+    write the dropped P and a one-byte mask per score (Korthikanti et al. 2022 count the same 2 + 1 bytes per score
+    among the activations the backward keeps)."""
+    scores = batch * cfg.heads * new * context
+    return OpCost(name=f"{prefix}.attn/dropout", module=f"{prefix}.attn", op="analytic.dropout", kind="attention",
+                  input_shapes=((scores,),), output_shape=(scores,), dtype=p.compute_dtype, flops=scores,
+                  activation_bytes_read=math.ceil(scores * p.a_bits / 8),
+                  bytes_written=math.ceil(scores * p.a_bits / 8) + scores)
+
+
 def expected_experts(experts: int, top_k: int, tokens: int) -> float:
     """Distinct experts ``tokens`` tokens reach when each picks ``top_k`` of ``experts`` uniformly at random: an
     expert is missed by one token with probability 1 − k/E, by all with (1 − k/E)^tokens."""
