@@ -103,7 +103,8 @@ class ParallelPlan:
     recompute: Recompute = "none"
     flash: bool = True
     """FlashAttention (Dao et al. 2022; Megatron-Core with Transformer Engine): the attention never writes the s × s
-    scores to memory, nor keeps them. False: the attention of Megatron-LM before it (2021–2022), scores in HBM."""
+    scores to memory, nor keeps them. False: the attention of Megatron-LM before it (2021–2022), scores in HBM and
+    the attention probabilities dropped out there (Megatron's default attention dropout, 0.1)."""
     fp8: bool = False
     """The GEMMs in FP8 (Transformer Engine's recipe, forward and backward): at the chip's fp8 peak with the same
     achieved fraction as the 16-bit GEMMs, reading 1-byte inputs and weights; attention, norms, activations,
