@@ -273,7 +273,7 @@ def parallel_cmd(
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
     recompute: str = _opt("none", "--recompute", help="none, selective or full."),
     sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
-    flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention (--no-flash: scores and attention dropout through memory)."),
+    flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention (off: scores, dropout in HBM)."),
     fp8: bool = _opt(False, "--fp8", help="GEMMs in FP8 (Transformer Engine's recipe; needs an fp8 chip)."),
     zero: int = _opt(0, "--zero", min=0, max=3), fsdp: str | None = _opt(None, "--fsdp", help="full or grad-op."),
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
