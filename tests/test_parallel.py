@@ -17,7 +17,6 @@ from xpusim.parallel.plan import ParallelPlan, PlanError, check
 from xpusim.parallel.schedules import Action, PipelineSchedule, build
 from xpusim.parallel.search import enumerate_plans, estimate, search
 from xpusim.parallel.simulate import (
-    _sharded,
     all_gather_s,
     all_reduce_s,
     layer_args,
@@ -238,7 +237,7 @@ def test_attention_dropout_is_timed_without_flash_and_prices_selective_recomputa
     cluster = load_cluster("dgx-a100")
     chip, cfg = cluster.load_chip(), parse_model("gpt:h=6144,l=48,a=64,s=2048,V=51200").config
     scores = 4 * (64 // 8) * 2048 * 2048  # micro-batch 4, 8 of the 64 heads per tp rank
-    op = attention_dropout_op(_sharded(cfg, 8, 8), 4, 2048, 2048, precision("bf16"))
+    op = attention_dropout_op(replace(cfg, heads=8, kv_heads=8), 4, 2048, 2048, precision("bf16"))  # a tp rank
     assert (op.activation_bytes_read, op.bytes_written) == (2 * scores, 3 * scores)
     drop_s = 5 * scores / (2039e9 * 0.8)  # A100 80GB HBM at the cluster's 80% memory efficiency
     assert estimate_op(op, chip).time_s == pytest.approx(drop_s, rel=1e-3)
