@@ -135,7 +135,8 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     if fp8 and chip.best_peak_flops_per_s("fp8") is None:
         raise PlanError(f"fp8: {chip.name} has no fp8 peak (it has {', '.join(chip.dtypes())})")
     full, s = s, s // cp  # with context parallelism the rank holds s/c of each sequence's tokens ...
-    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(_sharded(cfg, t, etp), b, s, full, prec, flash=flash)
+    shard = _sharded(cfg, t, etp)
+    ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(shard, b, s, full, prec, flash=flash)
            if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
     fwd = gemm_w = attn = 0.0
     gemm_flops = 0.0
@@ -158,7 +159,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
             gemm_flops += 2 * op.macs
     # Without FlashAttention training drops out attention probabilities in memory (Megatron's default attention
     # dropout, 0.1); its backward applies the kept mask to the gradient: one pass of the same bytes, not two
-    drop = 0.0 if flash else estimate_op(attention_dropout_op(_sharded(cfg, t, etp), b, s, full, prec), chip).time_s
+    drop = 0.0 if flash else estimate_op(attention_dropout_op(shard, b, s, full, prec), chip).time_s
     fwd += drop
     attn += drop  # selective recomputation re-runs it with the core attention
     act_bytes = s * b * cfg.hidden * prec.a_bits // 8
