@@ -88,10 +88,13 @@ def zero_of(r: dict[str, Any]) -> int:
 
 
 def recompute_of(text: str) -> str:
-    """xpusim's recompute for a source's: full; selective only for attention (Korthikanti's); module lists of norms
-    and activations recompute elementwise ops only — none here."""
+    """xpusim's recompute for a source's: full; ``moe`` where Megatron-Core's module list names the MoE layer
+    (``moe``: router, all-to-alls, experts re-run); selective only for attention (Korthikanti's); module lists of
+    norms and activations alone (``layernorm``, ``moe_act``) recompute elementwise ops only — none here."""
     if "full" in text:
         return "full"
+    if "moe" in re.findall(r"[a-z_]+", text):
+        return "moe"
     return "selective" if text.strip() == "selective" or "core_attn" in text else "none"
 
 

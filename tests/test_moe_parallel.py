@@ -154,8 +154,8 @@ def test_search_spans_ep_and_its_closed_form_matches_the_simulator() -> None:
 
 def test_search_tries_context_parallelism_for_long_moe_sequences_and_agrees_with_the_simulator() -> None:
     """At 16k tokens the search tries cp for a mixture of experts too, ep then dividing t·c·d/etp; its closed forms
-    (expert replicas t·c·d/(etp·e), a cp rank's all-to-all of its s/c tokens) give the simulator's step and memory
-    within 1% on cp plans with experts split."""
+    (expert replicas t·c·d/(etp·e), a cp rank's all-to-all of its s/c tokens, the MoE layers recomputed) give the
+    simulator's step and memory within 1% on cp plans with experts split."""
     from xpusim.hardware.cluster import load_cluster
     from xpusim.parallel.search import enumerate_plans, estimate
     from xpusim.parallel.simulate import simulate
@@ -168,7 +168,7 @@ def test_search_tries_context_parallelism_for_long_moe_sequences_and_agrees_with
     assert all((p.tp * p.cp * p.dp) % (p.expert_tp * p.ep) == 0 for p in plans)
     assert any(p.cp * p.dp < p.ep for p in plans)  # ep folded across the cp ranks
     sample = [p for p in plans if p.cp > 1 and p.ep > 1][::97]
-    assert len(sample) > 40
+    assert len(sample) > 40 and {p.recompute for p in sample} == {"none", "selective", "full", "moe"}
     step, mem = estimate(moe, cluster, sample)
     for plan, est_s, est_b in zip(sample, step, mem, strict=True):
         r = simulate(moe, cluster, plan)
@@ -276,3 +276,41 @@ def test_search_keeps_the_settings_it_does_not_search() -> None:
                           dispatcher="deepep", routing_skew=1.2, flash=False)
     assert all(p.plan.dispatcher == "deepep" and p.plan.routing_skew == 1.2 and not p.plan.flash
                for p in found.found.results)
+
+
+def test_recomputing_the_moe_layers_by_hand() -> None:
+    """recompute=moe (Megatron-Core's ``--recompute-modules moe``): Qwen3-30B-A3B on one GPU, one micro-batch of
+    4096 tokens. The MoE block keeps only its input (2h per token) instead of its 2h + 8·128 + 8·(4h + 6·768) per
+    token; its forward — router GEMM 2·s·h·128, three expert GEMMs 2·s·8·h·768 each — is counted again in the
+    hardware FLOPs, and its time (the MoE ops' forward) joins the backward; with ep 8 its two all-to-alls run again."""
+    from xpusim.hardware.cluster import load_cluster
+
+    s, h, layers = 4096, 2048, 48
+    kw = {"cluster": "dgx-h100", "gpus": 1, "batch": 1, "seq_len": s}
+    none = xpusim.train("qwen3-30b-a3b", **kw).step
+    moe = xpusim.train("qwen3-30b-a3b", recompute="moe", **kw).step
+    kept = s * (2 * h + 8 * 128 + 8 * (4 * h + 6 * 768)) - s * 2 * h
+    assert none.memory.activations - moe.memory.activations == pytest.approx(layers * kept - kept)  # one re-run
+    moe_fwd_flops = 2 * s * h * 128 + 3 * 2 * s * 8 * h * 768
+    assert moe.hardware_flops - none.hardware_flops == pytest.approx(layers * moe_fwd_flops)
+    assert moe.model_flops == none.model_flops and moe.step_time_s > none.step_time_s
+    cfg, chip = load_transformer("qwen3-30b-a3b"), load_cluster("dgx-h100").load_chip()
+    args = (cfg, chip, s, 1, 1, False)
+    plain, again = layer_cost(*args, "none", None), layer_cost(*args, "moe", None)
+    # the added backward is the MoE block's forward: its memory-bound ops at HBM × 0.8 (router softmax over 128
+    # experts; the SwiGLU reading gate and up, writing one; the combine reading the 8 expert outputs, writing one) ...
+    hbm = 3350e9 * 0.8
+    memory_s = (2 * s * 128 * 2 + 3 * s * 8 * 768 * 2 + s * 8 * h * 2 + s * h * 2) / hbm
+    # ... and its GEMMs, between their FLOPs at H100's bf16 peak × 0.601 and that plus all their bytes at HBM rate
+    gemm_flops = 2 * s * h * 128 + 3 * 2 * s * 8 * h * 768
+    gemm_bytes = (s * h * 2 + h * 128 * 2 + s * 128 * 2) + 3 * (128 * h * 768 * 2 + s * 8 * h * 2 + s * 8 * 768 * 2)
+    added = again.bwd_input_s - plain.bwd_input_s
+    assert memory_s + gemm_flops / (989.4e12 * 0.601) < added < memory_s + gemm_flops / (989.4e12 * 0.601) \
+        + gemm_bytes / hbm
+    links = GroupLinks(n=8, per_node=8, intra=LINK, inter=LINK)
+    ep_plain, ep_again = (layer_cost(cfg, chip, s, 1, 1, False, rc, None, "bf16", 8, links) for rc in ("none", "moe"))
+    assert ep_again.ep_bwd_s == pytest.approx(2 * ep_plain.ep_bwd_s) and ep_again.ep_fwd_s == ep_plain.ep_fwd_s
+    # a dense model has no MoE layers to recompute: one error naming the valid values
+    r = runner.invoke(app, ["parallel", "llama2-7b", "--gpus", "8", "--recompute", "moe", "--seq-len", "1024"])
+    assert r.exit_code == 2 and "recompute=moe: llama2-7b has no MoE layers to recompute; valid: none, selective, " \
+        "full" in r.stderr

@@ -271,7 +271,7 @@ def parallel_cmd(
     micro_batch: int = _opt(1, "--micro-batch", min=1), ep: int = _opt(1, "--ep", min=1, help="Expert-parallel ranks."),
     etp: int | None = _opt(None, "--etp", min=1, help="Ranks each expert is split over (default: tp)."),
     schedule: str = _opt("1f1b", "--schedule", help="gpipe, 1f1b, interleaved:V or zb-h1."),
-    recompute: str = _opt("none", "--recompute", help="none, selective or full."),
+    recompute: str = _opt("none", "--recompute", help="none, selective, full or moe (MoE layers)."),
     sp: bool = _opt(False, "--sp", help="Sequence parallelism (needs --tp > 1)."),
     flash: bool = _opt(True, "--flash/--no-flash", help="FlashAttention (off: scores, dropout in HBM)."),
     fp8: bool = _opt(False, "--fp8", help="GEMMs in FP8 (Transformer Engine's recipe; needs an fp8 chip)."),

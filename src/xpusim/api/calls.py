@@ -618,7 +618,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     FlashAttention), ``tp_overlap`` False for a tensor-parallel backward without the asynchronous all-reduce
     (Megatron-LM before 2022), ``pipe_sends`` megatron or deepspeed (how stages pass activations: see
     `ParallelPlan.pipe_sends`), ``fp8`` the GEMMs in FP8 (Transformer Engine), ``batch`` the global batch in
-    samples, ``schedule`` such as ``interleaved:2``, ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
+    samples, ``schedule`` such as ``interleaved:2``, ``recompute`` none, selective (the attention core), full or
+    moe (a mixture of experts' MoE layers), ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
     `ParallelPlan` / its ``to_dict()``. ``stage_layers``: uneven pipeline stages, ``embedding-loss`` (Megatron-LM's
     split counting the embedding and the loss as a layer each) or the layers of each (virtual) stage, ``2,3x30,2``.
     ``layer_ms``: measured (forward, backward) ms of one layer and micro-batch,

@@ -22,8 +22,8 @@ from xpusim.workload.transformer import TransformerConfig
 
 Schedule = Literal["gpipe", "1f1b", "interleaved", "zb-h1"]
 SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b", "interleaved", "zb-h1")
-Recompute = Literal["none", "selective", "full"]
-RECOMPUTES: tuple[str, ...] = ("none", "selective", "full")
+Recompute = Literal["none", "selective", "full", "moe"]
+RECOMPUTES: tuple[str, ...] = ("none", "selective", "full", "moe")
 Dispatcher = Literal["alltoall", "deepep"]
 DISPATCHERS: tuple[str, ...] = ("alltoall", "deepep")
 PipeSends = Literal["megatron", "deepspeed"]
@@ -101,6 +101,9 @@ class ParallelPlan:
     sp: bool = False
     """Megatron sequence parallelism (norms and dropout split along the sequence over the tp ranks)."""
     recompute: Recompute = "none"
+    """Activation recomputation in the backward: ``selective`` the attention core (Korthikanti et al. 2022), ``full``
+    the whole layer, ``moe`` the MoE layers (router, dispatch and combine all-to-alls, experts, shared experts:
+    Megatron-Core's ``--recompute-granularity selective --recompute-modules moe``)."""
     flash: bool = True
     """FlashAttention (Dao et al. 2022; Megatron-Core with Transformer Engine): the attention never writes the s × s
     scores to memory, nor keeps them. False: the attention of Megatron-LM before it (2021–2022), scores in HBM and
@@ -394,7 +397,9 @@ def _stage_problems(plan: ParallelPlan, layers: int) -> list[str]:
 def _expert_problems(plan: ParallelPlan, cfg: TransformerConfig) -> list[str]:
     if not cfg.moe:
         return [f"{name}={getattr(plan, name)}: {cfg.name} has no experts (expert parallelism needs a mixture of "
-                f"experts)" for name in ("ep", "etp", "routing_skew") if (getattr(plan, name) or 1) > 1]
+                f"experts)" for name in ("ep", "etp", "routing_skew") if (getattr(plan, name) or 1) > 1] + (
+            [f"recompute=moe: {cfg.name} has no MoE layers to recompute; valid: none, selective, full"]
+            if plan.recompute == "moe" else [])
     out = []
     etp, block = plan.expert_tp, plan.tp * plan.cp * plan.dp  # the ranks the experts fold onto
     if cfg.expert_ffn % etp:

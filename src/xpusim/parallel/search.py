@@ -26,6 +26,7 @@ from xpusim.parallel.simulate import (
     layer_args,
     layer_cost,
     params_per_stage,
+    recompute_working_bytes,
     simulate,
 )
 from xpusim.parallel.spec import TrainModel
@@ -103,7 +104,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                         scheds += [("interleaved", v) for v in divisors(cfg.layers // p) if v > 1]
                 for sched, v in scheds:
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
-                        for rc in RECOMPUTE_CODES:
+                        for rc in RECOMPUTE_CODES + (("moe",) if cfg.moe else ()):
                             for sp in ((False, True) if t > 1 else (False,)):
                                 plans.append(ParallelPlan(dp=d, tp=t, pp=p, cp=c, ep=e, etp=None if et == t else et,
                                                           vp=v, micro_batch=b,
@@ -137,9 +138,8 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
             hc = head_cost(cfg, chip, sl, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
                                    pl.routing_skew)
-            work = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, flash=pl.flash, etp=pl.expert_tp,
-                                    routing_skew=pl.routing_skew) \
-                if pl.recompute == "full" else 0.0
+            work = recompute_working_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash,
+                                           pl.expert_tp, pl.routing_skew)
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
                           hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s + lc.cp_fwd_s,
                           lc.tp_bwd_s + lc.ep_bwd_s + lc.cp_bwd_s,

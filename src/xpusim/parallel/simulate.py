@@ -138,8 +138,8 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     shard = _sharded(cfg, t, etp)
     ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(shard, b, s, full, prec, flash=flash)
            if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
-    fwd = gemm_w = attn = 0.0
-    gemm_flops = 0.0
+    fwd = gemm_w = attn = moe = 0.0
+    gemm_flops = moe_flops = 0.0
     window = {"attn": 0.0, "mlp": 0.0}  # weight-gradient GEMMs of the column-parallel layers (the first of a block)
     for op in ops:
         # the step waits for the busiest expert-parallel rank: skew times the mean routed rows (the same FLOPs)
@@ -148,6 +148,9 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         split = sp and op.kind in _REPLICATED_KINDS and op.module.rsplit(".", 1)[-1] not in _MOE_MODULES
         time = est.time_s / (t if split else 1)
         fwd += time
+        if ".moe" in op.module:  # the MoE block (router, experts, shared experts): what recompute=moe re-runs
+            moe += time
+            moe_flops += 2 * op.macs
         if op.kind == "matmul":
             gemm_w += time  # its weight-gradient GEMM has the same shape
             gemm_flops += 2 * op.macs
@@ -175,9 +178,10 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     # experts exchange the tokens routed to them (k copies of each) over the etp ranks, after the all-to-all (none
     # when etp = 1: Megatron-Core's parallel folding); its shared experts are a tp-split dense MLP.
     share = cfg.moe_layers / cfg.layers
-    mlp = (1 - share) * pair(act_bytes, t, tp_fabric) + share * (
-        (pair(act_bytes, t, tp_fabric) if cfg.shared_ffn else 0.0)
-        + pair(act_bytes * cfg.top_k * etp / t * skew, etp, etp_fabric if etp_fabric is not None else tp_fabric))
+    moe_tp = share * ((pair(act_bytes, t, tp_fabric) if cfg.shared_ffn else 0.0)
+                      + pair(act_bytes * cfg.top_k * etp / t * skew, etp,
+                             etp_fabric if etp_fabric is not None else tp_fabric))
+    mlp = (1 - share) * pair(act_bytes, t, tp_fabric) + moe_tp
     tp_fwd = pair(act_bytes, t, tp_fabric) + mlp
     tp_bwd = tp_fwd
     if tp_overlap and tp_fabric is not None and t > 1:
@@ -195,6 +199,10 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     elif recompute == "selective":
         bwd_input += attn
         recompute_flops = sum(2 * o.macs for o in ops if o.kind == "attention")
+    elif recompute == "moe":  # Megatron-Core checkpoints the whole MoE layer: its forward and exchanges run again
+        bwd_input += moe
+        tp_bwd += moe_tp
+        recompute_flops = moe_flops
     # Expert parallelism: the routed tokens go to their experts' ranks and come back (dispatch and combine), two
     # all-to-alls per MoE layer in the forward and two in the backward, k copies of each token's hidden state
     a2a = 0.0
@@ -204,7 +212,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
             if dispatcher == "deepep" else None
         a2a = hierarchical_all_to_all_s(nbytes, ep_links, remote)
     ep_fwd = 2 * a2a * share
-    ep_bwd = 2 * a2a * share + (ep_fwd if recompute == "full" else 0.0)
+    ep_bwd = 2 * a2a * share + (ep_fwd if recompute in ("full", "moe") else 0.0)
     # Context parallelism (Megatron-Core's ring attention): c − 1 steps, each passing the rank's current key/value
     # chunk (its 1/t of the kv heads) to the next rank while the attention runs on the one it holds; the backward
     # passes the keys and values and their gradients (twice the bytes) behind twice the attention's time. Only what
@@ -225,15 +233,27 @@ def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, r
     """Activation bytes one layer (averaged over the model's layers) keeps for its backward on one rank:
     Korthikanti's formula, the MoE layers with their MoE block's (`moe_mlp_activation_bytes`) in place of the
     dense MLP's."""
-    dense = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=sp, recompute=recompute,
-                                   flash=flash)
+    dense = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=sp,
+                                   recompute="none" if recompute == "moe" else recompute, flash=flash)
     if not cfg.moe or recompute == "full":
         return dense
-    moe = moe_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t, top_k=cfg.top_k, experts=cfg.experts,
-                                   expert_ffn=cfg.expert_ffn, shared_ffn=cfg.shared_ffn, etp=etp or t,
-                                   skew=routing_skew)
+    # recompute=moe: the checkpoint keeps only the MoE layer's input, the rank's 1/t of the tokens (16-bit)
+    moe = 2 * s * b * cfg.hidden / t if recompute == "moe" else moe_mlp_activation_bytes(
+        s=s, b=b, h=cfg.hidden, t=t, top_k=cfg.top_k, experts=cfg.experts, expert_ffn=cfg.expert_ffn,
+        shared_ffn=cfg.shared_ffn, etp=etp or t, skew=routing_skew)
     return dense + cfg.moe_layers / cfg.layers * (moe - dense_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t,
                                                                                    sp=sp))
+
+
+def recompute_working_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str,
+                            flash: bool = False, etp: int | None = None, routing_skew: float = 1.0) -> float:
+    """What the layer being recomputed holds on top of the kept activations while its backward runs: with ``full``
+    the whole layer's activations, with ``moe`` its MoE block's, else nothing."""
+    if recompute not in ("full", "moe"):
+        return 0.0
+    whole = activation_bytes(cfg, s, b, t, sp, flash=flash, etp=etp, routing_skew=routing_skew)
+    return whole if recompute == "full" else whole - activation_bytes(cfg, s, b, t, sp, "moe", flash, etp,
+                                                                      routing_skew)
 
 
 def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool,
@@ -558,8 +578,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
     act_layer = activation_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
-    working = activation_bytes(cfg, sl, b, t, plan.sp, flash=plan.flash, etp=etp, routing_skew=plan.routing_skew) \
-        if plan.recompute == "full" else 0.0  # the layer being recomputed holds its full activations
+    working = recompute_working_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
     best: MemoryBreakdown | None = None
     for r in range(p):
         psi_e = sum(stage_experts[st] for st in range(stages) if st % p == r)
