@@ -146,6 +146,7 @@ def predict(row: dict[str, Any]) -> float:
                      dp_overlap=grad_overlap(row),
                      pipe_sends="deepspeed" if deepspeed(row) else "megatron",
                      fp8="fp8" in str(row.get("precision", "")).lower(),
+                     dtype="fp16" if str(row.get("precision", "")).lower().startswith("fp16") else "bf16",
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as
                      # layers: Megatron's embedding-loss split (BLOOM: 70 + 2 over 12 stages, 6 each)
                      stage_layers="embedding-loss" if "type:transformer|embedding" in str(row.get("note")) else None)
@@ -185,13 +186,14 @@ def report(name: str, rows: list[dict[str, Any]], note: str = "") -> list[float]
 def calibration_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Table 1's rows as the paper ran them and tests/test_parallel.py simulates them (Table 1 states neither the
     micro-batch nor v): micro-batch 1, the interleaved schedule where p > 1 with the smallest v ≥ 2 that divides
-    the layers per stage, gradients all-reduced after the pipeline flush."""
+    the layers per stage, gradients all-reduced after the pipeline flush, fp16 (Megatron-LM's GPT scripts of 2021,
+    examples/pretrain_gpt3_175B.sh: ``--fp16``)."""
     out = []
     for row in data["calibration"]:
         per_stage, p = row["layers"] // (row.get("pp") or 1), row.get("pp") or 1
         v = next((x for x in range(2, per_stage + 1) if per_stage % x == 0), 1) if p > 1 else 1
         out.append(row | {"micro_batch": row.get("micro_batch") or 1, "vp": row.get("vp") or v,
-                          "grad_overlap": False})
+                          "grad_overlap": False, "precision": "fp16"})
     return out
 
 

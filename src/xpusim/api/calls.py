@@ -604,7 +604,7 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
           cp: int = 1, ep: int = 1, etp: int | None = None, dispatcher: str = "alltoall", routing_skew: float = 1.0,
           batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b", recompute: str = "none",
           sp: bool = False, zero: int = 0, fsdp: str | None = None, flash: bool = True, fp8: bool = False,
-          dp_overlap: bool = True, tp_overlap: bool = True, pipe_sends: str = "megatron",
+          dtype: str = "bf16", dp_overlap: bool = True, tp_overlap: bool = True, pipe_sends: str = "megatron",
           seq_len: int | None = None, rank_order: str = "tp-dp-pp", stage_layers: str | Sequence[int] | None = None,
           layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
@@ -617,7 +617,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     ``flash`` False for attention that writes its scores (Megatron-LM before
     FlashAttention), ``tp_overlap`` False for a tensor-parallel backward without the asynchronous all-reduce
     (Megatron-LM before 2022), ``pipe_sends`` megatron or deepspeed (how stages pass activations: see
-    `ParallelPlan.pipe_sends`), ``fp8`` the GEMMs in FP8 (Transformer Engine), ``batch`` the global batch in
+    `ParallelPlan.pipe_sends`), ``fp8`` the GEMMs in FP8 (Transformer Engine), ``dtype`` bf16 or fp16 (fp16 adds
+    the loss scaling's pass to the optimizer step), ``batch`` the global batch in
     samples, ``schedule`` such as ``interleaved:2``, ``recompute`` none, selective (the attention core), full or
     moe (a mixture of experts' MoE layers), ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
     `ParallelPlan` / its ``to_dict()``. ``stage_layers``: uneven pipeline stages, ``embedding-loss`` (Megatron-LM's
@@ -654,7 +655,7 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
                             routing_skew=routing_skew, vp=vp, micro_batch=micro_batch,
                             stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp, flash=flash,
-                            fp8=fp8, tp_overlap=tp_overlap, pipe_sends=pipe_sends,
+                            fp8=fp8, dtype=dtype, tp_overlap=tp_overlap, pipe_sends=pipe_sends,
                             recompute=recompute, rank_order=rank_order)
     return TrainResult(step=simulate(tm, cl, the_plan, measured=measured))
 

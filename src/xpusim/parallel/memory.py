@@ -40,11 +40,19 @@ def model_states(psi: float, dp: int, zero: int, *, param_bytes: float = PARAM_B
                        optimizer=optimizer_bytes * psi / (dp if zero >= 1 else 1))
 
 
-def adam_step_bytes(*, param_bytes: float = PARAM_BYTES, grad_bytes: float = GRAD_BYTES,
-                    optimizer_bytes: float = OPTIMIZER_BYTES) -> float:
-    """Bytes a fused Adam step moves per local parameter: read the optimizer states and the gradient, write the
-    states and the working parameter — 12 + 2 + 12 + 2 = 28 by default (NB: memory-bound, one fused kernel)."""
-    return 2 * optimizer_bytes + grad_bytes + param_bytes
+def optimizer_step_bytes(*, param_bytes: float = PARAM_BYTES, grad_bytes: float = GRAD_BYTES,
+                         optimizer_bytes: float = OPTIMIZER_BYTES, loss_scaling: bool = False) -> float:
+    """Bytes the mixed-precision optimizer step moves per local parameter, pass by pass as Megatron-LM runs it
+    (``Float16OptimizerWithFloat16Params.step``, megatron/optimizer/optimizer.py, 2022; Megatron-Core's optimizers
+    keep the passes): the gradients made fp32 (read ``grad_bytes``, write 4; none when they already are), with
+    fp16's loss scaling unscaled and checked for inf/nan (read and write 4), their global norm for clipping (read 4),
+    Adam (apex FusedAdam: read the fp32 master weights, momentum, variance — ``optimizer_bytes`` — and the gradient,
+    write the three), the master weights copied into the working ones (read 4, write ``param_bytes``), and the
+    gradient buffer zeroed for the next step (write ``grad_bytes``): 6 + 4 + 28 + 6 + 2 = 46 by default; fp16 adds 8.
+    Every pass is memory-bound."""
+    to_fp32 = grad_bytes + 4 if grad_bytes < 4 else 0
+    return (to_fp32 + (8 if loss_scaling else 0) + 4 + 2 * optimizer_bytes + 4 + 4 + param_bytes
+            + grad_bytes)
 
 
 def layer_activation_bytes(*, s: int, b: int, h: int, a: int, t: int = 1, sp: bool = False,
