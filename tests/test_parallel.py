@@ -644,6 +644,32 @@ def test_fp8_gemms_run_at_the_fp8_peak() -> None:
     assert r.exit_code == 2 and "fp8: a100-sxm-80gb has no fp8 peak" in r.stderr, r.stderr
 
 
+def test_fp8_casts_and_transposes_by_hand() -> None:
+    """Transformer Engine's FP8 casts around one layer's GEMMs, T tokens, tp 1. GPT (GeLU, ffn 4h): qkv's and fc1's
+    inputs come cast from their norms (1 byte written, not 2: −T·h each; transposed for the weight gradient: 2T·h
+    each), fc2's from the GeLU (−4T·h; 8T·h), the o-projection's input is cast and transposed in the forward (4T·h);
+    the output gradients of qkv, o and fc2 are cast and transposed (4 bytes per element: 12T·h, 4T·h, 4T·h), fc1's
+    inside the GeLU's backward. Forward −2T·h, backward 32T·h. Llama (SwiGLU: the gated activation's backward is a
+    pass of its own, so gate-up's 2f-wide gradient is cast too): forward 2T·h − T·f, backward
+    16T·h + 8T·(kv heads · head dim) + 10T·f. At HBM × 80% the backward's bytes are in the layer's time."""
+    from xpusim.parallel.simulate import fp8_cast_bytes, layer_cost, precision
+    from xpusim.workload.transformer import layer_ops
+
+    T, h = 4096, 8192
+    gpt = parse_model(f"gpt:h={h},l=2,a=64,s={T}").config
+    ops = [o for o in layer_ops(gpt, 1, T, T, precision(), flash=True) if o.kind != "memory"]
+    assert fp8_cast_bytes(ops, gated=False) == (-2 * T * h, 32 * T * h)
+    llama = parse_model("llama3-8b").config  # h 4096, 8 kv heads of 128, f 14336
+    ops = [o for o in layer_ops(llama, 1, T, T, precision(), flash=True) if o.kind != "memory"]
+    h, kv, f = 4096, 8 * 128, 14336
+    assert fp8_cast_bytes(ops, gated=True) == (2 * T * h - T * f, 16 * T * h + 8 * T * kv + 10 * T * f)
+    chip = load_cluster("dgx-h100").load_chip()
+    with_casts = layer_cost(gpt, chip, T, 1, 1, False, "none", None, flash=True, fp8=True)
+    hbm = 3350e9 * 0.8
+    plain_fwd = with_casts.fwd_s + 2 * T * 8192 / hbm
+    assert with_casts.bwd_input_s == pytest.approx(2 * plain_fwd - with_casts.bwd_weight_s + 32 * T * 8192 / hbm)
+
+
 def test_data_parallel_ring_across_nodes_uses_every_nic_of_the_node() -> None:
     """All-reduce of 1 GB over 32 A100s, 8 per node (dgx-a100: NVLink 300 GB/s, HDR 25 GB/s one way, both at 80%;
     α 1 µs / 5 µs). Each rank sends 2·31/32·1e9 = 1.9375e9 B: 1/8 of it over its own NIC, 1.9375e9/8/20e9 =

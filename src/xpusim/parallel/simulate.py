@@ -191,6 +191,12 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         one = all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)
         tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
     bwd_input = 2 * fwd - gemm_w - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
+    if fp8:  # Transformer Engine's casts and transposes around the FP8 GEMMs: memory-bound passes of their own
+        rate = (chip.main_memory.bandwidth_bytes_per_s or math.inf) * (chip.efficiency.memory if chip.efficiency
+                                                                       else 1.0)
+        cast_fwd, cast_bwd = (n / rate for n in fp8_cast_bytes(ops, cfg.gated_mlp))
+        fwd += cast_fwd
+        bwd_input += cast_bwd
     recompute_flops = 0.0
     if recompute == "full":
         bwd_input += fwd
@@ -266,6 +272,33 @@ def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None,
             cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
             plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None,
             plan.hides_tp_backward)
+
+
+def fp8_cast_bytes(ops: list[OpCost], gated: bool) -> tuple[float, float]:
+    """Bytes (forward, backward) of Transformer Engine's FP8 casts and transposes around a layer's GEMMs, beyond the
+    1-byte reads `_fp8_gemm` gives the GEMMs (TE's Linear, LayerNormLinear, LayerNormMLP, transformer_engine/
+    pytorch/module/): a GEMM's input cast in the norm or activation before it writes 1 byte instead of 2 (−1 per
+    element) and is transposed for the weight gradient in the backward (``fp8_transpose``: 1 read, 1 written); any
+    other input is cast and transposed in the forward (``fp8_cast_transpose_fused``: 2 read, 1 + 1 written), unless it
+    is the previous GEMM's input too (gate and up); the output gradient is cast and transposed in the backward
+    (``fp8_cast_transpose_bgrad_fused``: 2 read, 1 + 1 written), except a plain GeLU's first GEMM, whose cast runs in
+    the GeLU's backward (``fp8_cast_transpose_bgrad_dgelu_fused``; a gated activation's is a pass of its own).
+    ``ops``: the layer's forward ops in program order. The weights' casts, once a step, are left out."""
+    fwd = bwd = 0.0
+    for i, op in enumerate(ops):
+        if op.kind != "matmul":
+            continue
+        before, after = (ops[i - 1] if i else None), (ops[i + 1] if i + 1 < len(ops) else None)
+        rows = math.prod(op.output_shape[:-1])
+        inputs, outputs = rows * op.input_shapes[0][-1], rows * op.output_shape[-1]
+        if before is not None and before.kind in ("norm", "activation"):
+            fwd -= inputs
+            bwd += 2 * inputs
+        elif not (before is not None and before.kind == "matmul" and before.input_shapes[0] == op.input_shapes[0]):
+            fwd += 4 * inputs
+        if not (after is not None and after.kind == "activation" and not gated):
+            bwd += 4 * outputs
+    return fwd, bwd
 
 
 def _fp8_gemm(op: OpCost) -> OpCost:
