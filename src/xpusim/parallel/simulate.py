@@ -194,7 +194,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     if fp8:  # Transformer Engine's casts and transposes around the FP8 GEMMs: memory-bound passes of their own
         rate = (chip.main_memory.bandwidth_bytes_per_s or math.inf) * (chip.efficiency.memory if chip.efficiency
                                                                        else 1.0)
-        cast_fwd, cast_bwd = (n / rate for n in fp8_cast_bytes(ops, cfg.gated_mlp))
+        cast_fwd, cast_bwd = (n / rate for n in fp8_cast_bytes(ops, cfg.gated_mlp, t if sp else 1))
         fwd += cast_fwd
         bwd_input += cast_bwd
     recompute_flops = 0.0
@@ -274,7 +274,7 @@ def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None,
             plan.hides_tp_backward)
 
 
-def fp8_cast_bytes(ops: list[OpCost], gated: bool) -> tuple[float, float]:
+def fp8_cast_bytes(ops: list[OpCost], gated: bool, norm_split: int = 1) -> tuple[float, float]:
     """Bytes (forward, backward) of Transformer Engine's FP8 casts and transposes around a layer's GEMMs, beyond the
     1-byte reads `_fp8_gemm` gives the GEMMs (TE's Linear, LayerNormLinear, LayerNormMLP, transformer_engine/
     pytorch/module/): a GEMM's input cast in the norm or activation before it writes 1 byte instead of 2 (−1 per
@@ -283,7 +283,9 @@ def fp8_cast_bytes(ops: list[OpCost], gated: bool) -> tuple[float, float]:
     is the previous GEMM's input too (gate and up); the output gradient is cast and transposed in the backward
     (``fp8_cast_transpose_bgrad_fused``: 2 read, 1 + 1 written), except a plain GeLU's first GEMM, whose cast runs in
     the GeLU's backward (``fp8_cast_transpose_bgrad_dgelu_fused``; a gated activation's is a pass of its own).
-    ``ops``: the layer's forward ops in program order. The weights' casts, once a step, are left out."""
+    ``ops``: the layer's forward ops in program order; ``norm_split``: the ranks a norm's rows are split over (t with
+    sequence parallelism: the norm writes 1/t of the GEMM's rows, all-gathered after it). The weights' casts, once a
+    step, are left out."""
     fwd = bwd = 0.0
     for i, op in enumerate(ops):
         if op.kind != "matmul":
@@ -292,7 +294,7 @@ def fp8_cast_bytes(ops: list[OpCost], gated: bool) -> tuple[float, float]:
         rows = math.prod(op.output_shape[:-1])
         inputs, outputs = rows * op.input_shapes[0][-1], rows * op.output_shape[-1]
         if before is not None and before.kind in ("norm", "activation"):
-            fwd -= inputs
+            fwd -= inputs / (norm_split if before.kind == "norm" else 1)
             bwd += 2 * inputs
         elif not (before is not None and before.kind == "matmul" and before.input_shapes[0] == op.input_shapes[0]):
             fwd += 4 * inputs
