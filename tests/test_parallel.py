@@ -456,7 +456,7 @@ def test_rank_order_moves_groups_across_nodes() -> None:
 # ------------------------------------------------------------------------- training precision as plan data
 def test_plan_bytes_default_to_zero_mixed_precision_adam() -> None:
     # ZeRO (Rajbhandari et al. 2020) Sec. 3.1: 2Ψ fp16 parameters + 2Ψ gradients + KΨ, K = 12 (fp32 copy,
-    # momentum, variance) = 16Ψ; a fused Adam step reads 12 + 2 and writes 12 + 2 bytes per parameter.
+    # momentum, variance) = 16Ψ.
     plan = ParallelPlan()
     assert (plan.param_bytes, plan.grad_bytes, plan.optimizer_bytes) == (2, 2, 12)
     assert plan.param_bytes + plan.grad_bytes + plan.optimizer_bytes == 16
