@@ -242,6 +242,11 @@ def test_moe_activation_memory_by_hand() -> None:
     r = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=1, batch=1, seq_len=s).step
     per_layer = 15 * s * h + s * (2 * h + 8 * 128 + 8 * (4 * h + 6 * 768))
     assert r.memory.activations == pytest.approx(48 * per_layer + 4 * s * 151936)
+    # FP8: the dense part keeps 27 sbh, its MLP 14 (fc1's and fc2's inputs in 1 byte); the permuted input (h) and the
+    # activation's output (768, the down projection's input) are kept in 1 byte too
+    fp8 = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=1, batch=1, seq_len=s, fp8=True).step
+    per_layer_fp8 = (27 - 14) * s * h + s * (2 * h + 8 * 128 + 8 * (3 * h + 5 * 768))
+    assert fp8.memory.activations == pytest.approx(48 * per_layer_fp8 + 4 * s * 151936)
     # folding on 8 GPUs (tp 8, etp 1): each rank routes its 1/8 of the tokens, the whole experts' rows
     folded = xpusim.train("qwen3-30b-a3b", cluster="dgx-h100", gpus=8, tp=4, sp=True, ep=2, etp=1, batch=2,
                           seq_len=s).step

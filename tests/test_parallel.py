@@ -132,6 +132,11 @@ def test_korthikanti_table_2_hand_arithmetic() -> None:
     assert layer_activation_bytes(s=s, b=b, h=h, a=a, t=t, recompute="selective") == sbh * 13
     assert layer_activation_bytes(s=s, b=b, h=h, a=a, t=t, sp=True, recompute="selective") == 34 * sbh / 8
     assert layer_activation_bytes(s=s, b=b, h=h, a=a, recompute="full") == 2 * sbh
+    # FP8 (Transformer Engine keeps its GEMMs' inputs as 1-byte casts): QKV's and fc1's inputs 2 → 1 sbh each (whole
+    # on every rank without sp), the o-projection's 2 → 1 and fc2's 8 → 4 sbh (split over t); the rest as above
+    assert layer_activation_bytes(s=s, b=b, h=h, a=a, t=t, flash=True, fp8=True) == sbh * (10 - 2 + (24 - 5) / t)
+    assert layer_activation_bytes(s=s, b=b, h=h, a=a, t=t, sp=True, flash=True, fp8=True) == 27 * sbh / 8
+    assert layer_activation_bytes(s=s, b=b, h=h, a=a, recompute="full", fp8=True) == 2 * sbh
 
 
 def test_collectives_alpha_beta() -> None:

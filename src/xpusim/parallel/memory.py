@@ -56,43 +56,49 @@ def optimizer_step_bytes(*, param_bytes: float = PARAM_BYTES, grad_bytes: float 
 
 
 def layer_activation_bytes(*, s: int, b: int, h: int, a: int, t: int = 1, sp: bool = False,
-                           recompute: str = "none", flash: bool = False) -> float:
+                           recompute: str = "none", flash: bool = False, fp8: bool = False) -> float:
     """Activation bytes one transformer layer keeps for its backward (Korthikanti et al. 2022, Table 2): 16-bit
     activations and 1-byte dropout masks; ``full`` keeps only the layer input (2sbh, split over t with sp).
-    ``flash``: FlashAttention never stores the s × s scores, so it keeps what selective recomputation keeps."""
+    ``flash``: FlashAttention never stores the s × s scores, so it keeps what selective recomputation keeps.
+    ``fp8``: Transformer Engine keeps its GEMMs' inputs as the 1-byte casts it made — QKV's and fc1's (the norms'
+    outputs, whole on every tp rank without sp: 2 → 1 each), the o-projection's (2 → 1) and fc2's (8 → 4): 7sbh
+    fewer, 27 of the 34."""
     sbh = s * b * h
     if recompute == "full":
         return 2 * sbh / (t if sp else 1)
     attention_core = 5 * a * s / (h * t)  # QKᵀ scores, softmax, dropout mask and output: what selective drops
     if recompute == "selective" or flash:
         attention_core = 0.0
-    if sp:
-        return sbh * (34 / t + attention_core)
-    if t > 1:
-        return sbh * (10 + 24 / t + attention_core)
-    return sbh * (34 + attention_core)
+    whole, split = (8, 19) if fp8 else (10, 24)  # without sp: kept whole on every tp rank, split over them
+    if sp or t == 1:
+        return sbh * ((whole + split) / t + attention_core)
+    return sbh * (whole + split / t + attention_core)
 
 
 def moe_mlp_activation_bytes(*, s: int, b: int, h: int, t: int, top_k: int, experts: int, expert_ffn: int,
-                             shared_ffn: int = 0, etp: int = 1, skew: float = 1.0) -> float:
+                             shared_ffn: int = 0, etp: int = 1, skew: float = 1.0, fp8: bool = False) -> float:
     """Activation bytes a MoE block (in place of the dense MLP) keeps for its backward on one rank: its 1/t of the
     sequence (Megatron-Core's MoE layer takes it split over the tp ranks), 16-bit unless said. The block input (2h
     per token, the router's and the shared experts' GEMM input), the router's fp32 logits and probabilities (8E),
     and per routed copy — k per token, etp times as many rows on a rank that shares its experts with etp ranks, each
     1/etp as wide — the permuted input (2h), the gate and up outputs (4f), the activation's output (2f) and the
     expert output the combine weighs (2h); shared experts as a SwiGLU MLP (6 f_shared, split over t). ``skew``: the
-    busiest rank's routed rows over the mean."""
+    busiest rank's routed rows over the mean. ``fp8``: the GEMM inputs kept as 1-byte casts — the permuted input
+    (h) and the activation's output (f, the down projection's input; the shared experts' too)."""
     tokens = s * b / t
     routed = tokens * top_k * etp * skew
-    return (tokens * (2 * h + 8 * experts + 6 * shared_ffn)
-            + routed * (4 * h + 6 * expert_ffn / etp))
+    one = 1 if fp8 else 2  # bytes of a kept GEMM input
+    return (tokens * (2 * h + 8 * experts + (4 + one) * shared_ffn)
+            + routed * ((2 + one) * h + (4 + one) * expert_ffn / etp))
 
 
-def dense_mlp_activation_bytes(*, s: int, b: int, h: int, t: int = 1, sp: bool = False) -> float:
+def dense_mlp_activation_bytes(*, s: int, b: int, h: int, t: int = 1, sp: bool = False, fp8: bool = False) -> float:
     """The MLP's share of `layer_activation_bytes` (Korthikanti et al. 2022 Sec. 4.1: input 2sbh, GeLU input and
-    output 16sbh, dropout mask sbh; without sp the input and the mask are kept whole on every tp rank)."""
+    output 16sbh, dropout mask sbh; without sp the input and the mask are kept whole on every tp rank). ``fp8``:
+    the input and the GeLU's output (fc2's input) kept as 1-byte casts: 14sbh."""
     sbh = s * b * h
-    return sbh * 19 / t if sp or t == 1 else sbh * (3 + 16 / t)
+    whole, split = (2, 12) if fp8 else (3, 16)
+    return sbh * (whole + split) / t if sp or t == 1 else sbh * (whole + split / t)
 
 
 @dataclass(frozen=True, kw_only=True)

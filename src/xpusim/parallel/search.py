@@ -137,9 +137,9 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
                             *layer_args(pl, cluster))
             hc = head_cost(cfg, chip, sl, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
             act = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
-                                   pl.routing_skew)
+                                   pl.routing_skew, pl.fp8)
             work = recompute_working_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash,
-                                           pl.expert_tp, pl.routing_skew)
+                                           pl.expert_tp, pl.routing_skew, pl.fp8)
             costs[key] = (lc.fwd_s, lc.bwd_input_s, lc.bwd_weight_s, hc.fwd_s, hc.bwd_s, hc.embed_fwd_s,
                           hc.embed_bwd_s, act, work, lc.tp_fwd_s + lc.ep_fwd_s + lc.cp_fwd_s,
                           lc.tp_bwd_s + lc.ep_bwd_s + lc.cp_bwd_s,

@@ -235,31 +235,33 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
 
 
 def activation_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str = "none",
-                     flash: bool = False, etp: int | None = None, routing_skew: float = 1.0) -> float:
+                     flash: bool = False, etp: int | None = None, routing_skew: float = 1.0,
+                     fp8: bool = False) -> float:
     """Activation bytes one layer (averaged over the model's layers) keeps for its backward on one rank:
     Korthikanti's formula, the MoE layers with their MoE block's (`moe_mlp_activation_bytes`) in place of the
     dense MLP's."""
     dense = layer_activation_bytes(s=s, b=b, h=cfg.hidden, a=cfg.heads, t=t, sp=sp,
-                                   recompute="none" if recompute == "moe" else recompute, flash=flash)
+                                   recompute="none" if recompute == "moe" else recompute, flash=flash, fp8=fp8)
     if not cfg.moe or recompute == "full":
         return dense
     # recompute=moe: the checkpoint keeps only the MoE layer's input, the rank's 1/t of the tokens (16-bit)
     moe = 2 * s * b * cfg.hidden / t if recompute == "moe" else moe_mlp_activation_bytes(
         s=s, b=b, h=cfg.hidden, t=t, top_k=cfg.top_k, experts=cfg.experts, expert_ffn=cfg.expert_ffn,
-        shared_ffn=cfg.shared_ffn, etp=etp or t, skew=routing_skew)
+        shared_ffn=cfg.shared_ffn, etp=etp or t, skew=routing_skew, fp8=fp8)
     return dense + cfg.moe_layers / cfg.layers * (moe - dense_mlp_activation_bytes(s=s, b=b, h=cfg.hidden, t=t,
-                                                                                   sp=sp))
+                                                                                   sp=sp, fp8=fp8))
 
 
 def recompute_working_bytes(cfg: TransformerConfig, s: int, b: int, t: int, sp: bool, recompute: str,
-                            flash: bool = False, etp: int | None = None, routing_skew: float = 1.0) -> float:
+                            flash: bool = False, etp: int | None = None, routing_skew: float = 1.0,
+                            fp8: bool = False) -> float:
     """What the layer being recomputed holds on top of the kept activations while its backward runs: with ``full``
     the whole layer's activations, with ``moe`` its MoE block's, else nothing."""
     if recompute not in ("full", "moe"):
         return 0.0
-    whole = activation_bytes(cfg, s, b, t, sp, flash=flash, etp=etp, routing_skew=routing_skew)
+    whole = activation_bytes(cfg, s, b, t, sp, flash=flash, etp=etp, routing_skew=routing_skew, fp8=fp8)
     return whole if recompute == "full" else whole - activation_bytes(cfg, s, b, t, sp, "moe", flash, etp,
-                                                                      routing_skew)
+                                                                      routing_skew, fp8)
 
 
 def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None, int, Fabric | None, str, bool,
@@ -612,8 +614,10 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
 
     # Memory on the most loaded pipeline rank.
     in_flight = sched.peak_live(lambda st: stage_layers[st])  # layers whose activations are held
-    act_layer = activation_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
-    working = recompute_working_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew)
+    act_layer = activation_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew,
+                                 plan.fp8)
+    working = recompute_working_bytes(cfg, sl, b, t, plan.sp, plan.recompute, plan.flash, etp, plan.routing_skew,
+                                      plan.fp8)
     best: MemoryBreakdown | None = None
     for r in range(p):
         psi_e = sum(stage_experts[st] for st in range(stages) if st % p == r)
