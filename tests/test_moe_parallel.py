@@ -299,6 +299,10 @@ def test_recomputing_the_moe_layers_by_hand() -> None:
     moe_fwd_flops = 2 * s * h * 128 + 3 * 2 * s * 8 * h * 768
     assert moe.hardware_flops - none.hardware_flops == pytest.approx(layers * moe_fwd_flops)
     assert moe.model_flops == none.model_flops and moe.step_time_s > none.step_time_s
+    # on 8 GPUs folded as tp 2 × ep 4, 8 sequences: the same forward FLOPs per sequence, summed over the ranks
+    kw8 = {"cluster": "dgx-h100", "gpus": 8, "tp": 2, "sp": True, "ep": 4, "batch": 8, "seq_len": s}
+    folded = [xpusim.train("qwen3-30b-a3b", recompute=rc, **kw8).step for rc in ("none", "moe")]
+    assert folded[1].hardware_flops - folded[0].hardware_flops == pytest.approx(8 * layers * moe_fwd_flops)
     cfg, chip = load_transformer("qwen3-30b-a3b"), load_cluster("dgx-h100").load_chip()
     args = (cfg, chip, s, 1, 1, False)
     plain, again = layer_cost(*args, "none", None), layer_cost(*args, "moe", None)
