@@ -138,13 +138,15 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     shard = _sharded(cfg, t, etp)
     ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(shard, b, s, full, prec, flash=flash)
            if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
-    fwd = gemm_w = attn = moe = 0.0
+    fwd = gemm_fwd = gemm_w = attn = moe = 0.0
     gemm_flops = moe_flops = 0.0
     window = {"attn": 0.0, "mlp": 0.0}  # weight-gradient GEMMs of the column-parallel layers (the first of a block)
     for op in ops:
         # the step waits for the busiest expert-parallel rank: skew times the mean routed rows (the same FLOPs)
         timed = _scale_rows(op, skew) if op.module.endswith(".experts") else op
-        est = estimate_op(_fp8_gemm(timed) if fp8 and op.kind == "matmul" else timed, chip)
+        if fp8 and op.kind == "matmul":
+            timed = _fp8_gemm(timed)
+        est = estimate_op(timed, chip)
         split = sp and op.kind in _REPLICATED_KINDS and op.module.rsplit(".", 1)[-1] not in _MOE_MODULES
         time = est.time_s / (t if split else 1)
         fwd += time
@@ -152,11 +154,13 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
             moe += time
             moe_flops += 2 * op.macs
         if op.kind == "matmul":
-            gemm_w += time  # its weight-gradient GEMM has the same shape
+            gemm_fwd += time  # its input-gradient GEMM has the same shape and traffic
+            wgrad = estimate_op(weight_gradient(timed), chip).time_s
+            gemm_w += wgrad
             gemm_flops += 2 * op.macs
             block = op.module.split(".")[1] if op.module.count(".") >= 2 else ""
             if block in window and op.module.rsplit(".", 1)[-1] not in _ROW_PARALLEL:
-                window[block] += time
+                window[block] += wgrad
         elif op.kind == "attention":
             attn += time
             gemm_flops += 2 * op.macs
@@ -190,7 +194,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         # of the output gradient before the row-parallel layer stays exposed (Korthikanti et al. 2022, Sec. 6.2)
         one = all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)
         tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
-    bwd_input = 2 * fwd - gemm_w - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
+    bwd_input = 2 * fwd - gemm_fwd - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
     if fp8:  # Transformer Engine's casts and transposes around the FP8 GEMMs: memory-bound passes of their own
         rate = (chip.main_memory.bandwidth_bytes_per_s or math.inf) * (chip.efficiency.memory if chip.efficiency
                                                                        else 1.0)
@@ -274,6 +278,16 @@ def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None,
             cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
             plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None,
             plan.hides_tp_backward)
+
+
+def weight_gradient(op: OpCost) -> OpCost:
+    """A GEMM's weight-gradient GEMM: its FLOPs; it reads the forward's input and the output's gradient (the
+    forward's output bytes) and accumulates into the fp32 main gradient — read and write 4 bytes per weight, fused
+    into the GEMM (Megatron's gradient-accumulation fusion, `wgrad_gemm_accum_fp32`; Transformer Engine's
+    ``fuse_wgrad_accumulation``). Compute-bound unless the GEMM has few rows per weight (intensity about rows/4
+    FLOP/B): a mixture of experts' experts with few tokens each."""
+    return dataclasses.replace(op, weight_bytes=4 * op.params, bytes_written=4 * op.params,
+                               activation_bytes_read=op.activation_bytes_read + op.bytes_written)
 
 
 def fp8_cast_bytes(ops: list[OpCost], gated: bool, norm_split: int = 1) -> tuple[float, float]:
