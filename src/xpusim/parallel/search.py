@@ -65,6 +65,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
     not searched (precision and bytes per parameter, dp overlap) come from ``base`` (default: `ParallelPlan`'s
     defaults)."""
     cfg = model.config
+    recomputes = RECOMPUTE_CODES + (("moe",) if cfg.moe else ())  # the MoE layers recomputed: a MoE model only
     base = base or ParallelPlan()
     found = problems(replace(base, dp=1, tp=1, pp=1, vp=1, micro_batch=1, global_batch=1, schedule="1f1b", zero=0,
                              sp=False), cfg)
@@ -104,7 +105,7 @@ def enumerate_plans(model: TrainModel, cluster: Cluster, gpus: int, global_batch
                         scheds += [("interleaved", v) for v in divisors(cfg.layers // p) if v > 1]
                 for sched, v in scheds:
                     for zero in ((0, 1, 2, 3) if d > 1 else (0,)):
-                        for rc in RECOMPUTE_CODES + (("moe",) if cfg.moe else ()):
+                        for rc in recomputes:
                             for sp in ((False, True) if t > 1 else (False,)):
                                 plans.append(ParallelPlan(dp=d, tp=t, pp=p, cp=c, ep=e, etp=None if et == t else et,
                                                           vp=v, micro_batch=b,

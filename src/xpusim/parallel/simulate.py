@@ -196,9 +196,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
     bwd_input = 2 * fwd - gemm_fwd - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
     if fp8:  # Transformer Engine's casts and transposes around the FP8 GEMMs: memory-bound passes of their own
-        rate = (chip.main_memory.bandwidth_bytes_per_s or math.inf) * (chip.efficiency.memory if chip.efficiency
-                                                                       else 1.0)
-        cast_fwd, cast_bwd = (n / rate for n in fp8_cast_bytes(ops, cfg.gated_mlp, t if sp else 1))
+        cast_fwd, cast_bwd = (memory_s(n, chip) for n in fp8_cast_bytes(ops, cfg.gated_mlp, t if sp else 1))
         fwd += cast_fwd
         bwd_input += cast_bwd
     recompute_flops = 0.0
@@ -278,6 +276,13 @@ def layer_args(plan: ParallelPlan, cluster: Cluster) -> tuple[GroupLinks | None,
             cluster.fabric(etp) if etp > 1 else None, plan.dispatcher, plan.flash, plan.routing_skew, plan.fp8,
             plan.cp, cluster.fabric(plan.tp * plan.cp) if plan.cp > 1 else None,
             plan.hides_tp_backward)
+
+
+def memory_s(nbytes: float, chip: Chip) -> float:
+    """Seconds a memory-bound pass over ``nbytes`` takes in the chip's main memory at its memory efficiency (0 for a
+    chip without a stated bandwidth): the optimizer step, the loss, the FP8 casts."""
+    bw = chip.main_memory.bandwidth_bytes_per_s
+    return nbytes / (bw * (chip.efficiency.memory if chip.efficiency else 1.0)) if bw else 0.0
 
 
 def weight_gradient(op: OpCost) -> OpCost:
@@ -400,9 +405,7 @@ def _head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype
     fwd = estimate_op(norm, chip).time_s + estimate_op(lm_head, chip).time_s
     # cross-entropy over the logits (fp32 by default): read logits, write probabilities (and the same backward)
     logits_total = logits_bytes * b * s * cfg.vocab / t
-    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
-    mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
-    loss = 2 * logits_total / (bw * mem_eff) if bw else 0.0
+    loss = memory_s(2 * logits_total, chip)
     emb = estimate_op(embed, chip).time_s
     return HeadCost(fwd_s=fwd + loss, bwd_s=2 * fwd + loss, gemm_flops_fwd=2 * lm_head.macs,
                     embed_fwd_s=emb, embed_bwd_s=2 * emb)
@@ -596,13 +599,11 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
             if r == 0:
                 dp_total += reduce
         dp_end = max(dp_end, free)
-    bw = chip.main_memory.bandwidth_bytes_per_s or 0.0
-    mem_eff = chip.efficiency.memory if chip.efficiency else 1.0
     shard, shard_e = (d * c, d_expert) if plan.zero >= 1 else (1, 1)
-    optimizer_s = max(plan.optimizer_step_bytes * sum((stage_params[st] - stage_experts[st]) / shard
-                                                      + stage_experts[st] / shard_e
-                                                      for st in range(stages) if st % p == r)
-                      for r in range(p)) / (bw * mem_eff) if bw else 0.0
+    optimizer_s = memory_s(max(plan.optimizer_step_bytes * sum((stage_params[st] - stage_experts[st]) / shard
+                                                               + stage_experts[st] / shard_e
+                                                               for st in range(stages) if st % p == r)
+                               for r in range(p)), chip)
     gather_after = 0.0
     if plan.zero in (1, 2):
         gather_after = max(
