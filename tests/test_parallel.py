@@ -324,6 +324,16 @@ def test_cluster_presets_load_and_state_one_way_links() -> None:
         == (300, 25)
 
 
+def test_benchmark_cluster_files_keep_their_gpus_efficiency() -> None:
+    # A cluster file of the benchmarks that says its compute efficiency is "as dgx-a100" must hold dgx-a100's
+    # numbers: Jean Zay's had kept 0.62 after A100's was re-chosen on Table 1, and BLOOM's rows ran on slower GPUs
+    for path in (Path(__file__).parents[1] / "benchmarks" / "data" / "clusters").glob("*.yaml"):
+        eff = load_cluster(path).efficiency
+        if "as dgx-a100" in eff.source:
+            assert eff.model_copy(update={"source": ""}) == load_cluster("dgx-a100").efficiency.model_copy(
+                update={"source": ""}), path.name
+
+
 def test_cluster_errors(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="Did you mean dgx-a100"):
         load_cluster("dgx-a10")
