@@ -21,7 +21,6 @@ as the row says.
 from __future__ import annotations
 
 import argparse
-import functools
 import statistics
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ import yaml
 
 import xpusim
 from xpusim.errors import UserError
-from xpusim.hardware.cluster import Cluster, load_cluster
 
 DATA = Path(__file__).parent / "data" / "training_validation.yaml"
 
@@ -38,20 +36,14 @@ DATA = Path(__file__).parent / "data" / "training_validation.yaml"
 CLUSTERS = Path(__file__).parent / "data" / "clusters"
 
 
-def cluster(row: dict[str, Any]) -> str | Cluster:
+def cluster(row: dict[str, Any]) -> str:
     """The row's system: Jean Zay's nodes (4 Omni-Path links per 8 GPUs) where its network says so, with DGX A100's
-    compute efficiency (the same GPUs; taken from dgx-a100 here so that a re-chosen A100 efficiency carries over),
-    else a DGX of its GPU (vTrain's runs too: its configs' 800 Gb/s per node and 150 GB/s NVLink, tried, put the 109
-    runs at mean 36.6% instead of 20.3%; they are vTrain's simulator settings, not the cluster's spec)."""
+    compute efficiency (tests/test_parallel.py keeps the file's equal to dgx-a100's), else a DGX of its GPU (vTrain's
+    runs too: its configs' 800 Gb/s per node and 150 GB/s NVLink, tried, put the 109 runs at mean 36.6% instead of
+    20.3%; they are vTrain's simulator settings, not the cluster's spec)."""
     if "jean zay" in str(row.get("network", "")).lower():
-        return jean_zay()
+        return str(CLUSTERS / "jean-zay-a100.yaml")
     return "dgx-h100" if "h100" in str(row["gpu"]) else "dgx-a100"
-
-
-@functools.cache
-def jean_zay() -> Cluster:
-    jz = load_cluster(CLUSTERS / "jean-zay-a100.yaml")
-    return jz.model_copy(update={"efficiency": load_cluster("dgx-a100").efficiency})
 
 
 def measured_s(row: dict[str, Any]) -> float | None:
