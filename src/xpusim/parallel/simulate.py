@@ -46,6 +46,18 @@ from xpusim.workload.transformer import Precision, TransformerConfig, attention_
 
 DDP_BUCKET_BYTES = 25 * MIB  # torch DistributedDataParallel's default bucket_cap_mb=25
 
+# Fused (Flash) attention under a decoder's causal mask, as training runs it. The attention op counts the full
+# score matrix (what unfused batched matmuls compute: Megatron-LM of 2021-22, Megatron-DeepSpeed); a fused kernel
+# skips the blocks above the diagonal.
+FA_CAUSAL_SPEEDUP = 1.75
+"""FlashAttention-2 with the causal mask against without: "around 1.7-1.8x speedup" from skipping about half of the
+blocks (Dao 2023, arXiv:2307.08691, Sec. 3.1.1)."""
+FA_BWD_WORK = 2.5
+"""Backward over forward FLOPs of fused attention: 5 matmuls against 2, the scores recomputed (Dao 2023, Sec. 4.1)."""
+FA_BWD_EFFICIENCY = 581 / 740
+"""Backward over forward throughput of fused attention: FlashAttention-3 on H100, head dim 128, sequence 16k, no
+mask: 581 TFLOP/s backward (Shah et al. 2024, arXiv:2407.08608, Fig. 6b) against 740 forward (its abstract)."""
+
 
 # collectives (ring α-β): all_reduce_s, all_gather_s, p2p_s in xpusim.hardware.cluster, shared with the LLM engine
 # ------------------------------------------------------------------------------------------------ layer cost
@@ -139,6 +151,7 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     ops = [_moe_rank(o, t, etp, ep) for o in layer_ops(shard, b, s, full, prec, flash=flash)
            if o.kind != "memory"]  # ... and its queries attend to all of them (1/c of the attention's work)
     fwd = gemm_fwd = gemm_w = attn = moe = 0.0
+    attn_bwd = FA_BWD_WORK / FA_BWD_EFFICIENCY if flash else 2.0  # the attention's backward over its forward
     gemm_flops = moe_flops = 0.0
     window = {"attn": 0.0, "mlp": 0.0}  # weight-gradient GEMMs of the column-parallel layers (the first of a block)
     for op in ops:
@@ -162,6 +175,9 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
             if block in window and op.module.rsplit(".", 1)[-1] not in _ROW_PARALLEL:
                 window[block] += wgrad
         elif op.kind == "attention":
+            if flash:  # causal: the kernel skips the masked blocks; its backward is 2.5x the work, slower per FLOP
+                fwd -= time - time / FA_CAUSAL_SPEEDUP
+                time /= FA_CAUSAL_SPEEDUP
             attn += time
             gemm_flops += 2 * op.macs
     # Without FlashAttention training drops out attention probabilities in memory (Megatron's default attention
@@ -194,7 +210,8 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         # of the output gradient before the row-parallel layer stays exposed (Korthikanti et al. 2022, Sec. 6.2)
         one = all_gather_s(act_bytes, t, tp_fabric) if sp else all_reduce_s(act_bytes, t, tp_fabric)
         tp_bwd -= min(one, window["attn"]) + (1 - share) * min(one, window["mlp"])
-    bwd_input = 2 * fwd - gemm_fwd - drop  # every op's backward ≈ 2× its forward; the weight GEMMs are split out
+    # every op's backward ≈ 2× its forward (fused attention's more); the weight GEMMs are split out
+    bwd_input = 2 * fwd - gemm_fwd - drop + (attn_bwd - 2) * (attn - drop)
     if fp8:  # Transformer Engine's casts and transposes around the FP8 GEMMs: memory-bound passes of their own
         cast_fwd, cast_bwd = (memory_s(n, chip) for n in fp8_cast_bytes(ops, cfg.gated_mlp, t if sp else 1))
         fwd += cast_fwd
@@ -223,13 +240,13 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
     ep_bwd = 2 * a2a * share + (ep_fwd if recompute in ("full", "moe") else 0.0)
     # Context parallelism (Megatron-Core's ring attention): c − 1 steps, each passing the rank's current key/value
     # chunk (its 1/t of the kv heads) to the next rank while the attention runs on the one it holds; the backward
-    # passes the keys and values and their gradients (twice the bytes) behind twice the attention's time. Only what
+    # passes the keys and values and their gradients (twice the bytes) behind the attention's backward. Only what
     # the attention does not cover lengthens the layer.
     cp_fwd = cp_bwd = 0.0
     if cp > 1 and cp_fabric is not None:
         kv_chunk = 2 * b * s * cfg.kv_heads * cfg.head_dim / t * prec.a_bits / 8
         cp_fwd = max(0.0, (cp - 1) * p2p_s(kv_chunk, cp_fabric) - attn)
-        cp_bwd = max(0.0, (cp - 1) * p2p_s(2 * kv_chunk, cp_fabric) - 2 * attn) \
+        cp_bwd = max(0.0, (cp - 1) * p2p_s(2 * kv_chunk, cp_fabric) - attn_bwd * attn) \
             + (cp_fwd if recompute == "full" else 0.0)
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
