@@ -5,9 +5,10 @@ validation apart (benchmarks/data/training_validation.yaml, every row with its s
 
 Calibration: the rows the cluster files' efficiencies were chosen on (Megatron-LM SC'21 Table 1, as the paper ran
 them: micro-batch 1, interleaved where p > 1). Validation: every other row — never used to fit anything. Skipped
-(said per row): a log's first iteration after a restart (warm-up included), recomputation not stated, pure-FSDP
-runs without a tensor/pipeline plan (MPT), rows without micro-batch or global batch, and rows the simulator cannot
-place (a plan it rejects is printed with its reason). ``--bulk`` adds vTrain's 109 measured A100 runs (different
+(said per row): a log's first iteration after a restart (warm-up included), recomputation not stated, rows without
+micro-batch or global batch, and rows the simulator cannot place (a plan it rejects is printed with its reason).
+Pure-FSDP runs without a tensor/pipeline plan (MosaicML's MPT, SC'21's ZeRO-3 rows) are reported apart, outside the
+validation statistics. ``--bulk`` adds vTrain's 109 measured A100 runs (different
 software, 1F1B, full recompute).
 
 Configuration mapping (each row as its software ran it): FlashAttention except Megatron-LM 2021–22 and
@@ -51,7 +52,15 @@ def measured_s(row: dict[str, Any]) -> float | None:
     return m.get("iteration_time_s") or d.get("iteration_time_s")
 
 
-def skip_reason(row: dict[str, Any]) -> str | None:
+def pure_fsdp(row: dict[str, Any]) -> bool:
+    """Whether the row shards everything over data parallelism (FSDP full sharding, ZeRO-3) with no tensor or
+    pipeline plan."""
+    text = str(row.get("optimizer_sharding", "")).lower()
+    return (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and ("fsdp" in text or "zero-3" in text)
+
+
+def skip_reason(row: dict[str, Any], fsdp: bool = False) -> str | None:
+    """Why a row is left out (None: it runs). ``fsdp``: the pure-FSDP rows' own report, where they run."""
     if not row.get("global_batch") or not row.get("micro_batch"):
         return "micro-batch or global batch not stated"
     if measured_s(row) is None:
@@ -59,8 +68,8 @@ def skip_reason(row: dict[str, Any]) -> str | None:
     if row.get("first_iteration_after_restart"):
         # the same log's other runs after that restart took 11-41% longer for their first iteration than the next
         return "only the first iteration after a restart was logged (warm-up included)"
-    if (row.get("tp") or 1) == 1 and (row.get("pp") or 1) == 1 and "fsdp" in str(row).lower():
-        return "pure FSDP"
+    if pure_fsdp(row) and not fsdp:
+        return "pure FSDP (reported apart, below)"
     if "not stated" in str(row.get("recompute")).split(" per ")[0]:
         return "recomputation not stated"
     if str(row.get("model", "")).lower().startswith("llama") and zoo(row) is None:
@@ -123,8 +132,10 @@ def grad_overlap(row: dict[str, Any]) -> bool:
 
 
 def zero(row: dict[str, Any]) -> int:
-    """1 where the row's optimizer states are sharded over data parallelism (its ``optimizer_sharding``: ZeRO-1 or
-    Megatron's distributed optimizer), else 0."""
+    """3 for full sharding (FSDP, ZeRO-3), 1 where only the optimizer states are sharded over data parallelism (its
+    ``optimizer_sharding``: ZeRO-1 or Megatron's distributed optimizer), else 0."""
+    if pure_fsdp(row):
+        return 3
     text = str(row.get("optimizer_sharding", "")).lower()
     return 1 if "zero-1" in text or ("distributed optimizer" in text and not text.startswith("none")) else 0
 
@@ -154,7 +165,7 @@ def predict(row: dict[str, Any]) -> float:
     return float(r.step.step_time_s)
 
 
-def report(name: str, rows: list[dict[str, Any]], note: str = "") -> list[float]:
+def report(name: str, rows: list[dict[str, Any]], note: str = "", fsdp: bool = False) -> list[float]:
     print(f"\n### {name}\n")
     if note:
         print(f"{note}\n")
@@ -162,7 +173,7 @@ def report(name: str, rows: list[dict[str, Any]], note: str = "") -> list[float]
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     errs = []
     for row in rows:
-        why = skip_reason(row)
+        why = skip_reason(row, fsdp)
         if why:
             print(f"| {row['id']} | skipped: {why} ||||||||||")
             continue
@@ -219,6 +230,12 @@ def main() -> None:
            note="As the paper ran them: micro-batch 1, v the smallest ≥ 2 dividing the layers per stage (neither is "
                 "in the table).")
     report("validation", data["validation"])
+    # No tensor or pipeline plan: every GPU gathers every layer's weights; kept out of the statistics above
+    fsdp = [r for r in data["validation"] if pure_fsdp(r)]
+    report("pure FSDP, PyTorch FSDP (not in the validation statistics)", [r for r in fsdp if "deepspeed" not in
+                                                                         framework(r)], fsdp=True)
+    report("pure ZeRO-3, DeepSpeed inside Megatron-LM of 2021 (SC'21 Table 2; not in the validation statistics)",
+           [r for r in fsdp if "deepspeed" in framework(r)], fsdp=True)
     if args.bulk:
         report("validation, bulk (vTrain's A100 measurements)", bulk_rows(data))
 
