@@ -12,7 +12,8 @@ simulator costs uniform routing.
 Configuration mapping: Megatron-Core's ``--recompute-modules`` lists of norms and activations (``selective (norm,
 act)``) recompute elementwise ops only and run here as no recomputation (xpusim's ``selective`` is Korthikanti's
 attention recomputation); 94- and 61-layer models on pipelines that do not divide them use Megatron's split that
-counts the embedding and the loss as layers (``--stage-layers embedding-loss``), as the recipes do. DeepEP and
+counts the embedding and the loss as layers (``--stage-layers embedding-loss``), as the recipes do; NeMo AutoModel's
+pipelines split the layers its own way (`automodel_split`). DeepEP and
 NVIDIA's HybridEP dispatchers (both send a token once per destination node across nodes) run as ``deepep``, the
 rest as ``alltoall``. ZeRO: FSDP rows (Megatron FSDP, NeMo AutoModel's FSDP2) run as ZeRO-3; the Megatron-Core
 rows as ZeRO-1, the distributed optimizer their configurations turn on (``--use-distributed-optimizer: true`` in
@@ -111,6 +112,19 @@ def layout_split(text: str) -> str | None:
     return ",".join(str(stage.count("t")) for stage in spec.split("|"))
 
 
+def automodel_split(layers: int, stages: int) -> str:
+    """Decoder layers per stage as NeMo AutoModel splits a model over its pipeline stages
+    (``generate_hf_model_fqn_per_model_part`` in nemo_automodel/components/distributed/pipelining/functional.py: the
+    layers divided evenly, the first ``layers % stages`` stages one more; the embedding and the head ride on the
+    first and the last stage)."""
+    base, extra = divmod(layers, stages)
+    return ",".join(str(base + (i < extra)) for i in range(stages))
+
+
+def automodel(r: dict[str, Any]) -> bool:
+    return "automodel" in str(r["source"]).lower()
+
+
 def main() -> None:
     data = yaml.safe_load(DATA.read_text())
     rows, reference = data["rows"], data["flop_per_token_reference"]
@@ -134,6 +148,13 @@ def main() -> None:
         if int(r["seq_len"]) > cfg.max_positions:  # a long-context run with the rope scaled (Qwen3: YaRN to 131,072)
             cfg = dataclasses.replace(cfg, max_positions=int(r["seq_len"]))
         recompute = recompute_of(str(r.get("recompute")))
+        if automodel(r) and pp > 1 and int(str(r.get("grad_accum") or 1).split()[0]) > 1:
+            print(f"| {r['id']} | not simulated: AutoModel runs gradient accumulation {r['grad_accum']} as that many "
+                  f"pipeline schedules per step (a flush each), which the simulator does not model |||||||||||||")
+            continue
+        split = layout_split(str(r.get("other", ""))) or (
+            automodel_split(layers, pp * vp) if automodel(r) and pp > 1 else
+            "embedding-loss" if layers % (pp * vp) else None)
         try:
             res = xpusim.train(cfg, cluster="dgx-h100", gpus=int(r["gpus"]), tp=tp, pp=pp, cp=int(r.get("cp") or 1),
                                ep=int(r.get("ep") or 1), etp=r.get("etp"),
@@ -142,8 +163,7 @@ def main() -> None:
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                                recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]), zero=zero_of(r),
                                fp8="fp8" in str(r.get("precision", "")).lower(),
-                               stage_layers=layout_split(str(r.get("other", ""))) or (
-                                   "embedding-loss" if layers % (pp * vp) else None))
+                               stage_layers=split)
         except (UserError, ValueError) as exc:
             print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")
             continue
