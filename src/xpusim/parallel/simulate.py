@@ -249,6 +249,13 @@ def _layer_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, sp: 
         cp_fwd = max(0.0, (cp - 1) * p2p_s(kv_chunk, cp_fabric) - attn)
         cp_bwd = max(0.0, (cp - 1) * p2p_s(2 * kv_chunk, cp_fabric) - attn_bwd * attn) \
             + (cp_fwd if recompute == "full" else 0.0)
+    # The host's floor on a MoE layer: a third of its launches in the forward, two thirds in the backward (every op's
+    # input and weight gradients), a forward's again when the backward re-runs it; averaged over the layers
+    host_s = (chip.efficiency.moe_layer_host_ms * 1e-3 * share) if chip.efficiency is not None else 0.0
+    if host_s:
+        again = 1 if recompute in ("full", "moe") else 0
+        fwd += max(0.0, host_s / 3 - (fwd + tp_fwd + ep_fwd + cp_fwd))
+        bwd_input += max(0.0, host_s * (2 + again) / 3 - (bwd_input + gemm_w + tp_bwd + ep_bwd + cp_bwd))
     return LayerCost(fwd_s=fwd, bwd_input_s=bwd_input, bwd_weight_s=gemm_w, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd,
                      gemm_flops_fwd=gemm_flops, recompute_flops=recompute_flops, ep_fwd_s=ep_fwd, ep_bwd_s=ep_bwd,
                      cp_fwd_s=cp_fwd, cp_bwd_s=cp_bwd)
