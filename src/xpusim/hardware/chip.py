@@ -93,11 +93,12 @@ class Efficiency(_Strict):
     vector: float = 1.0
     memory: float = 1.0
     op_overhead_us: float = Field(0.0, ge=0, description="Fixed cost per op (dispatch, kernel launch), microseconds.")
-    moe_layer_host_ms: NonNegativeFloat = Field(
-        0.0, description="Training: the host's time to launch one mixture-of-experts layer's kernels, forward and "
-                         "backward, milliseconds. The dispatcher synchronises the host with the GPU in every MoE "
-                         "layer (tokens per expert), so the host cannot run ahead and a layer pass takes at least "
-                         "this long; 0: not modelled.")
+    moe_layer_host_ms: float = Field(
+        default=0.0, ge=0,
+        description="Training: the host's time to launch one mixture-of-experts layer's kernels, forward and "
+                    "backward, milliseconds. The dispatcher synchronises the host with the GPU in every MoE layer "
+                    "(tokens per expert), so the host cannot run ahead and a layer pass takes at least this long; "
+                    "0: not modelled.")
     tensor_overhead_us: float | None = Field(
         None, ge=0, description="Fixed cost per matrix-unit kernel (GEMM, convolution, attention), microseconds; "
                                 "absent: op_overhead_us. GPU GEMM libraries pay more than a simple elementwise kernel.")
