@@ -165,7 +165,7 @@ def main() -> None:
                                micro_batch=int(r["micro_batch"]), schedule=f"interleaved:{vp}" if vp > 1 else "1f1b",
                                recompute=recompute, sp=tp > 1, seq_len=int(r["seq_len"]), zero=zero_of(r),
                                fp8="fp8" in str(r.get("precision", "")).lower(),
-                               stage_layers=split)
+                               loss=str(r.get("loss") or "megatron"), stage_layers=split)
         except (UserError, ValueError) as exc:
             print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")
             continue

@@ -157,6 +157,7 @@ def predict(row: dict[str, Any]) -> float:
                      flash=flash(row), zero=zero(row), tp_overlap=tp_overlap(row),
                      dp_overlap=grad_overlap(row),
                      pipe_sends="deepspeed" if deepspeed(row) else "megatron",
+                     loss=str(row.get("loss") or "megatron"),  # the cross-entropy's kernels, where the row says
                      fp8="fp8" in str(row.get("precision", "")).lower(),
                      dtype="fp16" if str(row.get("precision", "")).lower().startswith("fp16") else "bf16",
                      # DeepSpeed's 'type:transformer|embedding' partition weighs the embeddings at both ends as

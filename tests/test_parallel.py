@@ -628,6 +628,43 @@ def test_uneven_stages_by_hand() -> None:
     assert "layers=1,3" in plan.label() and ParallelPlan.from_dict(plan.to_dict()) == plan
 
 
+def test_the_cross_entropy_loss_makes_its_kernels_passes_over_the_logits_by_hand() -> None:
+    """Bytes per logit (the rank's tokens × vocabulary/t), counted in each implementation's code: Megatron's unfused
+    vocabulary-parallel cross-entropy 38 forward (cast 2 + 4, max 4, subtract 4 + 4, exp 4 + 4, sum 4, divide 4 + 4)
+    and 14 backward (scale 4 + 4, cast back 4 + 2); Megatron-Core's fused one 22 (cast and max 2 + 4, subtract-exp-sum
+    4 + 4, divide 4 + 4) and 10 (scale 4 + 4, the 16-bit gradient 2); Transformer Engine's 6 (read 2, read 2 and
+    write the gradient 2) and 4 (scale it in place). Each a pass through an A100's 2,039 GB/s at the cluster's 80%;
+    the output layer's GEMMs are the same under all three. The loss keeps the fp32 softmax, or TE's 16-bit gradient."""
+    from xpusim.parallel.simulate import head_cost, loss_bytes
+
+    assert loss_bytes("megatron", 2, 4) == (38, 14)
+    assert loss_bytes("native", 2, 4) == (22, 10)
+    assert loss_bytes("te", 2, 4) == (6, 4)
+    model, cluster = parse_model("gpt:h=1024,l=2,a=16,s=2048,V=128000"), load_cluster("dgx-a100")
+    chip = cluster.load_chip()
+    logits, bw = 1 * 2048 * 128_000 / 2, 2039e9 * 0.8  # micro-batch 1, t = 2
+    hc = {k: head_cost(model.config, chip, 2048, 1, 2, "bf16", 4, k) for k in ("megatron", "native", "te")}
+    assert hc["megatron"].fwd_s - hc["te"].fwd_s == pytest.approx((38 - 6) * logits / bw)
+    assert hc["megatron"].bwd_s - hc["te"].bwd_s == pytest.approx((14 - 4) * logits / bw)
+    assert hc["native"].fwd_s - hc["te"].fwd_s == pytest.approx((22 - 6) * logits / bw)
+    assert hc["native"].bwd_s - hc["te"].bwd_s == pytest.approx((10 - 4) * logits / bw)
+    unfused = simulate(model, cluster, ParallelPlan(dp=8, global_batch=8))
+    te = simulate(model, cluster, ParallelPlan(dp=8, global_batch=8, loss="te"))
+    assert unfused.memory.activations - te.memory.activations == pytest.approx((4 - 2) * 2048 * 128_000)
+    assert te.step_time_s < unfused.step_time_s
+    assert "loss=te" in te.plan.label() and ParallelPlan.from_dict(te.plan.to_dict()) == te.plan
+    with pytest.raises(PlanError, match=r"loss='fused' is not one of megatron, native, te"):
+        check(ParallelPlan(loss="fused"), model.config)  # type: ignore[arg-type]
+    # the search keeps the plan's loss, and its closed forms agree with the simulator under it
+    plans = enumerate_plans(model, cluster, 8, 64, base=ParallelPlan(loss="te"))[::7]
+    assert plans and all(p.loss == "te" for p in plans)
+    step, mem = estimate(model, cluster, plans)
+    for plan, est_s, est_b in zip(plans, step, mem, strict=True):
+        r = simulate(model, cluster, plan)
+        assert est_s == pytest.approx(r.step_time_s, rel=0.01), plan.label()
+        assert est_b == pytest.approx(r.memory.total, rel=0.01), plan.label()
+
+
 def test_closed_form_agrees_with_the_simulator_on_deepspeed_pipeline_sends() -> None:
     """With DeepSpeed's sends (the whole tensor from every tp rank, blocking the sender) the search's closed forms
     still give the simulator's step within 1% on every sampled plan."""

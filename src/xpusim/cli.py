@@ -279,6 +279,7 @@ def parallel_cmd(
     dp_overlap: bool = _opt(True, "--dp-overlap/--no-dp-overlap", help="DDP buckets during the last backward."),
     tp_overlap: bool = _opt(True, "--tp-overlap/--no-tp-overlap", help="TP backward behind weight grads (2022 on)."),
     pipe_sends: str = _opt("megatron", "--pipe-sends", help="megatron (1/tp, async) or deepspeed (whole, blocking)."),
+    loss: str = _opt("megatron", "--loss", help="Cross-entropy kernels: megatron (unfused), native or te (fused)."),
     seq_len: int | None = SEQ, rank_order: str = _opt("tp-dp-pp", "--rank-order", help="tp-dp-pp or tp-pp-dp."),
     stage_layers: str | None = _opt(None, "--stage-layers", help="Uneven: embedding-loss (Megatron's) or 2,3x30,2."),
     layer_ms: str | None = _opt(None, "--layer-ms", help="Measured FWD,BWD ms of one layer and micro-batch."),
@@ -298,7 +299,7 @@ def parallel_cmd(
                      etp=etp, batch=batch, dispatcher=dispatcher, routing_skew=routing_skew, micro_batch=micro_batch,
                      schedule=schedule, recompute=recompute, sp=sp, zero=zero, fsdp=fsdp, flash=flash, fp8=fp8,
                      dp_overlap=dp_overlap, seq_len=seq_len, rank_order=rank_order, stage_layers=stage_layers,
-                     layer_ms=layer_ms, tp_overlap=tp_overlap, pipe_sends=pipe_sends)
+                     layer_ms=layer_ms, tp_overlap=tp_overlap, pipe_sends=pipe_sends, loss=loss)
     if fmt is Format.json:
         emit(r.to_json(), output)
     elif isinstance(r, api.SearchPlans):

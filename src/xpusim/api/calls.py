@@ -605,7 +605,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
           batch: int | None = None, micro_batch: int = 1, schedule: str = "1f1b", recompute: str = "none",
           sp: bool = False, zero: int = 0, fsdp: str | None = None, flash: bool = True, fp8: bool = False,
           dtype: str = "bf16", dp_overlap: bool = True, tp_overlap: bool = True, pipe_sends: str = "megatron",
-          seq_len: int | None = None, rank_order: str = "tp-dp-pp", stage_layers: str | Sequence[int] | None = None,
+          loss: str = "megatron", seq_len: int | None = None, rank_order: str = "tp-dp-pp",
+          stage_layers: str | Sequence[int] | None = None,
           layer_ms: str | tuple[float, float] | None = None) -> TrainResult:
     """One training step of a transformer on a cluster: step time, MFU, bubble, memory and communication per GPU.
 
@@ -617,7 +618,8 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
     ``flash`` False for attention that writes its scores (Megatron-LM before
     FlashAttention), ``tp_overlap`` False for a tensor-parallel backward without the asynchronous all-reduce
     (Megatron-LM before 2022), ``pipe_sends`` megatron or deepspeed (how stages pass activations: see
-    `ParallelPlan.pipe_sends`), ``fp8`` the GEMMs in FP8 (Transformer Engine), ``dtype`` bf16 or fp16 (fp16 adds
+    `ParallelPlan.pipe_sends`), ``loss`` megatron, native or te (the cross-entropy's kernels: see
+    `ParallelPlan.loss`), ``fp8`` the GEMMs in FP8 (Transformer Engine), ``dtype`` bf16 or fp16 (fp16 adds
     the loss scaling's pass to the optimizer step), ``batch`` the global batch in
     samples, ``schedule`` such as ``interleaved:2``, ``recompute`` none, selective (the attention core), full or
     moe (a mixture of experts' MoE layers), ``zero`` 0–3 or ``fsdp`` full/grad-op) or as a
@@ -655,7 +657,7 @@ def train(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dg
                             routing_skew=routing_skew, vp=vp, micro_batch=micro_batch,
                             stage_layers=parse.stage_layers(stage_layers, tm.config.layers, pp * vp),
                             global_batch=batch, schedule=sched, zero=zero, dp_overlap=dp_overlap, sp=sp, flash=flash,
-                            fp8=fp8, dtype=dtype, tp_overlap=tp_overlap, pipe_sends=pipe_sends,
+                            fp8=fp8, dtype=dtype, tp_overlap=tp_overlap, pipe_sends=pipe_sends, loss=loss,
                             recompute=recompute, rank_order=rank_order)
     return TrainResult(step=simulate(tm, cl, the_plan, measured=measured))
 
@@ -699,12 +701,12 @@ class SearchPlans(_Result):
 def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "dgx-a100", gpus: int,
            batch: int | None, top: int = 10, seq_len: int | None = None, flash: bool = True, fp8: bool = False,
            dispatcher: str = "alltoall", routing_skew: float = 1.0, dp_overlap: bool = True,
-           tp_overlap: bool = True, pipe_sends: str = "megatron") -> SearchPlans:
+           tp_overlap: bool = True, pipe_sends: str = "megatron", loss: str = "megatron") -> SearchPlans:
     """Search every valid plan (dp, tp, pp, virtual stages, micro-batch, schedule, ZeRO, sequence parallelism,
     recomputation; context parallelism from 8,192 tokens; for a mixture of experts ep and etp) for
     ``gpus`` GPUs and a global ``batch``; the ``top``
     fastest that fit, re-simulated. ``flash``, ``fp8``, ``dispatcher``, ``routing_skew``, ``dp_overlap``,
-    ``tp_overlap`` and ``pipe_sends`` are kept as given (see `train`)."""
+    ``tp_overlap``, ``pipe_sends`` and ``loss`` are kept as given (see `train`)."""
     from xpusim.parallel.plan import ParallelPlan
     from xpusim.parallel.search import search as search_plans
 
@@ -715,7 +717,8 @@ def search(model: str | TransformerConfig, *, cluster: str | Path | Cluster = "d
     tm = _train_model(model, seq_len)
     cl = _cluster_for(cluster, gpus)
     base = ParallelPlan(flash=flash, fp8=fp8, dispatcher=dispatcher, routing_skew=routing_skew,  # type: ignore[arg-type]
-                        dp_overlap=dp_overlap, tp_overlap=tp_overlap, pipe_sends=pipe_sends)  # type: ignore[arg-type]
+                        dp_overlap=dp_overlap, tp_overlap=tp_overlap, pipe_sends=pipe_sends,  # type: ignore[arg-type]
+                        loss=loss)  # type: ignore[arg-type]
     found = search_plans(tm, cl, gpus, batch, top=top, base=base)
     if not found.results:
         hint = (f"; the sequences are {tm.seq_len:,} tokens, {tm.config.name}'s longest — give --seq-len for a "
@@ -729,7 +732,7 @@ _search = search  # `parallel`'s flag has the function's name
 
 
 SEARCH_KEYS = ("cluster", "gpus", "batch", "top", "seq_len", "flash", "fp8", "dispatcher", "routing_skew",
-               "dp_overlap", "tp_overlap", "pipe_sends")
+               "dp_overlap", "tp_overlap", "pipe_sends", "loss")
 """What `search` takes besides the model: the job and the settings it keeps as given (the rest it searches)."""
 
 

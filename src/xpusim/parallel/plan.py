@@ -28,6 +28,8 @@ Dispatcher = Literal["alltoall", "deepep"]
 DISPATCHERS: tuple[str, ...] = ("alltoall", "deepep")
 PipeSends = Literal["megatron", "deepspeed"]
 PIPE_SENDS: tuple[str, ...] = ("megatron", "deepspeed")
+Loss = Literal["megatron", "native", "te"]
+LOSSES: tuple[str, ...] = ("megatron", "native", "te")
 RankOrder = Literal["tp-dp-pp", "tp-pp-dp"]
 RANK_ORDERS: tuple[str, ...] = ("tp-dp-pp", "tp-pp-dp")
 TrainDtype = Literal["bf16", "fp16"]
@@ -125,6 +127,11 @@ class ParallelPlan:
     and variance)."""
     logits_bytes: int = LOGITS_BYTES_PER_ELEMENT
     """Bytes per logit the loss reads, writes and keeps (4: fp32, Korthikanti et al. 2022 Sec. 4.3)."""
+    loss: Loss = "megatron"
+    """How the cross-entropy loss runs over the logits (one of `LOSSES`; the passes each makes: `loss_bytes`):
+    ``megatron`` Megatron's vocabulary-parallel cross-entropy, a kernel per step (Megatron-Core's default, and
+    Megatron-LM's and Megatron-DeepSpeed's of 2021–22); ``native`` Megatron-Core's fused one
+    (``--cross-entropy-loss-fusion``); ``te`` Transformer Engine's (``--cross-entropy-fusion-impl te``)."""
     rank_order: RankOrder = "tp-dp-pp"
     """How ranks are numbered, innermost first: consecutive ranks share a node, so the first group listed stays
     inside a node longest (Megatron-LM's default is tp-dp-pp)."""
@@ -147,6 +154,12 @@ class ParallelPlan:
         """Whether the backward's tensor-parallel reductions run behind weight-gradient GEMMs (`tp_overlap`, with
         tp > 1 and a schedule that runs each weight gradient right after its input gradient: not zb-h1)."""
         return self.tp_overlap and self.tp > 1 and self.schedule != "zb-h1"
+
+    @property
+    def kept_logit_bytes(self) -> int:
+        """Bytes per logit the loss keeps for its backward: the fp32 softmax (``logits_bytes``), or with ``te`` the
+        gradient Transformer Engine writes into the 16-bit logits."""
+        return 2 if self.loss == "te" else self.logits_bytes
 
     @property
     def blocking_sends(self) -> bool:
@@ -222,6 +235,8 @@ class ParallelPlan:
             parts.append(f"{self.pipe_sends}-sends")
         if self.fp8:
             parts.append("fp8")
+        if self.loss != "megatron":
+            parts.append(f"loss={self.loss}")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
@@ -232,7 +247,7 @@ class ParallelPlan:
                 "micro_batches": self.micro_batches, "gpus": self.gpus, "schedule": self.schedule, "zero": self.zero,
                 "dp_overlap": self.dp_overlap, "tp_overlap": self.tp_overlap, "pipe_sends": self.pipe_sends,
                 "sp": self.sp, "recompute": self.recompute, "flash": self.flash, "fp8": self.fp8,
-                "rank_order": self.rank_order}
+                "loss": self.loss, "rank_order": self.rank_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ParallelPlan:
@@ -295,6 +310,8 @@ def problems(plan: ParallelPlan, cfg: TransformerConfig, gpus: int | None = None
         out.append(f"dispatcher={plan.dispatcher!r} is not one of {', '.join(DISPATCHERS)}")
     if plan.pipe_sends not in PIPE_SENDS:
         out.append(f"pipe_sends={plan.pipe_sends!r} is not one of {', '.join(PIPE_SENDS)}")
+    if plan.loss not in LOSSES:
+        out.append(f"loss={plan.loss!r} is not one of {', '.join(LOSSES)}")
     if plan.rank_order not in RANK_ORDERS:
         out.append(f"rank_order={plan.rank_order!r} is not one of {', '.join(RANK_ORDERS)}")
     if plan.zero not in (0, 1, 2, 3):

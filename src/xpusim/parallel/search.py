@@ -123,12 +123,13 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
     col = {k: np.empty(n) for k in ("t", "p", "v", "d", "e", "et", "b", "m", "zero", "f", "bi", "w", "hf", "hb", "ef",
                                     "eb", "act", "work", "cf", "cb", "sched", "overlap", "c", "blk")}
     costs: dict[tuple[object, ...], tuple[float, ...]] = {}
-    per_setting: dict[tuple[int, int, int, int, str], tuple[float, ...]] = {}
+    per_setting: dict[tuple[int, int, int, int, str, str], tuple[float, ...]] = {}
     byte_rows: list[tuple[float, ...]] = []
     for i, pl in enumerate(plans):
         # raw fields (the properties cost more than the rest of the loop); pp and the rank order only where they
         # place an expert-parallel group
-        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.ep, pl.etp, pl.flash, pl.fp8,
+        key = (pl.tp, pl.micro_batch, pl.sp, pl.recompute, pl.dtype, pl.logits_bytes, pl.loss, pl.ep, pl.etp, pl.flash,
+               pl.fp8,
                (pl.pp, pl.rank_order, pl.dispatcher, pl.routing_skew) if pl.ep > 1 else pl.routing_skew, pl.cp,
                pl.tp_overlap and pl.schedule != "zb-h1")  # `ParallelPlan.hides_tp_backward`, inlined (hot loop)
         if key not in costs:
@@ -136,7 +137,7 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
             lc = layer_cost(cfg, chip, s, pl.micro_batch, pl.tp, pl.sp, pl.recompute,
                             cluster.fabric(pl.tp) if pl.tp > 1 else None, pl.dtype, pl.ep,
                             *layer_args(pl, cluster))
-            hc = head_cost(cfg, chip, sl, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes)
+            hc = head_cost(cfg, chip, sl, pl.micro_batch, pl.tp, pl.dtype, pl.logits_bytes, pl.loss)
             act = activation_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash, pl.expert_tp,
                                    pl.routing_skew, pl.fp8)
             work = recompute_working_bytes(cfg, sl, pl.micro_batch, pl.tp, pl.sp, pl.recompute, pl.flash,
@@ -153,10 +154,10 @@ def estimate(model: TrainModel, cluster: Cluster, plans: list[ParallelPlan]) -> 
         col["sched"][i] = SCHEDULE_CODES.index(pl.schedule)
         col["overlap"][i] = pl.dp_overlap
         col["blk"][i] = pl.pipe_sends == "deepspeed"  # `ParallelPlan.blocking_sends` (c_pp is 0 at pp = 1)
-        key_b = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype)
+        key_b = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.logits_bytes, pl.dtype, pl.loss)
         if key_b not in per_setting:  # bytes per parameter, gradient, optimizer state, Adam step, logit, activation
             per_setting[key_b] = (pl.param_bytes, pl.grad_bytes, pl.optimizer_bytes, pl.optimizer_step_bytes,
-                                  pl.logits_bytes, element_bytes(pl.dtype))
+                                  pl.kept_logit_bytes, element_bytes(pl.dtype))
         byte_rows.append(per_setting[key_b])
     for name, column in zip(("pb", "gb", "ob", "adam", "lb", "ab"), np.array(byte_rows, dtype=float).reshape(n, 6).T,
                             strict=True):

@@ -409,13 +409,41 @@ def _moe_rank(op: OpCost, t: int, etp: int, ep: int) -> OpCost:
                                input_shapes=((rows * ep, k), w))
 
 
+def loss_bytes(loss: str, a_bytes: float, logits_bytes: float) -> tuple[float, float]:
+    """Bytes (forward, backward) the cross-entropy loss reads and writes per logit (an element of the rank's tokens
+    × vocabulary/t logits), ``a_bytes`` the output layer's 16-bit logits, ``logits_bytes`` the loss's fp32.
+
+    ``megatron``: Megatron-Core's ``vocab_parallel_cross_entropy`` (megatron/core/tensor_parallel/cross_entropy.py;
+    Megatron-LM's mpu/cross_entropy.py of 2021 makes the same passes), one kernel each: forward — the cast to fp32
+    (read 2, write 4), the max (read), subtracting it in place (read, write), exp in place (read, write), the sum
+    (read), the division in place (read, write): 2 + 9 × 4 = 38 bytes; backward — scaling by the loss's gradient in
+    place (read, write) and the cast back to 16 bits for the output layer (read 4, write 2): 2 + 3 × 4 = 14.
+
+    ``native``: Megatron-Core's ``fused_vocab_parallel_cross_entropy`` (megatron/core/fusions/fused_cross_entropy.py),
+    the same steps in four compiled functions, one pass each: the cast and the max (read 2, write 4), subtract, exp and
+    sum in place (read, write), the division (read, write): 2 + 5 × 4 = 22; backward, scaling in place and the 16-bit
+    gradient (read 4, write 4 and 2): 2 + 2 × 4 = 10.
+
+    ``te``: Transformer Engine's ``parallel_cross_entropy`` (transformer_engine/pytorch/triton/cross_entropy.py, up to
+    v2.17), Triton kernels on the 16-bit logits: an online max and sum (read 2), then the loss with the gradient
+    written in place into the logits (read 2, write 2): 6; backward, that gradient scaled in place (read 2, write
+    2): 4."""
+    if loss == "megatron":
+        return a_bytes + 9 * logits_bytes, a_bytes + 3 * logits_bytes
+    if loss == "native":
+        return a_bytes + 5 * logits_bytes, a_bytes + 2 * logits_bytes
+    if loss == "te":
+        return 3 * a_bytes, 2 * a_bytes
+    raise ValueError(f"loss {loss!r}: expected one of megatron, native, te")
+
+
 def head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str = "bf16",
-              logits_bytes: float = LOGITS_BYTES_PER_ELEMENT) -> HeadCost:
+              logits_bytes: float = LOGITS_BYTES_PER_ELEMENT, loss: str = "megatron") -> HeadCost:
     """Vocabulary-parallel output layer and loss on the last stage, embedding lookup on the first (memoized like
     `layer_cost`: the search asks for the same few hundred shapes for every plan)."""
-    key = (cfg, chip.model_dump_json(), s, b, t, dtype, logits_bytes)
+    key = (cfg, chip.model_dump_json(), s, b, t, dtype, logits_bytes, loss)
     if key not in _HEAD_CACHE:
-        _HEAD_CACHE[key] = _head_cost(cfg, chip, s, b, t, dtype, logits_bytes)
+        _HEAD_CACHE[key] = _head_cost(cfg, chip, s, b, t, dtype, logits_bytes, loss)
     return _HEAD_CACHE[key]
 
 
@@ -423,16 +451,17 @@ _HEAD_CACHE: dict[tuple[object, ...], HeadCost] = {}
 
 
 def _head_cost(cfg: TransformerConfig, chip: Chip, s: int, b: int, t: int, dtype: str,
-               logits_bytes: float) -> HeadCost:
+               logits_bytes: float, loss: str) -> HeadCost:
     embed, norm, lm_head = head_ops(_sharded(cfg, 1), b, s, s, precision(dtype))
     lm_head = dataclasses.replace(lm_head, macs=lm_head.macs // t, flops=lm_head.flops // t,
                                   weight_bytes=lm_head.weight_bytes // t, bytes_written=lm_head.bytes_written // t)
     fwd = estimate_op(norm, chip).time_s + estimate_op(lm_head, chip).time_s
-    # cross-entropy over the logits (fp32 by default): read logits, write probabilities (and the same backward)
-    logits_total = logits_bytes * b * s * cfg.vocab / t
-    loss = memory_s(2 * logits_total, chip)
+    # the cross-entropy loss: memory-bound passes over the rank's logits
+    per_logit_fwd, per_logit_bwd = loss_bytes(loss, precision(dtype).a_bits / 8, logits_bytes)
+    logits = b * s * cfg.vocab / t
+    loss_fwd, loss_bwd = memory_s(per_logit_fwd * logits, chip), memory_s(per_logit_bwd * logits, chip)
     emb = estimate_op(embed, chip).time_s
-    return HeadCost(fwd_s=fwd + loss, bwd_s=2 * fwd + loss, gemm_flops_fwd=2 * lm_head.macs,
+    return HeadCost(fwd_s=fwd + loss_fwd, bwd_s=2 * fwd + loss_bwd, gemm_flops_fwd=2 * lm_head.macs,
                     embed_fwd_s=emb, embed_bwd_s=2 * emb)
 
 
@@ -525,7 +554,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
     n_ep, etp = plan.ep, plan.expert_tp
     lc = layer_cost(cfg, chip, s, b, t, plan.sp, plan.recompute, tp_fabric, plan.dtype, n_ep,
                     *layer_args(plan, cluster))
-    hc = head_cost(cfg, chip, sl, b, t, plan.dtype, plan.logits_bytes)
+    hc = head_cost(cfg, chip, sl, b, t, plan.dtype, plan.logits_bytes, plan.loss)
     stage_layers = plan.layers_per_stage(cfg.layers)
     stages = p * v
     split = plan.schedule == "zb-h1"
@@ -671,7 +700,7 @@ def simulate(model: TrainModel, cluster: Cluster, plan: ParallelPlan, *,
                              optimizer=dense_states.optimizer + expert_states.optimizer)
         acts = in_flight[r] * act_layer + working
         if r == (stages - 1) % p:
-            acts += plan.logits_bytes * sl * b * cfg.vocab / t  # the logits the loss keeps (fp32 by default)
+            acts += plan.kept_logit_bytes * sl * b * cfg.vocab / t  # what the loss keeps for its backward
         buffers = 2 * pp_bytes * 2 if p > 1 else 0.0  # send and receive buffers, both directions
         if plan.zero >= 3:
             buffers += 2 * plan.param_bytes * max(stage_params[st] / max(stage_layers[st], 1) for st in range(stages)
