@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 import xpusim
+from bench_parallel_validation import Point  # this folder: on the path when run as a script
 from xpusim.errors import UserError
 from xpusim.workload.transformer import load_transformer
 
@@ -127,13 +128,15 @@ def automodel(r: dict[str, Any]) -> bool:
     return "automodel" in str(r["source"]).lower()
 
 
-def main() -> None:
+def run() -> tuple[list[Point], list[Point]]:
+    """Print the table and the statistics; return the counted rows and the calibration twin apart."""
     data = yaml.safe_load(DATA.read_text())
     rows, reference = data["rows"], data["flop_per_token_reference"]
     print("| row | gpus | tp | pp | ep | etp | vp | b | B | zero | recompute | measured tok/s/GPU (basis) | xpusim "
           "| error |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    errs = []
+    points: list[Point] = []
+    calibration: list[Point] = []
     for r in rows:
         why = skip_reason(r)
         got = None if why else measured_tokens(r, reference)
@@ -172,19 +175,26 @@ def main() -> None:
         pred = res.step.tokens_per_s / int(r["gpus"])
         e = 100 * (pred - meas) / meas
         if r.get("calibrates"):  # its twin fitted a number the simulator uses: shown, not counted
+            calibration.append(Point(str(r["id"]), meas, pred))
             print(f"| {r['id']} (calibration, not counted) | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | "
                   f"{r.get('etp') or tp} | {vp} | {r['micro_batch']} | {r['global_batch']} | {zero_of(r)} | "
                   f"{recompute} | {meas:,.0f} ({basis}) | {pred:,.0f} | {e:+.1f}% |")
             continue
-        errs.append(e)
+        points.append(Point(str(r["id"]), meas, pred))
         print(f"| {r['id']} | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | {r.get('etp') or tp} | {vp} "
               f"| {r['micro_batch']} | {r['global_batch']} | {zero_of(r)} | {recompute} | {meas:,.0f} ({basis}) "
               f"| {pred:,.0f}"
               f"{'' if res.step.fits else ' (does not fit)'} | {e:+.1f}% |")
-    if errs:
+    if points:
+        errs = [p.error_pct for p in points]
         a = [abs(x) for x in errs]
         print(f"\n{len(errs)} rows: median |error| {statistics.median(a):.1f}%, mean {statistics.mean(a):.1f}%, worst "
               f"{max(errs, key=abs):+.1f}%")
+    return points, calibration
+
+
+def main() -> None:
+    run()
 
 
 if __name__ == "__main__":

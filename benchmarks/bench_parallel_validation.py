@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,19 @@ import xpusim
 from xpusim.errors import UserError
 
 DATA = Path(__file__).parent / "data" / "training_validation.yaml"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One simulated row: its id, the published measurement and the prediction (same unit)."""
+
+    row: str
+    measured: float
+    predicted: float
+
+    @property
+    def error_pct(self) -> float:
+        return 100 * (self.predicted - self.measured) / self.measured
 
 
 CLUSTERS = Path(__file__).parent / "data" / "clusters"
@@ -166,13 +180,14 @@ def predict(row: dict[str, Any]) -> float:
     return float(r.step.step_time_s)
 
 
-def report(name: str, rows: list[dict[str, Any]], note: str = "", fsdp: bool = False) -> list[float]:
+def report(name: str, rows: list[dict[str, Any]], note: str = "", fsdp: bool = False) -> list[Point]:
+    """Print one set's table and its statistics; return its simulated rows."""
     print(f"\n### {name}\n")
     if note:
         print(f"{note}\n")
     print("| row | gpus | tp | pp | dp | b | B | recompute | measured s | xpusim s | error |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    errs = []
+    points: list[Point] = []
     for row in rows:
         why = skip_reason(row, fsdp)
         if why:
@@ -185,15 +200,16 @@ def report(name: str, rows: list[dict[str, Any]], note: str = "", fsdp: bool = F
             print(f"| {row['id']} | not simulated: {exc} ||||||||||")
             continue
         e = 100 * (pred - meas) / meas
-        errs.append(e)
+        points.append(Point(str(row["id"]), meas, pred))
         print(f"| {row['id']} | {row['gpus']} | {row.get('tp')} | {row.get('pp')} | {row.get('dp')} | "
               f"{row['micro_batch']} | {row['global_batch']} | {row.get('recompute')} | {meas:.3f} | {pred:.3f} | "
               f"{e:+.1f}% |")
-    if errs:
+    if points:
+        errs = [p.error_pct for p in points]
         a = [abs(e) for e in errs]
         print(f"\n{name}: {len(errs)} rows, mean |error| {statistics.mean(a):.1f}%, median {statistics.median(a):.1f}%,"
               f" worst {max(errs, key=abs):+.1f}%")
-    return errs
+    return points
 
 
 def calibration_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
