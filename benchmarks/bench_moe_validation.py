@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import statistics
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 import xpusim
-from bench_parallel_validation import Point  # this folder: on the path when run as a script
+from bench_parallel_validation import Point, summary  # this folder: on the path when run as a script
 from xpusim.errors import UserError
 from xpusim.workload.transformer import load_transformer
 
@@ -173,23 +172,21 @@ def run() -> tuple[list[Point], list[Point]]:
             print(f"| {r['id']} | not simulated: {str(exc)[:160]} |||||||||||||")
             continue
         pred = res.step.tokens_per_s / int(r["gpus"])
-        e = 100 * (pred - meas) / meas
+        point = Point(str(r["id"]), meas, pred)
+        e = point.error_pct
         if r.get("calibrates"):  # its twin fitted a number the simulator uses: shown, not counted
-            calibration.append(Point(str(r["id"]), meas, pred))
+            calibration.append(point)
             print(f"| {r['id']} (calibration, not counted) | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | "
                   f"{r.get('etp') or tp} | {vp} | {r['micro_batch']} | {r['global_batch']} | {zero_of(r)} | "
                   f"{recompute} | {meas:,.0f} ({basis}) | {pred:,.0f} | {e:+.1f}% |")
             continue
-        points.append(Point(str(r["id"]), meas, pred))
+        points.append(point)
         print(f"| {r['id']} | {r['gpus']} | {tp} | {pp} | {r.get('ep')} | {r.get('etp') or tp} | {vp} "
               f"| {r['micro_batch']} | {r['global_batch']} | {zero_of(r)} | {recompute} | {meas:,.0f} ({basis}) "
               f"| {pred:,.0f}"
               f"{'' if res.step.fits else ' (does not fit)'} | {e:+.1f}% |")
     if points:
-        errs = [p.error_pct for p in points]
-        a = [abs(x) for x in errs]
-        print(f"\n{len(errs)} rows: median |error| {statistics.median(a):.1f}%, mean {statistics.mean(a):.1f}%, worst "
-              f"{max(errs, key=abs):+.1f}%")
+        print(f"\n{summary(points)}")
     return points, calibration
 
 

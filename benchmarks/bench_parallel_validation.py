@@ -48,6 +48,14 @@ class Point:
         return 100 * (self.predicted - self.measured) / self.measured
 
 
+def summary(points: list[Point]) -> str:
+    """'N rows, mean |error| …, median …, worst …' of a set (not empty)."""
+    a = [abs(p.error_pct) for p in points]
+    worst = max(points, key=lambda p: abs(p.error_pct)).error_pct
+    return (f"{len(points)} rows, mean |error| {statistics.mean(a):.1f}%, median {statistics.median(a):.1f}%, "
+            f"worst {worst:+.1f}%")
+
+
 CLUSTERS = Path(__file__).parent / "data" / "clusters"
 
 
@@ -199,16 +207,12 @@ def report(name: str, rows: list[dict[str, Any]], note: str = "", fsdp: bool = F
         except (UserError, ValueError) as exc:
             print(f"| {row['id']} | not simulated: {exc} ||||||||||")
             continue
-        e = 100 * (pred - meas) / meas
         points.append(Point(str(row["id"]), meas, pred))
         print(f"| {row['id']} | {row['gpus']} | {row.get('tp')} | {row.get('pp')} | {row.get('dp')} | "
               f"{row['micro_batch']} | {row['global_batch']} | {row.get('recompute')} | {meas:.3f} | {pred:.3f} | "
-              f"{e:+.1f}% |")
+              f"{points[-1].error_pct:+.1f}% |")
     if points:
-        errs = [p.error_pct for p in points]
-        a = [abs(e) for e in errs]
-        print(f"\n{name}: {len(errs)} rows, mean |error| {statistics.mean(a):.1f}%, median {statistics.median(a):.1f}%,"
-              f" worst {max(errs, key=abs):+.1f}%")
+        print(f"\n{name}: {summary(points)}")
     return points
 
 

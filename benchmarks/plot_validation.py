@@ -4,16 +4,13 @@ calibration set), the dense validation rows (step time) and the MoE rows (tokens
     .venv/bin/python benchmarks/plot_validation.py [--out docs/parallel-validation.png]
 
 It runs benchmarks/bench_parallel_validation.py's and benchmarks/bench_moe_validation.py's tables (printed as they
-run, about two minutes) and draws what they print. The sign is the simulator's: a positive dense error is a step
+run, about 40 s) and draws what they print. The sign is the simulator's: a positive dense error is a step
 predicted too long, a positive MoE error throughput predicted too high.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import statistics
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +22,7 @@ from matplotlib.axes import Axes
 
 import bench_moe_validation as moe
 import bench_parallel_validation as dense
-from bench_parallel_validation import Point
+from bench_parallel_validation import Point, summary
 from xpusim.report.plots import save_atomic
 
 OUT = Path(__file__).parent.parent / "docs" / "parallel-validation.png"
@@ -54,12 +51,9 @@ def panel(ax: Axes, points: list[Point], title: str, band_pct: float, xlabel: st
         if abs(p.error_pct) > band_pct:
             tick.set_color("red")
     ax.invert_yaxis()
-    counted = [abs(p.error_pct) for p in points if p.row not in hollow]
-    worst = max((p for p in points if p.row not in hollow), key=lambda p: abs(p.error_pct))
-    inside = sum(e <= band_pct for e in counted)
-    ax.set_title(f"{title}\n{len(counted)} rows: mean |error| {statistics.mean(counted):.1f}%, median "
-                 f"{statistics.median(counted):.1f}%, worst {worst.error_pct:+.1f}%; {inside} within ±{band_pct:g}%",
-                 fontsize=9, loc="left")
+    counted = [p for p in points if p.row not in hollow]
+    inside = sum(abs(p.error_pct) <= band_pct for p in counted)
+    ax.set_title(f"{title}\n{summary(counted)}; {inside} within ±{band_pct:g}%", fontsize=9, loc="left")
     ax.set_xlabel(xlabel, fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", color="0.85", lw=0.5)
@@ -70,12 +64,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="figure file (.png, .svg or .pdf; default: %(default)s)")
     args = ap.parse_args()
     data = yaml.safe_load(dense.DATA.read_text())
-    quiet = io.StringIO()  # the tables are the benches' to print; here only their numbers are needed
-    with contextlib.redirect_stdout(quiet):
-        table1 = dense.report("calibration", dense.calibration_rows(data))
-        validation = dense.report("validation", data["validation"])
-        moe_points, moe_fit = moe.run()
-    print(quiet.getvalue())
+    table1 = dense.report("calibration", dense.calibration_rows(data))
+    validation = dense.report("validation", data["validation"])
+    moe_points, moe_fit = moe.run()
     fig, axes = plt.subplots(3, 1, figsize=(9, 15), height_ratios=[len(table1) + 4, len(validation) + 4,
                                                                      len(moe_points) + len(moe_fit) + 4])
     step = "error in step time (%): + is a step predicted too long"
